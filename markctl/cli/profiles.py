@@ -1,0 +1,118 @@
+"""``markctl profiles list|show|validate|schema``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from markctl import profiles as prof
+from markctl.errors import ProfileError
+
+profiles_app = typer.Typer(help="List, show and validate firmware profiles.", no_args_is_help=True)
+
+
+@profiles_app.command("list")
+def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
+    """List every profile on the search path (bundled, then MARKCTL_PROFILE_PATH)."""
+    rows = []
+    for info in prof.list_profiles():
+        profile = prof.load_profile(info.id)
+        rows.append(
+            {
+                "id": profile.id,
+                "name": profile.name,
+                "kind": profile.machine.kind.value,
+                "protocol": profile.family,
+                "extends": profile.extends,
+                "origin": info.origin,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return 0
+    table = Table("id", "kind", "protocol", "extends", "name", "origin")
+    for row in rows:
+        table.add_row(*(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin")))
+    Console().print(table)
+    return 0
+
+
+@profiles_app.command("show")
+def show_cmd(
+    profile_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole merged profile as JSON.")] = False,
+) -> int:
+    """Show one profile, including which protocol details are verified and which are assumed."""
+    profile = prof.load_profile(profile_id)
+    if as_json:
+        typer.echo(profile.model_dump_json(indent=2))
+        return 0
+    console = Console()
+    m = profile.machine
+    console.print(f"[bold]{profile.id}[/bold]  {profile.name}")
+    if profile.extends:
+        console.print(f"extends: {profile.extends}")
+    console.print(f"kind: {m.kind.value}   protocol: {profile.family}")
+    console.print(
+        f"work area: {m.work_area_x_mm:g} x {m.work_area_y_mm:g} mm   max feed: {m.max_feed_mm_min:g} mm/min"
+        f"   max accel: {m.max_accel_mm_s2:g} mm/s^2   resolution: {m.resolution_mm:g} mm"
+    )
+    if profile.laser is not None:
+        las = profile.laser
+        console.print(
+            f"laser: {las.source}, {las.power_w:g} W, {las.wavelength_nm:g} nm, spot {las.spot_mm:g} mm"
+        )
+    if profile.dot_peen is not None:
+        dp = profile.dot_peen
+        console.print(
+            f"dot-peen: force {dp.force_min_n:g}-{dp.force_max_n:g} N, {dp.dot_rate_hz:g} dots/s, "
+            f"~{dp.chars_per_s:g} chars/s, fonts {', '.join(dp.fonts)}"
+        )
+    proto = profile.protocol.model_dump(exclude={"errors", "alarms", "fault_codes", "settings", "registers"})
+    console.print("protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()))
+    pv = profile.provenance
+    for title, items in (
+        ("sources", pv.sources),
+        ("VERIFIED", pv.verified),
+        ("ASSUMED (not confirmed)", pv.assumed),
+    ):
+        if items:
+            console.print(f"[bold]{title}[/bold]:")
+            for item in items:
+                console.print(f"  - {item}", markup=False)
+    return 0
+
+
+@profiles_app.command("validate")
+def validate_cmd(paths: Annotated[list[Path], typer.Argument(metavar="PATH...")]) -> int:
+    """Validate profile files; exit 1 naming file, key and reason if one is broken."""
+    failed = 0
+    for path in paths:
+        try:
+            profile = prof.load_profile_file(path)
+        except ProfileError as exc:
+            typer.echo(f"markctl: invalid: {exc}", err=True)
+            failed += 1
+        else:
+            typer.echo(f"ok: {path}: {profile.id} ({profile.name})")
+    return 1 if failed else 0
+
+
+@profiles_app.command("schema")
+def schema_cmd(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> int:
+    """Print (or write) the JSON Schema of a profile file."""
+    text = prof.json_schema()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+    return 0

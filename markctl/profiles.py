@@ -1,0 +1,465 @@
+"""Firmware profiles: one TOML file per machine/firmware, one pydantic schema, one loader.
+
+The same profile configures the driver and the simulator (ARCHITECTURE.md "Profiles"), so a
+technician adds a machine by writing a profile and testing it against the simulator.
+
+File format (``firmware_profiles/<id>.toml``)::
+
+    schema_version = 1
+    id = "grblhal"
+    extends = "grbl-1.1"        # optional; deep-merged *before* validation
+    name = "..."
+    [machine]  kind, work area, feeds, accelerations (units in the key names)
+    [laser] or [dot_peen]       the process facts of the machine's kind
+    [protocol] kind = "grbl" | "telesis" | "peen", then that protocol's keys
+    [provenance]                 sources, and which details are verified or assumed
+
+Profiles are found in the directories of ``MARKCTL_PROFILE_PATH`` (``os.pathsep``-separated)
+and in the bundled ``markctl.firmware_profiles`` package. An id defined twice is refused rather
+than silently shadowed. A broken file is refused with :class:`ProfileError` naming the file, the
+key path and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from markctl.errors import ProfileError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DotPeenSpec",
+    "FirmwareProfile",
+    "GrblProtocol",
+    "LaserSpec",
+    "MachineKind",
+    "MachineSpec",
+    "ModbusProtocol",
+    "ModbusRegisterMap",
+    "ProfileInfo",
+    "Provenance",
+    "TelesisProtocol",
+    "json_schema",
+    "list_profiles",
+    "load_profile",
+    "load_profile_file",
+]
+
+SCHEMA_VERSION = 1
+PROFILE_ID = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+ENV_PROFILE_PATH = "MARKCTL_PROFILE_PATH"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MachineKind(StrEnum):
+    """What the machine does to the metal."""
+
+    LASER = "laser"
+    DOT_PEEN = "dot-peen"
+
+
+class Provenance(_Frozen):
+    """Where the profile's facts come from, so nobody mistakes a guess for a vendor's spec."""
+
+    sources: tuple[str, ...] = ()
+    verified: tuple[str, ...] = Field(
+        default=(), description="Details checked against firmware source, a manual or a real machine."
+    )
+    assumed: tuple[str, ...] = Field(default=(), description="Details no public source confirms.")
+
+
+class MachineSpec(_Frozen):
+    """Mechanical facts of the machine."""
+
+    kind: MachineKind
+    vendor: str = ""
+    model: str = ""
+    work_area_x_mm: float = Field(gt=0, le=5000)
+    work_area_y_mm: float = Field(gt=0, le=5000)
+    max_feed_mm_min: float = Field(gt=0, le=200_000)
+    max_accel_mm_s2: float = Field(gt=0, le=100_000)
+    resolution_mm: float = Field(default=0.01, gt=0, le=1)
+
+
+class LaserSpec(_Frozen):
+    """Laser source facts (kind = laser)."""
+
+    source: Literal["diode", "fiber", "co2"]
+    power_w: float = Field(gt=0, le=1000)
+    wavelength_nm: float = Field(gt=0)
+    spot_mm: float = Field(gt=0, le=2)
+    pulse_khz_min: float | None = Field(default=None, gt=0)
+    pulse_khz_max: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _pulse_range(self) -> LaserSpec:
+        if (self.pulse_khz_min is None) != (self.pulse_khz_max is None):
+            raise ValueError("pulse_khz_min and pulse_khz_max go together")
+        if self.pulse_khz_min is not None and self.pulse_khz_max is not None:
+            if self.pulse_khz_min > self.pulse_khz_max:
+                raise ValueError("pulse_khz_min exceeds pulse_khz_max")
+        return self
+
+
+class DotPeenSpec(_Frozen):
+    """Dot-peen stylus facts (kind = dot-peen)."""
+
+    force_min_n: float = Field(gt=0)
+    force_max_n: float = Field(gt=0)
+    dot_rate_hz: float = Field(gt=0, le=2000, description="Stylus strikes per second.")
+    chars_per_s: float = Field(gt=0, le=100, description="Typical rate for 3 mm 5x7 text.")
+    stylus_cone_deg: float = Field(default=90, gt=0, lt=180, description="Included angle of the tip.")
+    char_height_min_mm: float = Field(default=1.0, gt=0)
+    char_height_max_mm: float = Field(default=25.0, gt=0)
+    fonts: tuple[str, ...] = ("5x7", "7x9")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DotPeenSpec:
+        if self.force_min_n > self.force_max_n:
+            raise ValueError("force_min_n exceeds force_max_n")
+        if self.char_height_min_mm > self.char_height_max_mm:
+            raise ValueError("char_height_min_mm exceeds char_height_max_mm")
+        return self
+
+
+def _check_codes(value: Mapping[int, str]) -> Mapping[int, str]:
+    for code, text in value.items():
+        if code < 0 or not text.strip():
+            raise ValueError(f"code {code}: needs a non-negative number and a text")
+    return value
+
+
+class GrblProtocol(_Frozen):
+    """GRBL-family line protocol (PROTOCOLS.md §1, §2)."""
+
+    kind: Literal["grbl"]
+    dialect: Literal["grbl", "grblhal", "fluidnc"]
+    version: str
+    banner: str = Field(description="The welcome line, without CR LF, as the firmware prints it.")
+    banner_regex: str = Field(description="Matches this dialect's banner and no other dialect's.")
+    baud: int = Field(default=115200, gt=0)
+    rx_buffer_bytes: int = Field(gt=0, le=65536)
+    planner_blocks: int = Field(gt=0, le=1024)
+    line_buffer_chars: int = Field(gt=0, le=4096)
+    opt_reports_buffers: bool = Field(description="Whether $I's [OPT:] carries planner and RX sizes.")
+    status_poll_hz_max: float = Field(default=5.0, gt=0, le=50)
+    settings: dict[int, float] = Field(description="Default $n settings, e.g. 30 = 1000 (S max).")
+    errors: dict[int, str]
+    alarms: dict[int, str]
+
+    _codes = field_validator("errors", "alarms")(_check_codes)
+
+    @field_validator("banner_regex")
+    @classmethod
+    def _regex_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _banner_matches(self) -> GrblProtocol:
+        if not re.search(self.banner_regex, self.banner):
+            raise ValueError(f"banner {self.banner!r} does not match banner_regex {self.banner_regex!r}")
+        for key in (30, 31, 32):
+            if key not in self.settings:
+                raise ValueError(f"settings must give ${key} (laser S range and laser mode)")
+        return self
+
+
+class TelesisProtocol(_Frozen):
+    """Telesis-style framed serial protocol: SOH TYPE [nn] STX data ETX BCC CR (PROTOCOLS.md §5.1)."""
+
+    kind: Literal["telesis"]
+    baud: int = Field(default=9600, gt=0)
+    bcc: Literal["xor", "sum"] = Field(description="Block check: XOR of bytes, or their sum modulo 256.")
+    bcc_encoding: Literal["binary", "hex"] = Field(description="One raw byte, or two uppercase hex digits.")
+    bcc_span: Literal["type-to-etx", "soh-to-etx", "stx-to-etx"]
+    reply_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    retries: int = Field(default=3, ge=1, le=10)
+    status_poll_hz_max: float = Field(default=4.0, gt=0, le=50)
+    text_fields: int = Field(default=8, ge=1, le=99)
+    field_chars_max: int = Field(default=64, ge=1, le=255)
+    fault_codes: dict[int, str]
+
+    _codes = field_validator("fault_codes")(_check_codes)
+
+
+class ModbusRegisterMap(_Frozen):
+    """Holding registers, coils and discrete inputs of a pattern marker (0-based addresses)."""
+
+    command: int = Field(ge=0, le=65535)
+    pattern: int = Field(ge=0, le=65535)
+    status: int = Field(ge=0, le=65535)
+    fault_code: int = Field(ge=0, le=65535)
+    progress_pct: int = Field(ge=0, le=65535)
+    job_counter: int = Field(ge=0, le=65535)
+    text_start: int = Field(ge=0, le=65535)
+    text_registers: int = Field(ge=1, le=125, description="Two ASCII characters per register.")
+    char_height: int = Field(ge=0, le=65535)
+    dot_pitch: int = Field(ge=0, le=65535)
+    force_pct: int = Field(ge=0, le=65535)
+    speed_pct: int = Field(ge=0, le=65535)
+    length_scale: float = Field(default=100.0, gt=0, description="Register value = mm x length_scale.")
+    commands: dict[str, int] = Field(
+        description="Command register values: start, abort, reset_fault, load_pattern."
+    )
+    states: dict[str, int] = Field(description="Status register values: idle, busy, done, fault.")
+    coils: dict[str, int] = Field(default_factory=dict, description="start, abort.")
+    discrete_inputs: dict[str, int] = Field(default_factory=dict, description="ready, busy, done, fault.")
+    text_byte_order: Literal["high-first", "low-first"] = "high-first"
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModbusRegisterMap:
+        for name, table, needed in (
+            ("commands", self.commands, {"start", "abort", "reset_fault", "load_pattern"}),
+            ("states", self.states, {"idle", "busy", "done", "fault"}),
+        ):
+            missing = needed - table.keys()
+            if missing:
+                raise ValueError(f"{name} lacks {sorted(missing)}")
+        singles = {
+            "command": self.command,
+            "pattern": self.pattern,
+            "status": self.status,
+            "fault_code": self.fault_code,
+            "progress_pct": self.progress_pct,
+            "job_counter": self.job_counter,
+            "char_height": self.char_height,
+            "dot_pitch": self.dot_pitch,
+            "force_pct": self.force_pct,
+            "speed_pct": self.speed_pct,
+        }
+        text = range(self.text_start, self.text_start + self.text_registers)
+        seen: dict[int, str] = {}
+        for name, address in singles.items():
+            if address in seen:
+                raise ValueError(f"register {address} is both {seen[address]} and {name}")
+            if address in text:
+                raise ValueError(f"register {address} ({name}) lies inside the text block")
+            seen[address] = name
+        return self
+
+
+class ModbusProtocol(_Frozen):
+    """A pattern marker driven through a Modbus register map (PROTOCOLS.md §5.6, §6)."""
+
+    kind: Literal["peen"]
+    unit: int = Field(default=1, ge=1, le=247)
+    baud: int = Field(default=19200, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=3, ge=0, le=10)
+    poll_hz_max: float = Field(default=10.0, gt=0, le=100, description="Never poll faster than this.")
+    registers: ModbusRegisterMap
+    fault_codes: dict[int, str]
+
+    _codes = field_validator("fault_codes")(_check_codes)
+
+
+Protocol = Annotated[GrblProtocol | TelesisProtocol | ModbusProtocol, Field(discriminator="kind")]
+
+
+class FirmwareProfile(_Frozen):
+    """One machine/firmware description; see the module docstring for the file layout."""
+
+    schema_version: Literal[1]
+    id: str = Field(pattern=PROFILE_ID)
+    extends: str | None = Field(default=None, description="Id of the profile this one was merged onto.")
+    name: str = Field(min_length=1)
+    description: str = ""
+    machine: MachineSpec
+    laser: LaserSpec | None = None
+    dot_peen: DotPeenSpec | None = None
+    protocol: Protocol
+    provenance: Provenance = Provenance()
+
+    @model_validator(mode="after")
+    def _process_matches_kind(self) -> FirmwareProfile:
+        if self.machine.kind is MachineKind.LASER and (self.laser is None or self.dot_peen is not None):
+            raise ValueError("a laser machine needs a [laser] table and no [dot_peen] table")
+        if self.machine.kind is MachineKind.DOT_PEEN and (self.dot_peen is None or self.laser is not None):
+            raise ValueError("a dot-peen machine needs a [dot_peen] table and no [laser] table")
+        return self
+
+    @property
+    def family(self) -> str:
+        """The driver family, equal to the protocol part of a machine address."""
+        return self.protocol.kind
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """Where a profile lives, for listings."""
+
+    id: str
+    origin: str  # "bundled" or the user directory
+
+
+def _bundled() -> Traversable:
+    return resources.files("markctl.firmware_profiles")
+
+
+def _search_dirs() -> list[tuple[str, Traversable]]:
+    dirs: list[tuple[str, Traversable]] = []
+    for entry in os.environ.get(ENV_PROFILE_PATH, "").split(os.pathsep):
+        if entry:
+            dirs.append((entry, Path(entry)))
+    dirs.append(("bundled", _bundled()))
+    return dirs
+
+
+def _profile_files() -> dict[str, tuple[str, Traversable]]:
+    found: dict[str, tuple[str, Traversable]] = {}
+    for origin, directory in _search_dirs():
+        if not directory.is_dir():
+            continue
+        for item in directory.iterdir():
+            if not item.name.endswith(".toml"):
+                continue
+            pid = item.name.removesuffix(".toml")
+            if pid in found:
+                raise ProfileError(
+                    f"profile id {pid!r} is defined twice (also in {found[pid][0]})",
+                    path=_display(origin, item),
+                    hint="rename one of them; markctl does not let one profile silently shadow another",
+                )
+            found[pid] = (origin, item)
+    return found
+
+
+def _display(origin: str, item: Traversable) -> str:
+    return f"firmware_profiles/{item.name}" if origin == "bundled" else str(item)
+
+
+def list_profiles() -> list[ProfileInfo]:
+    """Every profile id on the search path, sorted."""
+    return [ProfileInfo(pid, origin) for pid, (origin, _) in sorted(_profile_files().items())]
+
+
+def _read_toml(path: str, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"not valid TOML: {exc}", path=path) from exc
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; every other value (lists included) is replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve(
+    raw: dict[str, Any], path: str, files: Mapping[str, tuple[str, Traversable]], chain: tuple[str, ...]
+) -> dict[str, Any]:
+    parent = raw.get("extends")
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ProfileError("must be a profile id", path=path, loc="extends")
+    if parent in chain:
+        raise ProfileError(f"cycle: {' -> '.join((*chain, parent))}", path=path, loc="extends")
+    if parent not in files:
+        raise ProfileError(f"unknown profile {parent!r}", path=path, loc="extends", hint=_known(files))
+    origin, item = files[parent]
+    parent_path = _display(origin, item)
+    parent_raw = _resolve(
+        _read_toml(parent_path, item.read_text("utf-8")), parent_path, files, (*chain, parent)
+    )
+    if parent_raw.get("schema_version") != raw.get("schema_version"):
+        raise ProfileError(
+            f"schema_version {raw.get('schema_version')!r} differs from {parent!r}'s",
+            path=path,
+            loc="schema_version",
+        )
+    child = {k: v for k, v in raw.items() if k != "extends"}
+    merged = _deep_merge({k: v for k, v in parent_raw.items() if k not in ("extends", "provenance")}, child)
+    merged["extends"] = parent
+    return merged
+
+
+def _known(files: Mapping[str, object]) -> str:
+    return "known: " + ", ".join(sorted(files))
+
+
+def _validate(data: dict[str, Any], path: str) -> FirmwareProfile:
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfileError(
+            f"schema_version {version!r} is not supported (this markctl reads {SCHEMA_VERSION})",
+            path=path,
+            loc="schema_version",
+        )
+    try:
+        return FirmwareProfile.model_validate(data)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+        loc, first = problems[0]
+        rest = "".join(f"; {other_loc}: {msg}" for other_loc, msg in problems[1:])
+        raise ProfileError(first + rest, path=path, loc=loc) from None
+
+
+def load_profile(profile_id: str) -> FirmwareProfile:
+    """Load, merge and validate the profile with this id from the search path."""
+    files = _profile_files()
+    if profile_id not in files:
+        raise ProfileError(f"no profile with id {profile_id!r}", path=profile_id, hint=_known(files))
+    origin, item = files[profile_id]
+    path = _display(origin, item)
+    return _load(item.read_text("utf-8"), path, profile_id, files)
+
+
+def load_profile_file(path: str | os.PathLike[str]) -> FirmwareProfile:
+    """Validate one profile file (which may extend profiles on the search path)."""
+    file = Path(path)
+    try:
+        text = file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"cannot read: {exc}", path=str(file)) from exc
+    return _load(text, str(file), file.stem, _profile_files())
+
+
+def _load(
+    text: str, path: str, file_id: str, files: Mapping[str, tuple[str, Traversable]]
+) -> FirmwareProfile:
+    raw = _read_toml(path, text)
+    if raw.get("id") != file_id:
+        raise ProfileError(f"id {raw.get('id')!r} must equal the file name {file_id!r}", path=path, loc="id")
+    return _validate(_resolve(raw, path, files, (file_id,)), path)
+
+
+def iter_profiles() -> Iterator[FirmwareProfile]:
+    """Every profile on the search path, validated."""
+    for info in list_profiles():
+        yield load_profile(info.id)
+
+
+def json_schema() -> str:
+    """The JSON Schema of a profile file, as committed in firmware_profiles/schema.json."""
+    return json.dumps(FirmwareProfile.model_json_schema(), indent=2, sort_keys=True) + "\n"

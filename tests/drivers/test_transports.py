@@ -1,0 +1,100 @@
+"""Byte transports over pyserial URLs: loopback, TCP, and a lost link."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from markctl.drivers.transports import PipeTransport, SerialTransport, TCPTransport
+from markctl.errors import MachineConnectionError
+
+
+async def _read_exactly(transport: SerialTransport, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await transport.read(timeout=2.0)
+        assert chunk, "timed out"
+        data += chunk
+    return data
+
+
+async def test_loop_url_is_binary_safe() -> None:
+    transport = SerialTransport("loop://")
+    await transport.open()
+    try:
+        payload = bytes(range(256))
+        await transport.write(payload)
+        assert await _read_exactly(transport, 256) == payload
+    finally:
+        await transport.close()
+    assert not transport.is_open
+
+
+async def test_read_times_out_with_empty_bytes() -> None:
+    transport = SerialTransport("loop://")
+    await transport.open()
+    try:
+        assert await transport.read(timeout=0.05) == b""
+    finally:
+        await transport.close()
+
+
+async def test_open_failure_is_connection_error() -> None:
+    with pytest.raises(MachineConnectionError, match="cannot open /dev/does-not-exist"):
+        await SerialTransport("/dev/does-not-exist").open()
+
+
+async def test_tcp_round_trip_and_peer_close() -> None:
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = TCPTransport(f"127.0.0.1:{port}")
+    await transport.open()
+    try:
+        reader, writer = await asyncio.wait_for(accepted.get(), 5)
+        await transport.write(b"?\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"?\n"
+        writer.write(b"ok\r\n")
+        await writer.drain()
+        assert await _read_exactly(transport, 4) == b"ok\r\n"
+        writer.close()
+        await writer.wait_closed()
+        with pytest.raises(MachineConnectionError, match="link lost"):
+            for _ in range(100):
+                await transport.read(timeout=0.1)
+        with pytest.raises(MachineConnectionError):
+            await transport.write(b"?")
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tcp_connection_refused() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(MachineConnectionError):
+        await TCPTransport(f"127.0.0.1:{port}").open()
+
+
+async def test_pipe_feeds_and_hangs_up() -> None:
+    sent: list[bytes] = []
+    pipe = PipeTransport("sim://test", sent.append)
+    await pipe.open()
+    await pipe.write(b"$I\n")
+    assert sent == [b"$I\n"]
+    pipe.feed(b"[VER:1.1h]\r\n")
+    pipe.feed(b"ok\r\n")
+    assert await pipe.read(timeout=1) == b"[VER:1.1h]\r\nok\r\n"
+    pipe.hang_up("cable pulled")
+    with pytest.raises(MachineConnectionError, match="cable pulled"):
+        await pipe.read(timeout=1)
+    with pytest.raises(MachineConnectionError):
+        await pipe.write(b"?")
