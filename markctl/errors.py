@@ -17,6 +17,8 @@ __all__ = [
     "ConfigError",
     "DeviceError",
     "DriverNotFoundError",
+    "DuplicateMarkError",
+    "ItemStateError",
     "LayoutError",
     "MachineConnectionError",
     "MachineError",
@@ -176,3 +178,16 @@ class SafetyError(MachineError):
 
 class RecordError(MarkctlError):
     """The mark records cannot be read, written or verified."""
+
+
+class ItemStateError(RecordError):
+    """An item is not in a state that allows the requested step (e.g. finishing one never started)."""
+
+    def __init__(self, message: str, *, item_key: str, state: str | None, hint: str | None = None) -> None:
+        super().__init__(f"{item_key}: {message}", code="item-state", hint=hint)
+        self.item_key = item_key
+        self.state = state
+
+
+class DuplicateMarkError(ItemStateError):
+    """The item already carries this mark; marking again needs a supervisor's recorded override."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the records database (script_location ``markctl.records:migrations``)."""
