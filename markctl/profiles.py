@@ -197,8 +197,51 @@ class TelesisProtocol(_Frozen):
     text_fields: int = Field(default=8, ge=1, le=99)
     field_chars_max: int = Field(default=64, ge=1, le=255)
     fault_codes: dict[int, str]
+    # Framing details no public source confirms (PROTOCOLS.md §5.1 "Not confirmed"): settings with
+    # documented defaults, never constants in code. ACK/NAK values are InfoSight's (§5.2).
+    ack: int = Field(
+        default=0x06, ge=0, le=255, description="Positive acknowledgement byte (InfoSight: 0x06)."
+    )
+    nak: int = Field(
+        default=0x15, ge=0, le=255, description="Negative acknowledgement byte (InfoSight: 0x15)."
+    )
+    reply_framing: Literal["ack-nak", "echo"] = Field(
+        default="ack-nak",
+        description="ASSUMED. How the marker accepts a command: one ACK byte, or an echo of the whole frame.",
+    )
+    set_field_type: Literal["V", "1"] = Field(
+        default="V", description="Message type that fills text field nn: V (variable text) or 1 (overwrite)."
+    )
+    status_format: Literal["io", "io-fault", "io-fault-count"] = Field(
+        default="io-fault-count",
+        description=(
+            "ASSUMED. Data of the I/O status reply: 'O2O1;I2I1' (io), plus ';FF' hex fault code (io-fault), "
+            "plus ';CCCC' hex characters marked in the current cycle (io-fault-count)."
+        ),
+    )
+    output_bits: dict[Literal["done", "ready", "pause", "busy", "fault"], int] = Field(
+        default_factory=lambda: {"done": 0, "ready": 1, "pause": 2, "busy": 3, "fault": 4},
+        description="ASSUMED. Bit number of each output in the status reply's O2O1 byte.",
+    )
 
     _codes = field_validator("fault_codes")(_check_codes)
+
+    @field_validator("output_bits")
+    @classmethod
+    def _bits(cls, value: dict[str, int]) -> dict[str, int]:
+        missing = {"done", "ready", "busy", "fault"} - value.keys()
+        if missing:
+            raise ValueError(f"output_bits lacks {sorted(missing)}")
+        if any(not 0 <= bit <= 7 for bit in value.values()) or len(set(value.values())) != len(value):
+            raise ValueError("output bits must be distinct numbers 0-7")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_controls(self) -> TelesisProtocol:
+        framing = {0x01, 0x02, 0x03, 0x0D}
+        if self.ack == self.nak or {self.ack, self.nak} & framing:
+            raise ValueError("ack and nak must differ from each other and from SOH, STX, ETX and CR")
+        return self
 
 
 class ModbusRegisterMap(_Frozen):
@@ -224,6 +267,12 @@ class ModbusRegisterMap(_Frozen):
     coils: dict[str, int] = Field(default_factory=dict, description="start, abort.")
     discrete_inputs: dict[str, int] = Field(default_factory=dict, description="ready, busy, done, fault.")
     text_byte_order: Literal["high-first", "low-first"] = "high-first"
+    text_separator: str = Field(
+        default="\r",
+        min_length=1,
+        max_length=1,
+        description="Separates the pattern's text fields inside the text block (the map has one block).",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ModbusRegisterMap:
