@@ -86,8 +86,11 @@ class Manifest:
 
 def weapon_key_of(manufacturer: str, serial: str) -> str:
     """Canonical identity: upper case, inner white space collapsed."""
-    norm = lambda s: " ".join(s.split()).upper()  # noqa: E731
-    return f"{norm(manufacturer)}|{norm(serial)}"
+    return f"{_norm(manufacturer)}|{_norm(serial)}"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).upper()
 
 
 def read_manifest(path: str | Path) -> Manifest:
