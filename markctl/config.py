@@ -1,0 +1,113 @@
+"""Controller configuration: ``markctl.toml``, environment, flags — in that order of precedence, lowest first.
+
+``markctl.toml`` is read from the current directory, else from ``$XDG_CONFIG_HOME/markctl/``
+(``~/.config/markctl/``)::
+
+    [records]
+    url = "sqlite:///records/markctl.db"    # or a path; PostgreSQL URLs work too
+
+    [machines.laser]                         # named machines
+    address = "sim://grbl-1.1"
+    [machines.peen]
+    address = "peen+modbus-tcp://10.0.0.7:502?unit=1"
+    profile = "peen-modbus"
+
+    [defaults]
+    machine = "laser"
+    operator = "armourer-1"
+
+Environment: ``MARKCTL_CONFIG`` (a file), ``MARKCTL_RECORDS`` (records URL or path),
+``MARKCTL_MACHINE`` (a machine name or address), ``MARKCTL_OPERATOR``. An explicit argument
+(a CLI flag) beats them all.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from markctl.errors import ConfigError
+
+__all__ = ["MachineEntry", "Settings", "load_settings"]
+
+DEFAULT_RECORDS = Path.home() / ".local" / "share" / "markctl" / "records.db"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MachineEntry(_Model):
+    address: str
+    profile: str | None = Field(default=None, description="Firmware profile id (not needed for sim://).")
+
+
+class RecordsSection(_Model):
+    url: str = ""
+
+
+class DefaultsSection(_Model):
+    machine: str | None = None
+    operator: str | None = None
+
+
+class Settings(_Model):
+    records: RecordsSection = RecordsSection()
+    machines: dict[str, MachineEntry] = Field(default_factory=dict)
+    defaults: DefaultsSection = DefaultsSection()
+    source: str | None = Field(default=None, exclude=True)
+
+    def records_location(self, explicit: str | None = None) -> str:
+        """Where the records live: flag > MARKCTL_RECORDS > markctl.toml > the per-user default."""
+        return explicit or os.environ.get("MARKCTL_RECORDS") or self.records.url or str(DEFAULT_RECORDS)
+
+    def machine(self, explicit: str | None = None) -> MachineEntry:
+        """A machine by name or address: flag > MARKCTL_MACHINE > [defaults] machine."""
+        name = explicit or os.environ.get("MARKCTL_MACHINE") or self.defaults.machine
+        if not name:
+            raise ConfigError(
+                "no machine given", hint="pass --machine NAME|ADDRESS or set [defaults] machine"
+            )
+        if name in self.machines:
+            return self.machines[name]
+        if "://" in name:
+            return MachineEntry(address=name)
+        known = ", ".join(sorted(self.machines)) or "none configured"
+        raise ConfigError(
+            f"unknown machine {name!r} (known: {known}); an address like sim://grbl-1.1 works too"
+        )
+
+    def operator(self, explicit: str | None = None) -> str:
+        who = explicit or os.environ.get("MARKCTL_OPERATOR") or self.defaults.operator
+        if not who:
+            raise ConfigError("who is marking? every record names its operator", hint="pass --operator NAME")
+        return who
+
+
+def _candidates() -> list[Path]:
+    if os.environ.get("MARKCTL_CONFIG"):
+        return [Path(os.environ["MARKCTL_CONFIG"])]
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [Path.cwd() / "markctl.toml", xdg / "markctl" / "markctl.toml"]
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read the first configuration file that exists (or ``path``); none at all is fine."""
+    candidates = [Path(path)] if path is not None else _candidates()
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text("utf-8"))
+                return Settings.model_validate({**data, "source": str(candidate)})
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{candidate}: not valid TOML: {exc}") from exc
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(f"{candidate}: {loc}: {err['msg']}") from None
+        elif path is not None or os.environ.get("MARKCTL_CONFIG"):
+            raise ConfigError(f"{candidate}: no such configuration file")
+    return Settings()
