@@ -219,7 +219,7 @@ class TelesisProtocol(_Frozen):
             "plus ';CCCC' hex characters marked in the current cycle (io-fault-count)."
         ),
     )
-    output_bits: dict[Literal["done", "ready", "pause", "busy", "fault"], int] = Field(
+    output_bits: dict[str, int] = Field(
         default_factory=lambda: {"done": 0, "ready": 1, "pause": 2, "busy": 3, "fault": 4},
         description="ASSUMED. Bit number of each output in the status reply's O2O1 byte.",
     )
@@ -232,6 +232,11 @@ class TelesisProtocol(_Frozen):
         missing = {"done", "ready", "busy", "fault"} - value.keys()
         if missing:
             raise ValueError(f"output_bits lacks {sorted(missing)}")
+        unknown = value.keys() - {"done", "ready", "pause", "busy", "fault"}
+        if unknown:
+            raise ValueError(
+                f"output_bits: unknown outputs {sorted(unknown)} (done, ready, pause, busy, fault)"
+            )
         if any(not 0 <= bit <= 7 for bit in value.values()) or len(set(value.values())) != len(value):
             raise ValueError("output bits must be distinct numbers 0-7")
         return value
