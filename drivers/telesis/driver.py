@@ -1,0 +1,332 @@
+"""Driver for Telesis-style dot-peen pattern markers over the Extended framed protocol (PROTOCOLS.md §5.1).
+
+A pattern machine owns its fonts and motion, so a :class:`~markctl.layouts.program.PatternProgram`
+becomes: ``P`` load pattern, ``V``/``1`` fill text fields 1..n, ``I`` check the status, ``G`` go,
+then ``I`` polls (never faster than the profile's ``status_poll_hz_max``) until Done or Fault.
+
+Host is master (§5.1): every frame waits ``reply_timeout_s`` (3 s) for its answer and is sent again
+on silence, on NAK or on a corrupt reply; after ``retries`` (3) tries the link is declared down
+(:class:`MachineTimeoutError`; after all-NAK answers, :class:`DeviceError` with code ``NAK``).
+Framing details no public source confirms (BCC, reply framing, status extensions) come from the
+profile; see :mod:`markctl.drivers.telesis.codec`.
+
+Safe state (assumed, see the profile's provenance): ``O`` (reset and put online) stops a running
+cycle and retracts the stylus; it is confirmed by an ``I`` status that shows the machine not Busy.
+The protocol has no pause, so pause/resume are refused.
+
+Progress is in characters. With ``status_format = "io-fault-count"`` the machine reports how many
+characters it has marked; with the plain ``io`` format the driver can only estimate from elapsed
+time and the profile's ``chars_per_s``, and says so in the progress detail and the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import ClassVar
+
+from pydantic import Field
+
+from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
+from markctl.drivers.telesis import codec
+from markctl.errors import (
+    DeviceError,
+    MachineConnectionError,
+    MachineTimeoutError,
+    ProtocolError,
+    SafetyError,
+)
+from markctl.layouts.program import PatternProgram, Program
+from markctl.profiles import FirmwareProfile, TelesisProtocol
+
+__all__ = ["TelesisDriver", "TelesisOptions"]
+
+
+class TelesisOptions(DriverOptions):
+    """Address options of a Telesis machine (``telesis+serial:///dev/ttyS0?poll_hz=2``)."""
+
+    poll_hz: float | None = Field(
+        default=None, gt=0, le=50, description="Status polls per second; capped at the profile's maximum."
+    )
+    cycle_margin: float = Field(
+        default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected marking time x this + 10 s."
+    )
+
+
+class TelesisDriver(Driver):
+    """A Telesis-style marker on a byte transport (serial, TCP, or the simulator's pipe)."""
+
+    family: ClassVar[str] = "telesis"
+    transports: ClassVar[frozenset[str]] = frozenset({"serial", "tcp", "sim"})
+    options_model: ClassVar[type[DriverOptions]] = TelesisOptions
+    # O + I confirmation must survive one lost reply at the 3 s reply timeout.
+    safe_state_timeout_s: ClassVar[float] = 12.0
+
+    def __init__(
+        self,
+        transport: object,
+        profile: FirmwareProfile,
+        options: DriverOptions | None = None,
+        *,
+        name: str = "",
+    ) -> None:
+        if not isinstance(profile.protocol, TelesisProtocol):
+            raise ValueError(f"profile {profile.id} is not a telesis profile (protocol {profile.family})")
+        super().__init__(transport, profile, options, name=name)
+        self.proto: TelesisProtocol = profile.protocol
+        self.framing = codec.Framing.from_profile(self.proto)
+        self._decoder = codec.FrameDecoder(self.framing)
+        self._lock = asyncio.Lock()
+        opts = self.options
+        wanted = opts.poll_hz if isinstance(opts, TelesisOptions) and opts.poll_hz else None
+        self.poll_hz = min(wanted or self.proto.status_poll_hz_max, self.proto.status_poll_hz_max)
+        self.exchanges = 0  # frames answered (tests and benchmarks)
+        self.exchange_s = 0.0  # wall time spent waiting for answers
+        self.status_polls = 0
+        self.last_status: codec.IOStatus | None = None
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Forget stale bytes (a late answer to a cancelled request) before a new exchange."""
+        while True:
+            try:
+                if self._decoder.next_event() is None:
+                    return
+            except ProtocolError:
+                continue
+
+    async def _request(self, frame: bytes, what: str, *, status: bool = False) -> codec.IOStatus | None:
+        """Send ``frame`` until it is answered; the I/O status for ``status`` requests."""
+        proto = self.proto
+        async with self._lock:
+            self._drain()
+            failures: list[str] = []
+            naks = 0
+            for attempt in range(1, proto.retries + 1):
+                self.log("tx", frame)
+                await self.transport.write(frame)
+                started = time.monotonic()
+                try:
+                    answer = await self._answer(frame, status)
+                finally:
+                    self.exchange_s += time.monotonic() - started
+                if isinstance(answer, codec.IOStatus) or answer == "ok":
+                    self.exchanges += 1
+                    return answer if isinstance(answer, codec.IOStatus) else None
+                naks += answer == "NAK"
+                failures.append(f"try {attempt}: {answer}")
+            detail = "; ".join(failures)
+            if naks == proto.retries:
+                raise DeviceError(
+                    f"{self.name}: the marker refused {what} (NAK) {naks} times",
+                    device_code="NAK",
+                    address=self.name,
+                )
+            raise MachineTimeoutError(
+                f"{self.name}: link down: no valid answer to {what} after {proto.retries} tries "
+                f"of {proto.reply_timeout_s:g} s ({detail})",
+                address=self.name,
+                code="link-down",
+            )
+
+    async def _answer(self, sent: bytes, status: bool) -> codec.IOStatus | str:
+        """Wait up to reply_timeout_s for the answer to ``sent``: an IOStatus, "ok", or why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.proto.reply_timeout_s
+        echo = self.proto.reply_framing == "echo"
+        while True:
+            try:
+                event = self._decoder.next_event()
+            except ProtocolError as exc:
+                return f"corrupt answer: {exc}"
+            if event is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return f"no answer within {self.proto.reply_timeout_s:g} s"
+                data = await self.transport.read(timeout=remaining)
+                if data:
+                    self.log("rx", data)
+                    self._decoder.feed(data)
+                continue
+            if isinstance(event, codec.Nak):
+                return "NAK"
+            if status:
+                if isinstance(event, codec.Frame) and event.type == "I" and event.data:
+                    try:
+                        return codec.parse_status(
+                            event.data, dict(self.proto.output_bits), self.proto.status_format
+                        )
+                    except ProtocolError as exc:
+                        return f"corrupt status: {exc}"
+                continue  # an ACK or an echo before the status frame: keep waiting
+            if (isinstance(event, codec.Ack) and not echo) or (
+                isinstance(event, codec.Frame) and echo and event.raw == sent
+            ):
+                return "ok"
+            # anything else (an unsolicited frame, an ACK in echo mode) is not our answer
+
+    async def _command(self, frame: bytes, what: str) -> None:
+        await self._request(frame, what)
+
+    async def read_status(self) -> codec.IOStatus:
+        """One ``I`` exchange."""
+        st = await self._request(codec.read_status(self.framing), "I (read status)", status=True)
+        assert st is not None
+        self.status_polls += 1
+        self.last_status = st
+        return st
+
+    def fault_text(self, code: int | None) -> str:
+        if code is None:
+            return "fault (this status format carries no code)"
+        return self.proto.fault_codes.get(code, f"fault code {code} (not in the profile's table)")
+
+    # --- Driver ----------------------------------------------------------------------------
+
+    async def _handshake(self) -> DeviceInfo:
+        self._decoder = codec.FrameDecoder(self.framing)
+        first = await self.read_status()
+        st = first
+        if st.fault or not st.ready:
+            await self._command(codec.reset_online(self.framing), "O (reset/online)")
+            st = await self.read_status()
+        self.set_state(State.FAULT if st.fault else State.IDLE, raw=st.describe())
+        return DeviceInfo(
+            family=self.family,
+            dialect=f"extended/{self.proto.reply_framing}",
+            version="unknown (the protocol has no version query)",
+            details={
+                "status_at_connect": first.describe(),
+                "fault_code_at_connect": first.fault_code,
+                "bcc": f"{self.proto.bcc}/{self.proto.bcc_encoding}/{self.proto.bcc_span}",
+            },
+        )
+
+    def _check_program(self, program: Program) -> None:
+        if not isinstance(program, PatternProgram):
+            raise ValueError(
+                f"{self.name}: a Telesis marker runs pattern programs, not {program.kind} programs"
+            )
+        if len(program.fields) > self.proto.text_fields:
+            raise ValueError(
+                f"{len(program.fields)} fields, but the profile allows {self.proto.text_fields} text fields"
+            )
+        for text, what in [(program.pattern, "pattern name")] + [
+            (f.text, f"field {i}") for i, f in enumerate(program.fields, 1)
+        ]:
+            if len(text) > self.proto.field_chars_max:
+                raise ValueError(
+                    f"{what}: {len(text)} characters, the profile allows {self.proto.field_chars_max}"
+                )
+            if not all(0x20 <= ord(c) <= 0x7E for c in text):
+                raise ValueError(f"{what}: {text!r} is not printable ASCII")
+        fonts = self.profile.dot_peen.fonts if self.profile.dot_peen else ()
+        for i, f in enumerate(program.fields, 1):
+            if fonts and f.font not in fonts:
+                raise ValueError(f"field {i}: font {f.font!r} is not one of this machine's fonts {fonts}")
+
+    def _expected_s(self, program: PatternProgram) -> float:
+        """Marking time the profile predicts: chars_per_s is for 3.175 mm text; taller text is slower."""
+        spec = self.profile.dot_peen
+        cps = spec.chars_per_s if spec else 2.0
+        return sum(len(f.text.replace(" ", "")) * max(1.0, f.height_mm / 3.175) for f in program.fields) / cps
+
+    async def _execute(self, program: Program, job: JobHandle) -> JobResult:
+        assert isinstance(program, PatternProgram)
+        total = program.char_count
+        job.report(0, total, "checking the marker")
+        st = await self.read_status()
+        if st.fault or not st.ready:
+            await self._command(codec.reset_online(self.framing), "O (reset/online)")
+            st = await self.read_status()
+            if st.fault or not st.ready:
+                raise DeviceError(
+                    f"{self.name}: marker not ready after reset: {st.describe()}, {self.fault_text(st.fault_code)}",
+                    device_code=f"fault:{st.fault_code}",
+                    address=self.name,
+                )
+        await self._command(
+            codec.load_pattern(self.framing, program.pattern), f"P (load pattern {program.pattern!r})"
+        )
+        job.report(0, total, f"pattern {program.pattern} loaded")
+        for i, f in enumerate(program.fields, 1):
+            frame = codec.set_field(self.framing, i, f.text, type_=self.proto.set_field_type)
+            await self._command(frame, f"{self.proto.set_field_type}{i:02d} (text field {i})")
+        job.report(0, total, f"{len(program.fields)} field(s) filled")
+        before = await self.read_status()
+        if before.fault:
+            raise DeviceError(
+                f"{self.name}: marker faulted before Go: {self.fault_text(before.fault_code)}",
+                device_code=f"fault:{before.fault_code}",
+                address=self.name,
+            )
+        await self._command(codec.go(self.framing), "G (go)")
+        self.set_state(State.RUN, raw="busy")
+        return await self._watch_cycle(program, job, total, done_before=before.done)
+
+    async def _watch_cycle(
+        self, program: PatternProgram, job: JobHandle, total: int, *, done_before: bool
+    ) -> JobResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        expected = self._expected_s(program)
+        limit = expected * self._margin() + 10.0
+        period = 1.0 / self.poll_hz
+        seen_busy = False
+        done = 0
+        while True:
+            # Sleep a whole period after the previous answer, so polls are never closer than 1/poll_hz.
+            await asyncio.sleep(period)
+            st = await self.read_status()
+            elapsed = loop.time() - started
+            seen_busy = seen_busy or st.busy
+            if st.chars_done is not None:
+                done, how = min(st.chars_done, total), "reported by the marker"
+            else:
+                done, how = (
+                    min(total - 1, math.floor(total * elapsed / expected)) if expected else 0,
+                    "estimated",
+                )
+            if st.fault:
+                self.set_state(State.FAULT, raw=st.describe())
+                code = st.fault_code
+                return JobResult(
+                    Outcome.FAULT,
+                    f"{self.name}: marker fault during the cycle: {self.fault_text(code)}; "
+                    f"{done} of {total} characters marked ({how})",
+                    code=None if code is None else str(code),
+                    done=done,
+                    total=total,
+                )
+            finished = st.done and not st.busy and (seen_busy or not done_before or done >= total)
+            if finished:
+                job.report(total, total, "done")
+                self.set_state(State.IDLE, raw=st.describe())
+                return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
+            job.report(max(0, done), total, f"marking ({how})")
+            if elapsed > limit:
+                raise MachineTimeoutError(
+                    f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "
+                    f"{done} of {total} characters ({how})",
+                    address=self.name,
+                    code="cycle-timeout",
+                )
+
+    def _margin(self) -> float:
+        opts = self.options
+        return opts.cycle_margin if isinstance(opts, TelesisOptions) else 3.0
+
+    async def _make_safe(self, reason: str) -> str:
+        if not self.transport.is_open:
+            raise MachineConnectionError(f"{self.name}: link is down; cannot send O", address=self.name)
+        await self._command(codec.reset_online(self.framing), "O (reset/online)")
+        period = 1.0 / self.poll_hz
+        for _ in range(max(3, math.ceil(self.poll_hz * 3))):
+            st = await self.read_status()
+            if not st.busy:
+                self.set_state(State.FAULT if st.fault else State.IDLE, raw=st.describe())
+                return f"O (reset/online) acknowledged; status {st.describe()} (not busy)"
+            await asyncio.sleep(period)
+        raise SafetyError(f"{self.name}: still busy after O (reset/online)", address=self.name)
