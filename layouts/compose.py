@@ -1,0 +1,555 @@
+"""Composition: from a MarkRequest to a Layout, everything positioned in millimetres.
+
+Steps (ARCHITECTURE.md "The flow of one mark"): resolve the rule profile, machine profile,
+material and process model; validate the content (a broken field raises
+:class:`~markctl.errors.ComplianceError` naming its rule and field: nothing half-made); build the
+text lines from the profile's templates in the profile's order (ISACS-FMT); choose a character
+height whose *impression-bottom* height meets the profile minimum; set the lines and the optional
+Data Matrix side by side in a block; and place the block in the free part of the marking zone
+(zone shrunk by the margin, minus keep-outs and existing marks with their clearance). Import-style
+marks are placed as close to the existing marks as the "distinct" gap allows (ISACS-IMP).
+
+When the block does not fit, the error names the field to change and the smallest height or
+zone that would work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from markctl.errors import ComplianceError, LayoutError, ProfileError
+from markctl.layouts import _geom as g
+from markctl.layouts.content import validate_content
+from markctl.layouts.datamatrix import DataMatrixSymbol, encode_datamatrix
+from markctl.layouts.findings import Finding
+from markctl.layouts.fonts import DEFAULT_DOT_FONT, DEFAULT_STROKE_FONT, Font, get_font
+from markctl.layouts.materials import Material, Process, get_material, plan_process
+from markctl.layouts.request import MarkRequest
+from markctl.layouts.rules import RuleBook, RuleProfile, Severity, bundled_rules
+from markctl.profiles import FirmwareProfile, MachineKind, load_profile
+
+__all__ = ["Layout", "PlacedCode", "PlacedGlyph", "TextLine", "compose"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Aim the default character height this far above the largest minimum, so that the measured
+# bottom height clears the rule with room for process scatter.
+_HEIGHT_MARGIN = 1.05
+_HEIGHT_STEP_MM = 0.05
+# Boundary samples per rectangle side for the fast erosion (the result is verified exactly).
+_EDGE_SAMPLES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedGlyph:
+    """One character in the component frame: polylines (stroke font) or dot centres (dot font)."""
+
+    char: str
+    strokes: tuple[FloatArray, ...]
+    kind: Literal["line", "dots"]
+    centre_extent_mm: float  # extent of the stroke centre lines / dot centres along the text's "up"
+
+
+@dataclass(frozen=True, slots=True)
+class TextLine:
+    """One line of text, its fields and its glyphs."""
+
+    index: int
+    text: str
+    fields: tuple[str, ...]
+    height_mm: float  # nominal cap height (font size)
+    origin: tuple[float, float]  # baseline start in the component frame
+    angle_deg: float
+    glyphs: tuple[PlacedGlyph, ...]
+
+    @property
+    def centre_extent_mm(self) -> float:
+        """The smallest letter/digit height of the line, measured on the composed centre lines.
+
+        The smallest one counts: every character must meet the minimum (a hyphen or full stop is
+        not a character height, so they are left out).
+        """
+        heights = [gl.centre_extent_mm for gl in self.glyphs if gl.char.isalnum()]
+        return min(heights) if heights else 0.0
+
+    def strokes(self) -> list[FloatArray]:
+        """Every stroke of the line."""
+        return [s for gl in self.glyphs for s in gl.strokes]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCode:
+    """The Data Matrix in the component frame."""
+
+    symbol: DataMatrixSymbol
+    module_mm: float
+    quiet_zone_modules: int
+    origin: tuple[float, float]  # top-left corner of the symbol (without quiet zone), component frame
+    angle_deg: float
+
+    @property
+    def symbol_mm(self) -> float:
+        """Side of the symbol without quiet zone."""
+        return max(self.symbol.size) * self.module_mm
+
+    def module_centres(self, dark: bool = True) -> FloatArray:
+        """Centres of the dark (or light) modules, row by row from the top, in the component frame."""
+        rows, cols = np.nonzero(self.symbol.modules if dark else ~self.symbol.modules)
+        local = np.column_stack(((cols + 0.5) * self.module_mm, -(rows + 0.5) * self.module_mm))
+        return g.to_world(local.astype(np.float64), self.angle_deg, self.origin)
+
+    def corners(self, quiet: bool = False) -> FloatArray:
+        """The symbol's outline (with the quiet zone if asked), component frame, counter-clockwise."""
+        rows, cols = self.symbol.size
+        q = self.quiet_zone_modules * self.module_mm if quiet else 0.0
+        w, h = cols * self.module_mm, rows * self.module_mm
+        local = np.array([[-q, -h - q], [w + q, -h - q], [w + q, q], [-q, q]], dtype=np.float64)
+        return g.to_world(local, self.angle_deg, self.origin)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A composed mark: pure data in the component frame (mm), ready to check, preview and program."""
+
+    request: MarkRequest
+    rules: RuleProfile
+    machine: FirmwareProfile
+    material: Material
+    process: Process
+    font: Font
+    values: dict[str, str]
+    lines: tuple[TextLine, ...]
+    code: PlacedCode | None
+    footprint: g.Geom  # the placed block (text + code with its quiet zone), component frame
+    content_findings: tuple[Finding, ...]
+    zone: g.Geom
+    keepouts: tuple[g.Geom, ...]
+    existing: tuple[g.Geom, ...]
+    today: date
+    _cache: dict[str, g.Geom] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def char_height_mm(self) -> float:
+        """Nominal character height of the text."""
+        return self.lines[0].height_mm if self.lines else 0.0
+
+    @property
+    def stroke_kind(self) -> Literal["line", "dots"]:
+        """Whether text is drawn as lines or dots."""
+        return "dots" if self.font.kind == "dot" or self.process.method == "dot-peen" else "line"
+
+    def text_geometry(self) -> g.Geom:
+        """The marked area of all text (strokes buffered by half the stroke width)."""
+        if "text" not in self._cache:
+            strokes = [s for line in self.lines for s in line.strokes()]
+            half = max(self.process.stroke_width_mm / 2.0, 1e-3)
+            if self.stroke_kind == "dots":
+                geom = g.buffer(g.points(np.concatenate(strokes)) if strokes else g.empty(), half)
+            else:
+                geom = g.buffer(g.line_strings(strokes), half)
+            self._cache["text"] = geom
+        return self._cache["text"]
+
+    def code_geometry(self) -> g.Geom:
+        """The dark modules of the code (squares), or empty."""
+        if "code" not in self._cache:
+            if self.code is None:
+                self._cache["code"] = g.empty()
+            else:
+                m = self.code.module_mm
+                square = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) * m
+                square = g.rotate_points(square, self.code.angle_deg)
+                centres = self.code.module_centres()
+                self._cache["code"] = g.union_all(g.polygons(centres[:, None, :] + square[None, :, :]))
+        return self._cache["code"]
+
+    def mark_geometry(self) -> g.Geom:
+        """Everything the machine marks."""
+        if "mark" not in self._cache:
+            self._cache["mark"] = g.union_all([self.text_geometry(), self.code_geometry()])
+        return self._cache["mark"]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _load_machine(machine_id: str) -> FirmwareProfile:
+    try:
+        return load_profile(machine_id)
+    except ProfileError as exc:
+        raise LayoutError(str(exc), field="machine") from exc
+
+
+def _polygon(points: tuple[tuple[float, float], ...], what: str) -> g.Geom:
+    poly = g.make_polygon(points)
+    reason = g.is_valid_reason(poly)
+    if reason is not None:
+        raise LayoutError(f"not a simple polygon ({reason})", field=what)
+    if g.area(poly) <= 0:
+        raise LayoutError("polygon has no area", field=what)
+    return poly
+
+
+def _raise_first_error(findings: list[Finding]) -> None:
+    for f in findings:
+        if f.severity is Severity.ERROR:
+            field_name = f.subject if f.subject.startswith("fields.") else "fields"
+            raise ComplianceError(f"{f.message} (measured {f.measured}, required {f.required})", rule=f.rule, field=field_name)
+
+
+def _lines_text(rules: RuleProfile, values: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for template in rules.lines:
+        names = rules.line_fields(template)
+        text = template.format_map({n: values.get(n, "") for n in names})
+        text = " ".join(text.split())  # optional fields left out leave no double spaces
+        if text:
+            out.append((text, tuple(n for n in names if values.get(n))))
+    return out
+
+
+def _default_font(machine: FirmwareProfile) -> str:
+    return DEFAULT_DOT_FONT if machine.machine.kind is MachineKind.DOT_PEEN else DEFAULT_STROKE_FONT
+
+
+def _min_alnum_extent_em(font: Font, texts: list[str]) -> float:
+    extents = []
+    for text in texts:
+        for ch in text:
+            if ch.isalnum():
+                strokes = font.glyph(ch).strokes
+                if strokes:
+                    ys = np.concatenate(strokes)[:, 1]
+                    extents.append(float(ys.max() - ys.min()))
+    return min(extents) if extents else 1.0
+
+
+def _default_height(rules: RuleProfile, font: Font, process: Process, texts: list[str]) -> float:
+    """Smallest height (rounded up to 0.05 mm) whose impression-bottom height meets the minimum + margin."""
+    target = rules.min_height_mm * _HEIGHT_MARGIN
+    k = _min_alnum_extent_em(font, texts)
+    if process.method == "dot-peen":
+        h = target / k
+    else:
+        shrink = process.stroke_width_mm - 2.0 * process.depth_mm * math.tan(math.radians(process.wall_angle_deg))
+        h = (target - shrink) / k
+    return math.ceil(max(h, 0.1) / _HEIGHT_STEP_MM - 1e-9) * _HEIGHT_STEP_MM
+
+
+def _resample(stroke: FloatArray, pitch: float) -> FloatArray:
+    """Dots every ``pitch`` mm along a polyline (continuous dot peen of a stroke font)."""
+    seg = np.hypot(*np.diff(stroke, axis=0).T)
+    total = float(seg.sum())
+    if total == 0:
+        return stroke[:1]
+    n = max(1, round(total / pitch))
+    at = np.linspace(0.0, total, n + 1)
+    cum = np.concatenate(([0.0], np.cumsum(seg)))
+    xs = np.interp(at, cum, stroke[:, 0])
+    ys = np.interp(at, cum, stroke[:, 1])
+    return np.column_stack((xs, ys))
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """The text lines and code laid out in the text frame (before rotation and placement)."""
+
+    lines: list[tuple[str, tuple[str, ...], tuple[float, float], list[tuple[str, list[FloatArray]]]]]
+    code_origin: tuple[float, float] | None
+    bounds: tuple[float, float, float, float]
+    widest: tuple[str, tuple[str, ...], float]
+
+
+def _layout_block(
+    texts: list[tuple[str, tuple[str, ...]]],
+    font: Font,
+    height: float,
+    request: MarkRequest,
+    process: Process,
+    symbol: DataMatrixSymbol | None,
+) -> _Block:
+    opts = request.options
+    pitch = opts.line_spacing * height
+    widths = [font.text_width(t) * height for t, _ in texts]
+    block_w = max(widths)
+    lines = []
+    for i, ((text, names), width) in enumerate(zip(texts, widths, strict=True)):
+        y = -i * pitch - height  # first line's cap line at y = 0
+        x = {"left": 0.0, "center": (block_w - width) / 2.0, "right": block_w - width}[opts.align]
+        glyphs: list[tuple[str, list[FloatArray]]] = []
+        cx = x
+        for ch in text:
+            shape = font.glyph(ch)
+            strokes = [s * height + np.array([cx, y]) for s in shape.strokes]
+            if font.kind == "stroke" and process.method == "dot-peen":
+                dot_pitch = process.dot_pitch_mm or max(process.stroke_width_mm, 0.2)
+                strokes = [_resample(s, dot_pitch) for s in strokes]
+            glyphs.append((ch, strokes))
+            cx += shape.advance * height
+        lines.append((text, names, (x, y), glyphs))
+    allpts = [s for _, _, _, gl in lines for _, ss in gl for s in ss]
+    pts = np.concatenate(allpts) if allpts else np.zeros((1, 2))
+    half = process.stroke_width_mm / 2.0
+    x0, y0 = pts.min(axis=0) - half
+    x1, y1 = pts.max(axis=0) + half
+    code_origin: tuple[float, float] | None = None
+    if symbol is not None:
+        m = opts.module_mm
+        rows, cols = symbol.size
+        q = opts.quiet_zone_modules * m
+        w, h = cols * m, rows * m
+        tx0, ty0, tx1, ty1 = float(x0), float(y0), float(x1), float(y1)
+        mid_y = (ty0 + ty1) / 2.0
+        if opts.code_position == "right":
+            code_origin = (tx1 + q, mid_y + h / 2.0)
+        elif opts.code_position == "left":
+            code_origin = (tx0 - q - w, mid_y + h / 2.0)
+        elif opts.code_position == "below":
+            code_origin = (tx0 + q, ty0 - q)
+        else:
+            code_origin = (tx0 + q, ty1 + q + h)
+        cx0, cy1 = code_origin
+        x0, y0 = min(x0, cx0 - q), min(y0, cy1 - h - q)
+        x1, y1 = max(x1, cx0 + w + q), max(y1, cy1 + q)
+    wi = int(np.argmax(widths))
+    return _Block(lines, code_origin, (float(x0), float(y0), float(x1), float(y1)), (texts[wi][0], texts[wi][1], widths[wi]))
+
+
+def _free_region(request: MarkRequest, rules: RuleProfile, zone: g.Geom, keepouts: list[g.Geom], existing: list[g.Geom]) -> g.Geom:
+    opts = request.options
+    free = g.buffer(zone, -opts.margin_mm) if opts.margin_mm > 0 else zone
+    blocked = [g.buffer(k, opts.clearance_mm) if opts.clearance_mm > 0 else k for k in keepouts]
+    # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).
+    gap = max(rules.adjacent.min_gap_mm if rules.adjacent else 0.0, opts.clearance_mm)
+    blocked += [g.buffer(e, gap) if gap > 0 else e for e in existing]
+    if blocked:
+        free = free.difference(g.union_all(blocked))
+    return g.prepare(free)
+
+
+def _block_ring(bounds: tuple[float, float, float, float], angle: float) -> FloatArray:
+    x0, y0, x1, y1 = bounds
+    ring = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    return g.rotate_points(ring, angle)
+
+
+def _place(
+    request: MarkRequest, rules: RuleProfile, free: g.Geom, zone: g.Geom, existing: list[g.Geom], block: _Block
+) -> tuple[float, float] | None:
+    """A translation that puts the rotated block wholly inside ``free``, or None."""
+    angle = request.options.rotation_deg
+    ring = _block_ring(block.bounds, angle)
+    if g.is_empty(free):
+        return None
+    # Fast path: erode the free region by the block, approximated by boundary samples, then verify.
+    samples = []
+    for i in range(4):
+        a, b = ring[i], ring[(i + 1) % 4]
+        for t in np.linspace(0.0, 1.0, _EDGE_SAMPLES, endpoint=False):
+            samples.append(a + (b - a) * t)
+    eroded = free
+    for s in samples:
+        eroded = eroded.intersection(g.translate(free, -float(s[0]), -float(s[1])))
+        if g.is_empty(eroded):
+            break
+    centre = ring.mean(axis=0)
+    target = _target(request, rules, zone, existing, ring)
+    candidates: list[tuple[float, float]] = []
+    if not g.is_empty(eroded):
+        candidates.append(g.nearest_point(eroded, target[0] - centre[0], target[1] - centre[1]))
+        for part in g.exterior_coords(eroded):
+            candidates.extend((float(x), float(y)) for x, y in part[:: max(1, len(part) // 16)])
+    if candidates:
+        cand = np.array(candidates)
+        ok = g.contains(free, g.polygons(ring[None, :, :] + cand[:, None, :]))
+        if ok.any():
+            good = cand[ok]
+            score = np.hypot(*(good + centre - target).T)
+            best = good[int(np.argmin(score))]
+            return float(best[0]), float(best[1])
+    # Slow path: an exact grid search (notches narrower than the boundary sampling).
+    fx0, fy0, fx1, fy1 = g.bounds(free)
+    rx0, ry0 = ring.min(axis=0)
+    rx1, ry1 = ring.max(axis=0)
+    xs = np.arange(fx0 - rx0, fx1 - rx1 + 1e-9, 0.1)
+    ys = np.arange(fy0 - ry0, fy1 - ry1 + 1e-9, 0.1)
+    if not len(xs) or not len(ys):
+        return None
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    ok = g.contains(free, g.polygons(ring[None, :, :] + grid[:, None, :]))
+    if not ok.any():
+        return None
+    good = grid[ok]
+    best = good[int(np.argmin(np.hypot(*(good + centre - target).T)))]
+    return float(best[0]), float(best[1])
+
+
+def _target(
+    request: MarkRequest, rules: RuleProfile, zone: g.Geom, existing: list[g.Geom], ring: FloatArray
+) -> FloatArray:
+    """Where the block's centre should go: by the existing marks (import-style), else by alignment."""
+    zx0, zy0, zx1, zy1 = g.bounds(zone)
+    half_w = (ring[:, 0].max() - ring[:, 0].min()) / 2.0
+    half_h = (ring[:, 1].max() - ring[:, 1].min()) / 2.0
+    if rules.adjacent is not None and existing:
+        ex0, ey0, ex1, ey1 = g.bounds(g.union_all(existing))
+        return np.array([(ex0 + ex1) / 2.0, (ey0 + ey1) / 2.0])
+    align = request.options.align
+    y = zy1 - half_h
+    x = {"left": zx0 + half_w, "center": (zx0 + zx1) / 2.0, "right": zx1 - half_w}[align]
+    return np.array([x, y])
+
+
+def _no_fit_error(
+    request: MarkRequest, rules: RuleProfile, block: _Block, height: float, free: g.Geom, fits_at: float | None
+) -> LayoutError:
+    x0, y0, x1, y1 = block.bounds
+    text, names, width = block.widest
+    if fits_at is not None:
+        return LayoutError(
+            f"the mark does not fit the zone at {height:.2f} mm; the largest height that fits is {fits_at:.2f} mm "
+            f"(profile minimum {rules.min_height_mm:g} mm at the impression bottom)",
+            field="options.char_height_mm",
+        )
+    fx0, fy0, fx1, fy1 = g.bounds(free) if not g.is_empty(free) else (0.0, 0.0, 0.0, 0.0)
+    who = ", ".join(f"fields.{n}" for n in names) or "text"
+    return LayoutError(
+        f"the mark needs a clear area of at least {x1 - x0:.1f} x {y1 - y0:.1f} mm at the minimum height "
+        f"{height:.2f} mm (widest line {text!r} from {who}: {width:.1f} mm); the zone's clear part spans "
+        f"{fx1 - fx0:.1f} x {fy1 - fy0:.1f} mm",
+        field="component.zone",
+        hint="enlarge the zone, move keep-outs, shorten the fields or turn off the Data Matrix",
+    )
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
+    """Compose a mark: validate content, fit text (and code) into the zone, return the Layout.
+
+    Args:
+        request: the mark to make.
+        rules: a rule book with user profiles; the bundled one by default.
+
+    Raises:
+        LayoutError: bad input (unknown profile/field/material/font, bad polygon, no fit), naming the field.
+        ComplianceError: a field breaks its rule (missing, not ISO 3166-1, future year, charset...).
+    """
+    book = rules or bundled_rules()
+    profile = book.get(request.profile)
+    machine = _load_machine(request.machine)
+    material = get_material(request.component.material)
+    today = request.options.today or date.today()
+
+    zone = _polygon(request.component.zone, "component.zone")
+    keepouts = [_polygon(k, "component.keepouts") for k in request.component.keepouts]
+    existing = [_polygon(e, "component.existing_marks") for e in request.component.existing_marks]
+
+    values, findings = validate_content(profile, request.fields, request.facts, today)
+    _raise_first_error(findings)
+    texts = _lines_text(profile, values)
+    if not texts:
+        raise LayoutError("the mark has no text", field="fields")
+
+    font = get_font(request.options.font or _default_font(machine))
+    if machine.family != "grbl" and machine.dot_peen is not None and font.name not in machine.dot_peen.fonts:
+        raise LayoutError(
+            f"pattern machine {machine.id!r} has fonts {', '.join(machine.dot_peen.fonts)}, not {font.name!r}",
+            field="options.font",
+        )
+    for text, names in texts:
+        missing = font.missing(text)
+        if missing:
+            culprit = next((n for n in names if any(ch in values[n] for ch in missing)), names[0] if names else "")
+            raise ComplianceError(
+                f"font {font.name!r} cannot draw {''.join(missing)!r}; no substitution is made",
+                rule=profile.glyph.rule,
+                field=f"fields.{culprit}",
+            )
+
+    max_depth = profile.integrity.max_depth_fraction * request.component.wall_thickness_mm
+    process = plan_process(material, machine, request.options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth)
+
+    symbol = None
+    if request.options.datamatrix:
+        content = profile.code.content.format_map(values) if profile.code.content else " ".join(t for t, _ in texts)
+        symbol = encode_datamatrix(content)
+
+    auto = request.options.char_height_mm is None
+    height = request.options.char_height_mm or _default_height(profile, font, process, [t for t, _ in texts])
+    if machine.dot_peen is not None and auto:
+        height = max(height, machine.dot_peen.char_height_min_mm)
+
+    free = _free_region(request, profile, zone, keepouts, existing)
+    block = _layout_block(texts, font, height, request, process, symbol)
+    offset = _place(request, profile, free, zone, existing, block)
+    if offset is None:
+        # Search the largest height that still fits, down to the legal minimum at the bottom.
+        floor = _default_height(profile, font, process, [t for t, _ in texts]) / _HEIGHT_MARGIN
+        floor = math.ceil(floor / _HEIGHT_STEP_MM - 1e-9) * _HEIGHT_STEP_MM
+        fits_at = None
+        if floor < height:
+            lo, hi = floor, height
+            if _place(request, profile, free, zone, existing, _layout_block(texts, font, lo, request, process, symbol)):
+                while hi - lo > _HEIGHT_STEP_MM:
+                    mid = math.floor((lo + hi) / 2.0 / _HEIGHT_STEP_MM) * _HEIGHT_STEP_MM
+                    if mid <= lo:
+                        break
+                    if _place(request, profile, free, zone, existing, _layout_block(texts, font, mid, request, process, symbol)):
+                        lo = mid
+                    else:
+                        hi = mid
+                fits_at = lo
+        if fits_at is not None and auto:
+            height = fits_at
+            block = _layout_block(texts, font, height, request, process, symbol)
+            offset = _place(request, profile, free, zone, existing, block)
+        if offset is None:
+            small = _layout_block(texts, font, min(floor, height), request, process, symbol)
+            raise _no_fit_error(request, profile, small if fits_at is None else block, min(floor, height) if fits_at is None else height, free, fits_at)
+
+    angle = request.options.rotation_deg
+    up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
+    kind: Literal["line", "dots"] = "dots" if font.kind == "dot" or process.method == "dot-peen" else "line"
+    lines = []
+    for i, (text, names, (lx, ly), glyphs) in enumerate(block.lines):
+        placed = []
+        for ch, strokes in glyphs:
+            world = tuple(g.to_world(s, angle, offset) for s in strokes)
+            if world:
+                proj = np.concatenate(world) @ up
+                extent = float(proj.max() - proj.min())
+            else:
+                extent = 0.0
+            placed.append(PlacedGlyph(ch, world, kind, extent))
+        origin = g.to_world(np.array([[lx, ly]]), angle, offset)[0]
+        lines.append(TextLine(i, text, names, height, (float(origin[0]), float(origin[1])), angle, tuple(placed)))
+    code = None
+    if symbol is not None and block.code_origin is not None:
+        corigin = g.to_world(np.array([block.code_origin]), angle, offset)[0]
+        code = PlacedCode(symbol, request.options.module_mm, request.options.quiet_zone_modules, (float(corigin[0]), float(corigin[1])), angle)
+    footprint = g.polygon_from_array(_block_ring(block.bounds, angle) + np.asarray(offset))
+    return Layout(
+        request=request,
+        rules=profile,
+        machine=machine,
+        material=material,
+        process=process,
+        font=font,
+        values=values,
+        lines=tuple(lines),
+        code=code,
+        footprint=footprint,
+        content_findings=tuple(findings),
+        zone=zone,
+        keepouts=tuple(keepouts),
+        existing=tuple(existing),
+        today=today,
+    )

@@ -1,0 +1,1 @@
+"""Bundled rule profiles, one TOML file each (see ``markctl.layouts.rules``)."""

@@ -1,0 +1,392 @@
+"""Rule profiles as data: which content a mark carries and which physical limits it must meet.
+
+Every bundled profile of COMPLIANCE.md Part 1 is a TOML file under ``layouts/data/rules/``; each
+requirement names the rule id of COMPLIANCE.md Part 2 §9 and the clause it enforces, so every
+finding can cite it. A profile may ``extends = "<id>"`` and write only what differs (tables merge
+key by key, arrays are replaced whole, as for firmware profiles). A national authority adds or
+overrides profiles with its own TOML texts (:meth:`RuleBook.with_texts`) without touching code;
+reading those files is the caller's job, because ``layouts`` does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from markctl.errors import LayoutError, ProfileError
+
+__all__ = [
+    "AnyOfRule",
+    "CharsetRule",
+    "CodeRule",
+    "ComponentName",
+    "FieldKind",
+    "FieldSpec",
+    "MarkKind",
+    "RuleBook",
+    "RuleProfile",
+    "Severity",
+    "ThresholdRule",
+    "bundled_rules",
+]
+
+SCHEMA_VERSION = 1
+_PROFILE_ID = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+_FIELD_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+_TEMPLATE_FIELD = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+class Severity(StrEnum):
+    """How bad a finding is. ``PASS`` findings record a check that was met (measured vs required)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    PASS = "pass"
+
+
+class MarkKind(StrEnum):
+    """When the mark is applied (ISACS-T)."""
+
+    MANUFACTURE = "manufacture"
+    IMPORT = "import"
+    STOCKPILE = "stockpile"
+    TRANSFER = "transfer"
+    FOUND = "found"
+
+
+class ComponentName(StrEnum):
+    """The component that carries the mark. ``embedded-plate`` sits in a (polymer) frame."""
+
+    FRAME = "frame"
+    RECEIVER = "receiver"
+    SLIDE = "slide"
+    BARREL = "barrel"
+    CYLINDER = "cylinder"
+    BOLT = "bolt"
+    EMBEDDED_PLATE = "embedded-plate"
+
+
+class FieldKind(StrEnum):
+    """How a field's value is validated."""
+
+    COUNTRY = "country"  # ISO 3166-1 alpha-2 (pycountry)
+    COUNTRY_NAME = "country-name"  # a country's name, resolved through ISO 3166-1
+    US_STATE = "us-state"  # ISO 3166-2:US subdivision code without the "US-" prefix
+    YEAR = "year"
+    SERIAL = "serial"
+    TEXT = "text"
+    LITERAL = "literal"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Cited(_Frozen):
+    rule: str = Field(min_length=1)
+    clause: str = Field(min_length=1)
+
+
+class FieldSpec(_Cited):
+    """One content field of a profile."""
+
+    label: str
+    kind: FieldKind
+    required: bool = False
+    required_unless: str | None = Field(
+        default=None, description="Required unless this fact of the request is true."
+    )
+    recommended: bool = Field(default=False, description="Missing -> warning (e.g. 'model where feasible').")
+    max_length: int = Field(default=24, ge=1, le=64)
+    min_digits: int = Field(default=0, ge=0)
+    digits: tuple[int, ...] = (2,)
+    values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldSpec:
+        if self.kind is FieldKind.YEAR and not set(self.digits) <= {2, 4}:
+            raise ValueError("digits of a year are 2 and/or 4")
+        if self.kind is FieldKind.LITERAL and not self.values:
+            raise ValueError("a literal field lists its allowed values")
+        if self.required and self.required_unless:
+            raise ValueError("give required or required_unless, not both")
+        return self
+
+
+class CharsetRule(_Cited):
+    """Characters a mark may contain (space separates words and is always allowed)."""
+
+    allowed: str = Field(min_length=1)
+
+
+class ThresholdRule(_Cited):
+    """A minimum (character height or depth) in mm; ``fields`` limits it to lines with those fields."""
+
+    min_mm: float = Field(gt=0, le=50)
+    fields: tuple[str, ...] = ()
+
+
+class PlacementRule(_Cited):
+    """Which components may carry this mark."""
+
+    components: tuple[ComponentName, ...]
+
+
+class AdjacentRule(_Cited):
+    """Import-style marks: close to the existing marks, yet visibly separate from them."""
+
+    min_gap_mm: float = Field(gt=0)
+    max_gap_mm: float = Field(gt=0)
+    severity: Literal["error", "warning"] = "error"
+
+    @model_validator(mode="after")
+    def _order(self) -> AdjacentRule:
+        if self.min_gap_mm >= self.max_gap_mm:
+            raise ValueError("min_gap_mm must be below max_gap_mm")
+        return self
+
+
+class PlateRule(_Cited):
+    """Non-metal frames are marked on an embedded metal plate that leaves room for future marks."""
+
+    components: tuple[ComponentName, ...] = (ComponentName.FRAME, ComponentName.RECEIVER)
+    room_rule: str
+    room_clause: str
+    room_lines: int = Field(default=1, ge=0, le=10)
+    room_chars: int = Field(default=6, ge=1, le=40)
+
+
+class IntegrityRule(_Cited):
+    """Depth never exceeds this fraction of the wall thickness at the mark."""
+
+    max_depth_fraction: float = Field(gt=0, le=1)
+
+
+class CodeRule(_Cited):
+    """Data Matrix limits and how its content is built from the fields."""
+
+    hri_rule: str
+    hri_clause: str
+    content: str = ""
+    module_min_mm: float = Field(gt=0)
+    module_max_mm: float = Field(gt=0)
+    quiet_zone_min_modules: int = Field(ge=0)
+    symbol_max_mm: float = Field(gt=0)
+    content_max_chars: int = Field(ge=1)
+
+
+class AnyOfRule(_Cited):
+    """At least one group of fields is complete (and matches its patterns)."""
+
+    groups: tuple[tuple[str, ...], ...] = Field(min_length=1)
+    patterns: tuple[dict[str, str], ...] = ()
+
+    @model_validator(mode="after")
+    def _patterns(self) -> AnyOfRule:
+        if self.patterns and len(self.patterns) != len(self.groups):
+            raise ValueError("patterns, when given, has one table per group")
+        for table in self.patterns:
+            for regex in table.values():
+                re.compile(regex)
+        return self
+
+
+class RuleProfile(_Frozen):
+    """One rule profile (see the module docstring and ``layouts/data/rules/*.toml``)."""
+
+    schema_version: Literal[1]
+    id: str = Field(pattern=_PROFILE_ID)
+    extends: str | None = None
+    abstract: bool = False
+    name: str = Field(min_length=1)
+    mark_kind: MarkKind
+    lines: tuple[str, ...]
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    any_of: tuple[AnyOfRule, ...] = ()
+    charset: CharsetRule
+    height: tuple[ThresholdRule, ...]
+    depth: tuple[ThresholdRule, ...]
+    placement: PlacementRule
+    zone: _Cited
+    overlap: _Cited
+    keepout: _Cited
+    integrity: IntegrityRule
+    glyph: _Cited
+    code: CodeRule
+    depth_process: _Cited
+    adjacent: AdjacentRule | None = None
+    plate: PlateRule | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleProfile:
+        for name in self.fields:
+            if not re.match(_FIELD_NAME, name):
+                raise ValueError(f"field name {name!r} must match {_FIELD_NAME}")
+        used: set[str] = set()
+        for template in (*self.lines, self.code.content):
+            for name in _TEMPLATE_FIELD.findall(template):
+                if name not in self.fields:
+                    raise ValueError(f"template {template!r} uses unknown field {name!r}")
+                used.add(name)
+        if not self.abstract:
+            if not self.lines:
+                raise ValueError("a profile needs at least one line template")
+            unused = set(self.fields) - {n for t in self.lines for n in _TEMPLATE_FIELD.findall(t)}
+            if unused:
+                raise ValueError(f"fields {sorted(unused)} appear in no line: a code never replaces text")
+        for rule in self.any_of:
+            for group in rule.groups:
+                for name in group:
+                    if name not in self.fields:
+                        raise ValueError(f"any_of names unknown field {name!r}")
+        for threshold in self.height:
+            for name in threshold.fields:
+                if name not in self.fields:
+                    raise ValueError(f"height rule {threshold.rule} names unknown field {name!r}")
+        if self.code.module_min_mm > self.code.module_max_mm:
+            raise ValueError("code.module_min_mm exceeds code.module_max_mm")
+        return self
+
+    @property
+    def min_height_mm(self) -> float:
+        """The largest height minimum over all lines (what a default height must reach)."""
+        return max((t.min_mm for t in self.height), default=0.0)
+
+    @property
+    def min_depth_mm(self) -> float:
+        """The largest depth minimum."""
+        return max((t.min_mm for t in self.depth), default=0.0)
+
+    def line_fields(self, template: str) -> tuple[str, ...]:
+        """Field names used by one line template, in order."""
+        return tuple(_TEMPLATE_FIELD.findall(template))
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Every rule id this profile can report, sorted (for listings and tests)."""
+        ids = {self.charset.rule, self.placement.rule, self.zone.rule, self.overlap.rule}
+        ids |= {self.keepout.rule, self.integrity.rule, self.glyph.rule, self.depth_process.rule}
+        ids |= {f.rule for f in self.fields.values()} | {a.rule for a in self.any_of}
+        ids |= {t.rule for t in (*self.height, *self.depth)}
+        ids.add(self.code.rule)  # hri_rule is enforced when the profile loads (fields appear in lines)
+        if self.adjacent:
+            ids.add(self.adjacent.rule)
+        if self.plate:
+            ids |= {self.plate.rule, self.plate.room_rule}
+        return tuple(sorted(ids))
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class RuleBook:
+    """A set of rule profiles: the bundled ones, plus any the caller adds."""
+
+    def __init__(self, raw: Mapping[str, tuple[str, dict[str, Any]]]) -> None:
+        """Validate every profile; ``raw`` maps id -> (where it came from, parsed TOML)."""
+        self._raw = dict(raw)
+        self._profiles: dict[str, RuleProfile] = {}
+        for pid in sorted(self._raw):
+            self._profiles[pid] = self._build(pid, (pid,))
+
+    def _build(self, pid: str, chain: tuple[str, ...]) -> RuleProfile:
+        origin, data = self._raw[pid]
+        merged = self._resolve(pid, chain)
+        try:
+            return RuleProfile.model_validate(merged)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ProfileError(err["msg"], path=origin, loc=loc) from None
+
+    def _resolve(self, pid: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        origin, data = self._raw[pid]
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ProfileError(
+                f"schema_version {data.get('schema_version')!r} is not supported (this markctl reads 1)",
+                path=origin,
+                loc="schema_version",
+            )
+        if data.get("id") != pid:
+            raise ProfileError(f"id {data.get('id')!r} must equal {pid!r}", path=origin, loc="id")
+        parent = data.get("extends")
+        if parent is None:
+            return dict(data)
+        if not isinstance(parent, str) or parent not in self._raw:
+            raise ProfileError(f"unknown profile {parent!r}", path=origin, loc="extends")
+        if parent in chain:
+            raise ProfileError(f"cycle: {' -> '.join((*chain, parent))}", path=origin, loc="extends")
+        base = {k: v for k, v in self._resolve(parent, (*chain, parent)).items() if k != "abstract"}
+        merged = _deep_merge(base, data)
+        merged["extends"] = parent
+        return merged
+
+    @classmethod
+    def bundled(cls) -> RuleBook:
+        """The profiles shipped in ``layouts/data/rules`` (cached; the book is immutable)."""
+        return bundled_rules()
+
+    def with_texts(self, texts: Iterable[tuple[str, str]]) -> RuleBook:
+        """A new book with extra profiles given as (origin, TOML text); an id may replace a bundled one.
+
+        Raises:
+            ProfileError: a text is not TOML, or a profile does not validate (names origin and key).
+        """
+        raw = dict(self._raw)
+        for origin, text in texts:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ProfileError(f"not valid TOML: {exc}", path=origin) from exc
+            pid = data.get("id")
+            if not isinstance(pid, str) or not re.match(_PROFILE_ID, pid):
+                raise ProfileError(f"needs an id matching {_PROFILE_ID}", path=origin, loc="id")
+            raw[pid] = (origin, data)
+        return RuleBook(raw)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Ids of the usable (non-abstract) profiles."""
+        return tuple(pid for pid, p in self._profiles.items() if not p.abstract)
+
+    def get(self, profile_id: str) -> RuleProfile:
+        """The profile with this id.
+
+        Raises:
+            LayoutError: unknown or abstract id (``field="profile"``).
+        """
+        profile = self._profiles.get(profile_id)
+        if profile is None or profile.abstract:
+            raise LayoutError(
+                f"unknown rule profile {profile_id!r}", field="profile", hint="known: " + ", ".join(self.ids)
+            )
+        return profile
+
+
+@cache
+def bundled_rules() -> RuleBook:
+    """The bundled rule book, loaded once."""
+    folder = resources.files("markctl.layouts.data") / "rules"
+    raw: dict[str, tuple[str, dict[str, Any]]] = {}
+    for item in folder.iterdir():
+        if item.name.endswith(".toml"):
+            raw[item.name.removesuffix(".toml")] = (
+                f"layouts/data/rules/{item.name}",
+                tomllib.loads(item.read_text("utf-8")),
+            )
+    return RuleBook(raw)
