@@ -1,0 +1,125 @@
+"""API tokens and roles.
+
+Tokens are random (``secrets.token_urlsafe``), shown once when created, and stored only as their
+SHA-256 in the records database. Roles:
+
+* ``operator``   — run jobs and read their progress;
+* ``supervisor`` — everything an operator may, plus compliance overrides, resolving unknown items,
+  re-mark overrides and managing machines;
+* ``auditor``    — read and verify records, export them.
+
+Every override or resolution records the token's name as who did it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from markctl.errors import ConfigError
+from markctl.records import RecordStore
+from markctl.records.schema import api_tokens
+
+__all__ = ["Identity", "Role", "TokenStore"]
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    SUPERVISOR = "supervisor"
+    AUDITOR = "auditor"
+
+
+#: What each role may do.
+PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.OPERATOR: frozenset({"jobs:run", "jobs:read", "machines:read", "layouts:read", "profiles:read"}),
+    Role.SUPERVISOR: frozenset(
+        {
+            "jobs:run",
+            "jobs:read",
+            "jobs:override",
+            "items:resolve",
+            "machines:read",
+            "machines:manage",
+            "layouts:read",
+            "profiles:read",
+            "records:read",
+        }  # fmt: skip
+    ),
+    Role.AUDITOR: frozenset(
+        {"records:read", "records:verify", "records:export", "jobs:read", "profiles:read"}
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    name: str
+    role: Role
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS[self.role]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens kept (hashed) beside the records."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self._engine = store.engine
+
+    def create(self, name: str, role: Role | str) -> str:
+        """A new token for ``name``; the only time the clear token exists is this return value."""
+        try:
+            role = Role(role)
+        except ValueError as exc:
+            raise ConfigError(f"role {role!r}: use one of {', '.join(r.value for r in Role)}") from exc
+        if not name or len(name) > 100:
+            raise ConfigError("a token needs a name of 1-100 characters (it is recorded as who acted)")
+        token = secrets.token_urlsafe(32)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(api_tokens).values(
+                        token_hash=_digest(token),
+                        name=name,
+                        role=role.value,
+                        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                        revoked=False,
+                    )
+                )
+        except IntegrityError as exc:
+            raise ConfigError(f"a token named {name!r} exists already") from exc
+        return token
+
+    def identify(self, token: str) -> Identity | None:
+        """The identity behind a token, or None if unknown or revoked."""
+        if not token:
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked).where(
+                    api_tokens.c.token_hash == _digest(token)
+                )
+            ).first()
+        if row is None or row.revoked:
+            return None
+        return Identity(row.name, Role(row.role))
+
+    def revoke(self, name: str) -> bool:
+        with self._engine.begin() as conn:
+            result = conn.execute(update(api_tokens).where(api_tokens.c.name == name).values(revoked=True))
+        return bool(result.rowcount)
+
+    def list(self) -> list[tuple[str, Role, bool]]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked))
+            return [(r.name, Role(r.role), bool(r.revoked)) for r in rows]
