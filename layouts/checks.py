@@ -70,35 +70,58 @@ def _depth(layout: Layout) -> list[Finding]:
         ok = depth + _EPS >= rule.min_mm
         out.append(
             Finding(
-                rule.rule, rule.clause, "process", f"{depth:.4f} mm ({how} on {layout.material.key})",
-                f">= {rule.min_mm:g} mm", _sev(ok), "depth ok" if ok else "the process does not cut deep enough",
+                rule.rule,
+                rule.clause,
+                "process",
+                f"{depth:.4f} mm ({how} on {layout.material.key})",
+                f">= {rule.min_mm:g} mm",
+                _sev(ok),
+                "depth ok" if ok else "the process does not cut deep enough",
             )  # fmt: skip
         )
     dp = layout.rules.depth_process
     if not p.removes_material:
         out.append(
             Finding(
-                dp.rule, dp.clause, "options.process", f"mode {p.mode!r}: no material removed", "a material-removing process",
-                Severity.ERROR, f"{p.mode} changes colour only; it counts as depth 0",
+                dp.rule,
+                dp.clause,
+                "options.process",
+                f"mode {p.mode!r}: no material removed",
+                "a material-removing process",
+                Severity.ERROR,
+                f"{p.mode} changes colour only; it counts as depth 0",
             )  # fmt: skip
         )
     elif p.method == "dot-peen" and not layout.material.dot_peen_ok:
         out.append(
             Finding(
-                dp.rule, dp.clause, "component.material", f"dot peen on {layout.material.key}", "a metal surface",
-                Severity.WARNING, "dot peen is not suited to polymers: the impression relaxes, the depth is not assured",
+                dp.rule,
+                dp.clause,
+                "component.material",
+                f"dot peen on {layout.material.key}",
+                "a metal surface",
+                Severity.WARNING,
+                "dot peen is not suited to polymers: the impression relaxes, the depth is not assured",
             )  # fmt: skip
         )
     else:
-        out.append(Finding(dp.rule, dp.clause, "options.process", f"mode {p.mode!r}", "material removed", Severity.PASS))
+        out.append(
+            Finding(
+                dp.rule, dp.clause, "options.process", f"mode {p.mode!r}", "material removed", Severity.PASS
+            )
+        )
     integ = layout.rules.integrity
     wall = layout.request.component.wall_thickness_mm
     limit = integ.max_depth_fraction * wall
     ok = depth <= limit + _EPS
     out.append(
         Finding(
-            integ.rule, integ.clause, "component.wall_thickness_mm", f"{depth:.4f} mm deep in a {wall:g} mm wall",
-            f"<= {limit:.4f} mm ({integ.max_depth_fraction:.0%} of the wall)", _sev(ok),
+            integ.rule,
+            integ.clause,
+            "component.wall_thickness_mm",
+            f"{depth:.4f} mm deep in a {wall:g} mm wall",
+            f"<= {limit:.4f} mm ({integ.max_depth_fraction:.0%} of the wall)",
+            _sev(ok),
             "depth is safe for the wall" if ok else "too deep for the wall thickness at the mark",
         )  # fmt: skip
     )
@@ -115,8 +138,12 @@ def _placement(layout: Layout) -> list[Finding]:
     ok = bool(effective & allowed)
     out.append(
         Finding(
-            rules.placement.rule, rules.placement.clause, "component.name", comp.name.value,
-            " or ".join(c.value for c in rules.placement.components), _sev(ok),
+            rules.placement.rule,
+            rules.placement.clause,
+            "component.name",
+            comp.name.value,
+            " or ".join(c.value for c in rules.placement.components),
+            _sev(ok),
             "component ok" if ok else "this mark belongs on another component",
         )  # fmt: skip
     )
@@ -124,8 +151,13 @@ def _placement(layout: Layout) -> list[Finding]:
     outside = g.area(mark.difference(layout.zone))
     out.append(
         Finding(
-            rules.zone.rule, rules.zone.clause, "placement", f"{outside:.4f} mm² outside the zone", "0 mm²",
-            _sev(outside <= _EPS), "inside the marking zone" if outside <= _EPS else "part of the mark is outside the zone",
+            rules.zone.rule,
+            rules.zone.clause,
+            "placement",
+            f"{outside:.4f} mm² outside the zone",
+            "0 mm²",
+            _sev(outside <= _EPS),
+            "inside the marking zone" if outside <= _EPS else "part of the mark is outside the zone",
             _bounds(mark.difference(layout.zone)),
         )  # fmt: skip
     )
@@ -134,8 +166,13 @@ def _placement(layout: Layout) -> list[Finding]:
         over = d <= 0 and g.area(mark.intersection(k)) > _EPS
         out.append(
             Finding(
-                rules.keepout.rule, rules.keepout.clause, f"component.keepouts[{i}]", f"clearance {d:.3f} mm",
-                "> 0 mm (no overlap)", _sev(not over), "clear of keep-out" if not over else "mark overlaps a keep-out zone",
+                rules.keepout.rule,
+                rules.keepout.clause,
+                f"component.keepouts[{i}]",
+                f"clearance {d:.3f} mm",
+                "> 0 mm (no overlap)",
+                _sev(not over),
+                "clear of keep-out" if not over else "mark overlaps a keep-out zone",
                 g.bounds(k) if over else None,
             )  # fmt: skip
         )
@@ -146,8 +183,12 @@ def _placement(layout: Layout) -> list[Finding]:
         over = d <= 0
         out.append(
             Finding(
-                rules.overlap.rule, rules.overlap.clause, f"component.existing_marks[{i}]", f"gap {d:.3f} mm",
-                "> 0 mm (never over an existing mark)", _sev(not over),
+                rules.overlap.rule,
+                rules.overlap.clause,
+                f"component.existing_marks[{i}]",
+                f"gap {d:.3f} mm",
+                "> 0 mm (never over an existing mark)",
+                _sev(not over),
                 "existing mark untouched" if not over else "the mark would overwrite an existing mark",
                 g.bounds(e) if over else None,
             )  # fmt: skip
@@ -159,11 +200,18 @@ def _placement(layout: Layout) -> list[Finding]:
             ok = adj.min_gap_mm - _EPS <= gap <= adj.max_gap_mm + _EPS
             out.append(
                 Finding(
-                    adj.rule, adj.clause, "placement", f"gap {gap:.2f} mm to existing marks",
+                    adj.rule,
+                    adj.clause,
+                    "placement",
+                    f"gap {gap:.2f} mm to existing marks",
                     f"{adj.min_gap_mm:g}-{adj.max_gap_mm:g} mm (adjacent, distinct)",
                     _sev(ok, Severity(adj.severity)),
-                    "adjacent to and distinct from existing marks" if ok else (
-                        "too close to existing marks to be distinct" if gap < adj.min_gap_mm else "not adjacent to existing marks"
+                    "adjacent to and distinct from existing marks"
+                    if ok
+                    else (
+                        "too close to existing marks to be distinct"
+                        if gap < adj.min_gap_mm
+                        else "not adjacent to existing marks"
                     ),
                     g.bounds(layout.footprint),
                 )  # fmt: skip
@@ -171,8 +219,13 @@ def _placement(layout: Layout) -> list[Finding]:
         else:
             out.append(
                 Finding(
-                    adj.rule, adj.clause, "component.existing_marks", "none given", "outlines of existing marks",
-                    Severity.INFO, "no existing marks given: adjacency not checked",
+                    adj.rule,
+                    adj.clause,
+                    "component.existing_marks",
+                    "none given",
+                    "outlines of existing marks",
+                    Severity.INFO,
+                    "no existing marks given: adjacency not checked",
                 )  # fmt: skip
             )
     out.extend(_plate(layout))
@@ -189,8 +242,13 @@ def _plate(layout: Layout) -> list[Finding]:
         ok = layout.material.metal
         out.append(
             Finding(
-                plate.rule, plate.clause, "component.material", layout.material.key, "a metal plate",
-                _sev(ok), "embedded metal plate" if ok else "an embedded plate must be metal",
+                plate.rule,
+                plate.clause,
+                "component.material",
+                layout.material.key,
+                "a metal plate",
+                _sev(ok),
+                "embedded metal plate" if ok else "an embedded plate must be metal",
             )  # fmt: skip
         )
         # LV-182: the plate keeps room for later marks at the minimum size.
@@ -201,25 +259,40 @@ def _plate(layout: Layout) -> list[Finding]:
         fits = _fits_rect(free, need_w, need_h)
         out.append(
             Finding(
-                plate.room_rule, plate.room_clause, "component.zone",
-                "room left" if fits else "no room left", f"{need_w:.1f} x {need_h:.1f} mm free for later marks",
-                _sev(fits), "room for future marks" if fits else "the plate is too small for future marks at minimum size",
+                plate.room_rule,
+                plate.room_clause,
+                "component.zone",
+                "room left" if fits else "no room left",
+                f"{need_w:.1f} x {need_h:.1f} mm free for later marks",
+                _sev(fits),
+                "room for future marks"
+                if fits
+                else "the plate is too small for future marks at minimum size",
                 g.bounds(layout.zone),
             )  # fmt: skip
         )
     elif comp.name in plate.components and not layout.material.metal:
         out.append(
             Finding(
-                plate.rule, plate.clause, "component.name", f"{comp.name.value} of {layout.material.key}",
-                "an embedded metal plate", Severity.ERROR,
+                plate.rule,
+                plate.clause,
+                "component.name",
+                f"{comp.name.value} of {layout.material.key}",
+                "an embedded metal plate",
+                Severity.ERROR,
                 "non-metal frame/receiver: mark the embedded metal plate (component 'embedded-plate')",
             )  # fmt: skip
         )
     else:
         out.append(
             Finding(
-                plate.rule, plate.clause, "component.material", layout.material.key, "metal, or an embedded plate",
-                Severity.PASS, "metal component",
+                plate.rule,
+                plate.clause,
+                "component.material",
+                layout.material.key,
+                "metal, or an embedded plate",
+                Severity.PASS,
+                "metal component",
             )  # fmt: skip
         )
     return out
@@ -262,8 +335,14 @@ def _code(layout: Layout) -> list[Finding]:
     intrusion = g.area(layout.text_geometry().intersection(quiet))
     out.append(
         Finding(
-            c.rule, c.clause, "code quiet zone", f"{intrusion:.4f} mm² marked", "0 mm²", _sev(intrusion <= _EPS),
-            "quiet zone clear" if intrusion <= _EPS else "text intrudes into the quiet zone", where,
+            c.rule,
+            c.clause,
+            "code quiet zone",
+            f"{intrusion:.4f} mm² marked",
+            "0 mm²",
+            _sev(intrusion <= _EPS),
+            "quiet zone clear" if intrusion <= _EPS else "text intrudes into the quiet zone",
+            where,
         )  # fmt: skip
     )
     return out
@@ -275,8 +354,13 @@ def _glyphs(layout: Layout) -> list[Finding]:
     missing = [ch for ch in chars if not layout.font.can_draw(ch)]
     return [
         Finding(
-            rule.rule, rule.clause, "options.font", f"{len(chars) - len(missing)}/{len(chars)} characters drawn",
-            f"all by {layout.font.name}", _sev(not missing), "every character drawn, none substituted",
+            rule.rule,
+            rule.clause,
+            "options.font",
+            f"{len(chars) - len(missing)}/{len(chars)} characters drawn",
+            f"all by {layout.font.name}",
+            _sev(not missing),
+            "every character drawn, none substituted",
         )  # fmt: skip
     ]
 

@@ -200,7 +200,9 @@ def _raise_first_error(findings: list[Finding]) -> None:
     for f in findings:
         if f.severity is Severity.ERROR:
             field_name = f.subject if f.subject.startswith("fields.") else "fields"
-            raise ComplianceError(f"{f.message} (measured {f.measured}, required {f.required})", rule=f.rule, field=field_name)
+            raise ComplianceError(
+                f"{f.message} (measured {f.measured}, required {f.required})", rule=f.rule, field=field_name
+            )
 
 
 def _lines_text(rules: RuleProfile, values: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -237,7 +239,9 @@ def _default_height(rules: RuleProfile, font: Font, process: Process, texts: lis
     if process.method == "dot-peen":
         h = target / k
     else:
-        shrink = process.stroke_width_mm - 2.0 * process.depth_mm * math.tan(math.radians(process.wall_angle_deg))
+        shrink = process.stroke_width_mm - 2.0 * process.depth_mm * math.tan(
+            math.radians(process.wall_angle_deg)
+        )
         h = (target - shrink) / k
     return math.ceil(max(h, 0.1) / _HEIGHT_STEP_MM - 1e-9) * _HEIGHT_STEP_MM
 
@@ -318,10 +322,17 @@ def _layout_block(
         x0, y0 = min(x0, cx0 - q), min(y0, cy1 - h - q)
         x1, y1 = max(x1, cx0 + w + q), max(y1, cy1 + q)
     wi = int(np.argmax(widths))
-    return _Block(lines, code_origin, (float(x0), float(y0), float(x1), float(y1)), (texts[wi][0], texts[wi][1], widths[wi]))
+    return _Block(
+        lines,
+        code_origin,
+        (float(x0), float(y0), float(x1), float(y1)),
+        (texts[wi][0], texts[wi][1], widths[wi]),
+    )
 
 
-def _free_region(request: MarkRequest, rules: RuleProfile, zone: g.Geom, keepouts: list[g.Geom], existing: list[g.Geom]) -> g.Geom:
+def _free_region(
+    request: MarkRequest, rules: RuleProfile, zone: g.Geom, keepouts: list[g.Geom], existing: list[g.Geom]
+) -> g.Geom:
     opts = request.options
     free = g.buffer(zone, -opts.margin_mm) if opts.margin_mm > 0 else zone
     blocked = [g.buffer(k, opts.clearance_mm) if opts.clearance_mm > 0 else k for k in keepouts]
@@ -340,7 +351,12 @@ def _block_ring(bounds: tuple[float, float, float, float], angle: float) -> Floa
 
 
 def _place(
-    request: MarkRequest, rules: RuleProfile, free: g.Geom, zone: g.Geom, existing: list[g.Geom], block: _Block
+    request: MarkRequest,
+    rules: RuleProfile,
+    free: g.Geom,
+    zone: g.Geom,
+    existing: list[g.Geom],
+    block: _Block,
 ) -> tuple[float, float] | None:
     """A translation that puts the rotated block wholly inside ``free``, or None."""
     angle = request.options.rotation_deg
@@ -407,7 +423,12 @@ def _target(
 
 
 def _no_fit_error(
-    request: MarkRequest, rules: RuleProfile, block: _Block, height: float, free: g.Geom, fits_at: float | None
+    request: MarkRequest,
+    rules: RuleProfile,
+    block: _Block,
+    height: float,
+    free: g.Geom,
+    fits_at: float | None,
 ) -> LayoutError:
     x0, y0, x1, y1 = block.bounds
     text, names, width = block.widest
@@ -467,7 +488,9 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
     for text, names in texts:
         missing = font.missing(text)
         if missing:
-            culprit = next((n for n in names if any(ch in values[n] for ch in missing)), names[0] if names else "")
+            culprit = next(
+                (n for n in names if any(ch in values[n] for ch in missing)), names[0] if names else ""
+            )
             raise ComplianceError(
                 f"font {font.name!r} cannot draw {''.join(missing)!r}; no substitution is made",
                 rule=profile.glyph.rule,
@@ -475,11 +498,15 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
             )
 
     max_depth = profile.integrity.max_depth_fraction * request.component.wall_thickness_mm
-    process = plan_process(material, machine, request.options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth)
+    process = plan_process(
+        material, machine, request.options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth
+    )
 
     symbol = None
     if request.options.datamatrix:
-        content = profile.code.content.format_map(values) if profile.code.content else " ".join(t for t, _ in texts)
+        content = (
+            profile.code.content.format_map(values) if profile.code.content else " ".join(t for t, _ in texts)
+        )
         symbol = encode_datamatrix(content)
 
     auto = request.options.char_height_mm is None
@@ -497,12 +524,26 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
         fits_at = None
         if floor < height:
             lo, hi = floor, height
-            if _place(request, profile, free, zone, existing, _layout_block(texts, font, lo, request, process, symbol)):
+            if _place(
+                request,
+                profile,
+                free,
+                zone,
+                existing,
+                _layout_block(texts, font, lo, request, process, symbol),
+            ):
                 while hi - lo > _HEIGHT_STEP_MM:
                     mid = math.floor((lo + hi) / 2.0 / _HEIGHT_STEP_MM) * _HEIGHT_STEP_MM
                     if mid <= lo:
                         break
-                    if _place(request, profile, free, zone, existing, _layout_block(texts, font, mid, request, process, symbol)):
+                    if _place(
+                        request,
+                        profile,
+                        free,
+                        zone,
+                        existing,
+                        _layout_block(texts, font, mid, request, process, symbol),
+                    ):
                         lo = mid
                     else:
                         hi = mid
@@ -513,7 +554,14 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
             offset = _place(request, profile, free, zone, existing, block)
         if offset is None:
             small = _layout_block(texts, font, min(floor, height), request, process, symbol)
-            raise _no_fit_error(request, profile, small if fits_at is None else block, min(floor, height) if fits_at is None else height, free, fits_at)
+            raise _no_fit_error(
+                request,
+                profile,
+                small if fits_at is None else block,
+                min(floor, height) if fits_at is None else height,
+                free,
+                fits_at,
+            )
 
     angle = request.options.rotation_deg
     up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
@@ -530,11 +578,19 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
                 extent = 0.0
             placed.append(PlacedGlyph(ch, world, kind, extent))
         origin = g.to_world(np.array([[lx, ly]]), angle, offset)[0]
-        lines.append(TextLine(i, text, names, height, (float(origin[0]), float(origin[1])), angle, tuple(placed)))
+        lines.append(
+            TextLine(i, text, names, height, (float(origin[0]), float(origin[1])), angle, tuple(placed))
+        )
     code = None
     if symbol is not None and block.code_origin is not None:
         corigin = g.to_world(np.array([block.code_origin]), angle, offset)[0]
-        code = PlacedCode(symbol, request.options.module_mm, request.options.quiet_zone_modules, (float(corigin[0]), float(corigin[1])), angle)
+        code = PlacedCode(
+            symbol,
+            request.options.module_mm,
+            request.options.quiet_zone_modules,
+            (float(corigin[0]), float(corigin[1])),
+            angle,
+        )
     footprint = g.polygon_from_array(_block_ring(block.bounds, angle) + np.asarray(offset))
     return Layout(
         request=request,

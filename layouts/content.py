@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import date
 from functools import cache
+from typing import Any
 
 import pycountry
 
@@ -53,16 +54,17 @@ def _country_by_name(name: str) -> str | None:
 
 @cache
 def _us_state(code: str) -> bool:
-    return pycountry.subdivisions.get(code=f"US-{code}") is not None
+    subdivisions: Any = pycountry.subdivisions  # its get() is untyped
+    return subdivisions.get(code=f"US-{code}") is not None
 
 
-def _finding(spec: FieldSpec, name: str, measured: str, required: str, severity: Severity, message: str) -> Finding:
+def _finding(
+    spec: FieldSpec, name: str, measured: str, required: str, severity: Severity, message: str
+) -> Finding:
     return Finding(spec.rule, spec.clause, f"fields.{name}", measured, required, severity, message)
 
 
-def _check_value(
-    rules: RuleProfile, name: str, spec: FieldSpec, value: str, today: date
-) -> Finding | None:
+def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, today: date) -> Finding | None:
     """The first problem with a present value, or None."""
     cs = rules.charset
     allowed = set(cs.allowed) | ({" "} if spec.kind in (FieldKind.TEXT, FieldKind.COUNTRY_NAME) else set())
@@ -117,14 +119,23 @@ def _check_year(rules: RuleProfile, name: str, spec: FieldSpec, value: str, toda
     shapes = " or ".join(f"{d} digits" for d in spec.digits)
     if not re.fullmatch(r"[0-9]+", value) or len(value) not in spec.digits:
         return _finding(
-            spec, name, repr(value), shapes, Severity.ERROR, f"{spec.label}: {value!r} is not a year ({shapes})"
+            spec,
+            name,
+            repr(value),
+            shapes,
+            Severity.ERROR,
+            f"{spec.label}: {value!r} is not a year ({shapes})",
         )
     if len(value) == 4:
         year = int(value)
         if year > today.year:
-            return _finding(spec, name, value, f"<= {today.year}", Severity.ERROR, f"{spec.label} is in the future")
+            return _finding(
+                spec, name, value, f"<= {today.year}", Severity.ERROR, f"{spec.label} is in the future"
+            )
         if year < _OLDEST_YEAR:
-            return _finding(spec, name, value, f">= {_OLDEST_YEAR}", Severity.ERROR, f"{spec.label} is implausible")
+            return _finding(
+                spec, name, value, f">= {_OLDEST_YEAR}", Severity.ERROR, f"{spec.label} is implausible"
+            )
     elif rules.mark_kind is not MarkKind.MANUFACTURE and int(value) > today.year % 100:
         # Import, stockpile, transfer and found marks record an event of the last weeks (US-TIME,
         # CA-TIME), so a two-digit year above this year's is in the future. A two-digit
@@ -157,7 +168,9 @@ def validate_content(
     known_facts = set(KNOWN_FACTS) | {s.required_unless for s in rules.fields.values() if s.required_unless}
     for fact in facts:
         if fact not in known_facts:
-            raise LayoutError("unknown fact", field=f"facts.{fact}", hint="known: " + ", ".join(sorted(known_facts)))
+            raise LayoutError(
+                "unknown fact", field=f"facts.{fact}", hint="known: " + ", ".join(sorted(known_facts))
+            )
     values: dict[str, str] = {}
     findings: list[Finding] = []
     for name, spec in rules.fields.items():
@@ -169,11 +182,20 @@ def validate_content(
             if needed:
                 why = f" (unless {spec.required_unless})" if spec.required_unless else ""
                 findings.append(
-                    _finding(spec, name, "missing", "present", Severity.ERROR, f"{spec.label} is required{why}")
+                    _finding(
+                        spec, name, "missing", "present", Severity.ERROR, f"{spec.label} is required{why}"
+                    )
                 )
             elif spec.recommended:
                 findings.append(
-                    _finding(spec, name, "missing", "present where feasible", Severity.WARNING, f"{spec.label} is recommended")
+                    _finding(
+                        spec,
+                        name,
+                        "missing",
+                        "present where feasible",
+                        Severity.WARNING,
+                        f"{spec.label} is recommended",
+                    )
                 )
             continue
         problem = _check_value(rules, name, spec, value, today)

@@ -44,7 +44,9 @@ def encode_datamatrix(content: str) -> DataMatrixSymbol:
         LayoutError: empty or non-ASCII content (``field="options.datamatrix"``).
     """
     if not content or not all(" " <= ch <= "~" for ch in content):
-        raise LayoutError(f"Data Matrix content must be printable ASCII, got {content!r}", field="options.datamatrix")
+        raise LayoutError(
+            f"Data Matrix content must be printable ASCII, got {content!r}", field="options.datamatrix"
+        )
     from pystrich.datamatrix import DataMatrixData, DataMatrixEncoder
 
     encoder = DataMatrixEncoder(DataMatrixData(content, encoding="ascii"), quiet_zone=0)
@@ -58,5 +60,5 @@ def decode_datamatrix(image: Any) -> list[str]:
     """Texts of every Data Matrix that zxing-cpp finds in a PIL image or numpy array."""
     import zxingcpp
 
-    results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.DataMatrix)
-    return [r.text for r in results]
+    results = zxingcpp.read_barcodes(image)
+    return [r.text for r in results if r.format == zxingcpp.BarcodeFormat.DataMatrix]

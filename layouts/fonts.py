@@ -71,7 +71,9 @@ class Font:
         """
         shape = self.glyphs.get(char)
         if shape is None:
-            raise LayoutError(f"font {self.name!r} cannot draw {char!r} (U+{ord(char):04X})", field="options.font")
+            raise LayoutError(
+                f"font {self.name!r} cannot draw {char!r} (U+{ord(char):04X})", field="options.font"
+            )
         return shape
 
     def missing(self, text: str) -> list[str]:
@@ -124,7 +126,9 @@ def _dot_order(points: FloatArray) -> FloatArray:
 
 
 def _dot_font(name: str) -> Font:
-    data = tomllib.loads((resources.files("markctl.layouts.data") / f"dotfont_{name}.toml").read_text("utf-8"))
+    data = tomllib.loads(
+        (resources.files("markctl.layouts.data") / f"dotfont_{name}.toml").read_text("utf-8")
+    )
     rows, cols, advance = int(data["rows"]), int(data["columns"]), int(data["advance"])
     pitch = 1.0 / (rows - 1)  # the outer dot centres span exactly one em (the cap height)
     glyphs: dict[str, GlyphShape] = {" ": GlyphShape((), advance * pitch)}
@@ -132,7 +136,10 @@ def _dot_font(name: str) -> Font:
         if len(bitmap) != rows or any(len(r) != cols for r in bitmap):
             raise LayoutError(f"dot font {name}: glyph {char!r} is not {cols}x{rows}", field="options.font")
         dots = [
-            (c * pitch, (rows - 1 - r) * pitch) for r, row in enumerate(bitmap) for c, cell in enumerate(row) if cell == "#"
+            (c * pitch, (rows - 1 - r) * pitch)
+            for r, row in enumerate(bitmap)
+            for c, cell in enumerate(row)
+            if cell == "#"
         ]
         strokes = (_dot_order(np.array(dots, dtype=np.float64)),) if dots else ()
         glyphs[char] = GlyphShape(strokes, advance * pitch)
@@ -156,4 +163,6 @@ def get_font(name: str) -> Font:
     face = name.removeprefix("hershey:")
     if name.startswith("hershey:") and face in _HERSHEY_FACES:
         return _hershey(face)
-    raise LayoutError(f"unknown font {name!r}", field="options.font", hint="known: " + ", ".join(font_names()))
+    raise LayoutError(
+        f"unknown font {name!r}", field="options.font", hint="known: " + ", ".join(font_names())
+    )

@@ -67,7 +67,9 @@ def get_material(key: str) -> Material:
     row = _table().get(key)
     if not isinstance(row, dict) or "hardness_hv" not in row:
         raise LayoutError(
-            f"unknown material {key!r}", field="component.material", hint="known: " + ", ".join(material_names())
+            f"unknown material {key!r}",
+            field="component.material",
+            hint="known: " + ", ".join(material_names()),
         )
     return Material(
         key=key,
@@ -75,7 +77,10 @@ def get_material(key: str) -> Material:
         metal=bool(row["metal"]),
         hardness_hv=float(row["hardness_hv"]),
         laser_wall_angle_deg=float(row["laser_wall_angle_deg"]),
-        laser={mode: {src: float(d) for src, d in by_src.items()} for mode, by_src in row.get("laser", {}).items()},
+        laser={
+            mode: {src: float(d) for src, d in by_src.items()}
+            for mode, by_src in row.get("laser", {}).items()
+        },
         dot_peen_ok=bool(row.get("dot_peen_ok", True)),
     )
 
@@ -182,7 +187,9 @@ def plan_process(
     peen = machine.dot_peen
     assert peen is not None  # FirmwareProfile guarantees a [dot_peen] table for dot-peen machines
     if options.process not in (None, "peen"):
-        raise LayoutError(f"a dot-peen machine has no process mode {options.process!r}", field="options.process")
+        raise LayoutError(
+            f"a dot-peen machine has no process mode {options.process!r}", field="options.process"
+        )
     half = peen.stylus_cone_deg / 2.0
     span = peen.force_max_n - peen.force_min_n
     if options.force_pct is not None:

@@ -65,10 +65,14 @@ class Component(_Frozen):
     """The component and the surface the mark goes on."""
 
     name: ComponentName
-    material: str = Field(min_length=1, description="A key of the materials table (layouts/data/materials.toml).")
+    material: str = Field(
+        min_length=1, description="A key of the materials table (layouts/data/materials.toml)."
+    )
     wall_thickness_mm: float = Field(gt=0, le=100, description="Wall thickness under the marking zone.")
     zone: Ring = Field(description="Marking zone polygon (exposed surface), mm.")
-    keepouts: tuple[Ring, ...] = Field(default=(), description="Areas that must not be marked (stress areas).")
+    keepouts: tuple[Ring, ...] = Field(
+        default=(), description="Areas that must not be marked (stress areas)."
+    )
     existing_marks: tuple[Ring, ...] = Field(default=(), description="Outlines of marks already on the part.")
 
     @field_validator("zone")
@@ -97,7 +101,9 @@ class MarkOptions(_Frozen):
     module_mm: float = Field(default=0.35, gt=0, le=5)
     quiet_zone_modules: int = Field(default=1, ge=0, le=10)
     code_position: Literal["right", "left", "below", "above"] = "right"
-    process: str | None = Field(default=None, description="Laser mode: ablate (default), anneal, foam, carbonise.")
+    process: str | None = Field(
+        default=None, description="Laser mode: ablate (default), anneal, foam, carbonise."
+    )
     passes: int | None = Field(default=None, ge=1, le=1000)
     power_pct: float | None = Field(default=None, gt=0, le=100)
     speed_mm_min: float | None = Field(default=None, gt=0, le=100_000)

@@ -1,0 +1,263 @@
+"""From a Layout to a machine-neutral Program, and the Program's estimated cycle time.
+
+* Motion machines (``protocol.kind == "grbl"``): a :class:`MotionProgram` of strokes in the
+  machine's work frame: text glyphs (lines, or dots for dot fonts and dot peen), and the Data
+  Matrix as fill hatching (laser: rows of dark modules filled with lines one spot apart) or one dot
+  per dark module (dot peen). Strokes are ordered by nearest neighbour then 2-opt with reversal.
+* Pattern machines (Telesis, Modbus markers): a :class:`PatternProgram` with one field per text
+  line (text, height, baseline start, angle, font) and, if a Data Matrix is asked for, one field
+  with ``font="datamatrix"`` whose text is the symbol content, ``height_mm`` its side and position
+  its lower-left corner. The pattern to load is named after the rule profile.
+
+The cycle-time estimate uses the machine profile: trapezoidal velocity per segment (accelerate,
+cruise, decelerate; a triangle when the segment is too short to reach speed) for motion machines;
+the profile's character rate and dot rate for pattern machines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from markctl.errors import LayoutError
+from markctl.layouts import _geom as g
+from markctl.layouts import ordering
+from markctl.layouts.compose import Layout
+from markctl.layouts.program import (
+    MotionProgram,
+    PatternField,
+    PatternProgram,
+    ProcessParams,
+    Program,
+    Stroke,
+    StrokeKind,
+)
+from markctl.profiles import FirmwareProfile, load_profile
+
+__all__ = ["ProgramStats", "build_program", "composed_strokes", "estimate_cycle_time_s", "program_stats"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# A laser dot (dot font on a laser) dwells this long per pass; no profile key describes it yet.
+_LASER_DOT_DWELL_S = 0.002
+
+
+def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -> list[Stroke]:
+    """Every stroke of the layout in composed (reading) order, shifted by ``offset``."""
+    shift = np.asarray(offset, dtype=np.float64)
+    out: list[Stroke] = []
+    for line in layout.lines:
+        for glyph in line.glyphs:
+            for pts in glyph.strokes:
+                if glyph.kind == "dots":
+                    out.append(Stroke(StrokeKind.DOTS, pts + shift, 0))
+                elif len(pts) >= 2:
+                    out.append(Stroke(StrokeKind.LINE, pts + shift, 0))
+    code = layout.code
+    if code is not None:
+        m = code.module_mm
+        mods = code.symbol.modules
+        if layout.process.method == "dot-peen" or layout.stroke_kind == "dots":
+            for r in range(mods.shape[0]):
+                cols = np.nonzero(mods[r])[0]
+                if len(cols):
+                    local = np.column_stack(((cols + 0.5) * m, np.full(len(cols), -(r + 0.5) * m)))
+                    out.append(
+                        Stroke(StrokeKind.DOTS, g.to_world(local, code.angle_deg, code.origin) + shift, 0)
+                    )
+        else:
+            spot = layout.process.stroke_width_mm
+            per_row = max(1, math.ceil(m / spot - 1e-9))
+            for r in range(mods.shape[0]):
+                row = np.concatenate(([False], mods[r], [False])).astype(np.int8)
+                edges = np.diff(row)
+                for c0, c1 in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True):
+                    # Inset by half a spot so the fill stays inside the module edges.
+                    x0 = c0 * m + min(spot / 2.0, m / 4.0)
+                    x1 = c1 * m - min(spot / 2.0, m / 4.0)
+                    for j in range(per_row):
+                        y = -(r * m + (j + 0.5) * m / per_row)
+                        local = np.array([[x0, y], [x1, y]])
+                        out.append(
+                            Stroke(StrokeKind.LINE, g.to_world(local, code.angle_deg, code.origin) + shift, 0)
+                        )
+    return out
+
+
+def _motion(
+    layout: Layout, machine: FirmwareProfile, offset: tuple[float, float], optimise: bool
+) -> MotionProgram:
+    p = layout.process
+    if p.method == "laser":
+        params = ProcessParams(
+            speed_mm_min=p.speed_mm_min, passes=p.passes, power_pct=p.power_pct, pulse_khz=p.pulse_khz
+        )
+    else:
+        pitch = p.dot_pitch_mm
+        if pitch is None and layout.font.kind == "dot":
+            pitch = layout.font.pitch_em * layout.char_height_mm
+        params = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=pitch)
+    strokes = composed_strokes(layout, offset)
+    if optimise and len(strokes) > 1:
+        starts = np.array([s.points[0] for s in strokes])
+        ends = np.array([s.points[-1] for s in strokes])
+        idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]))
+        strokes = [strokes[i].reversed() if f else strokes[i] for i, f in zip(idx, flip, strict=True)]
+    return MotionProgram(strokes=tuple(strokes), params=(params,))
+
+
+def _pattern(layout: Layout, offset: tuple[float, float]) -> PatternProgram:
+    p = layout.process
+    pitch = p.dot_pitch_mm
+    if pitch is None and layout.font.kind == "dot":
+        pitch = layout.font.pitch_em * layout.char_height_mm
+    fields = [
+        PatternField(
+            text=line.text,
+            height_mm=line.height_mm,
+            x_mm=line.origin[0] + offset[0],
+            y_mm=line.origin[1] + offset[1],
+            angle_deg=line.angle_deg,
+            font=layout.font.name,
+            dot_pitch_mm=pitch,
+            force_pct=p.force_pct,
+        )
+        for line in layout.lines
+    ]
+    code = layout.code
+    if code is not None:
+        corners = code.corners()
+        fields.append(
+            PatternField(
+                text=code.symbol.content,
+                height_mm=code.symbol_mm,
+                x_mm=float(corners[0, 0]) + offset[0],
+                y_mm=float(corners[0, 1]) + offset[1],
+                angle_deg=code.angle_deg,
+                font="datamatrix",
+                dot_pitch_mm=code.module_mm,
+                force_pct=p.force_pct,
+            )
+        )
+    return PatternProgram(pattern=layout.rules.id, fields=tuple(fields))
+
+
+def _resolve_machine(layout: Layout, machine_profile: FirmwareProfile | str | None) -> FirmwareProfile:
+    if machine_profile is None:
+        return layout.machine
+    machine = load_profile(machine_profile) if isinstance(machine_profile, str) else machine_profile
+    if machine.machine.kind is not layout.machine.machine.kind:
+        raise LayoutError(
+            f"the layout was composed for a {layout.machine.machine.kind.value} machine "
+            f"({layout.machine.id}); {machine.id} is {machine.machine.kind.value}: compose again",
+            field="machine",
+        )
+    return machine
+
+
+def build_program(
+    layout: Layout, machine_profile: FirmwareProfile | str | None = None, *, optimise: bool = True
+) -> Program:
+    """The machine-neutral program for a layout.
+
+    Args:
+        layout: a composed layout (check it first; this function does not judge compliance).
+        machine_profile: the target machine (profile or id); the layout's own machine by default.
+        optimise: order strokes to minimise travel (motion machines); False keeps reading order.
+
+    Raises:
+        LayoutError: the machine is of another kind than the layout was composed for
+            (``field="machine"``), or the mark falls outside its work area (``field="options.origin_mm"``).
+    """
+    machine = _resolve_machine(layout, machine_profile)
+    offset = layout.request.options.origin_mm
+    x0, y0, x1, y1 = g.bounds(layout.footprint)
+    area = machine.machine
+    if (
+        x0 + offset[0] < 0
+        or y0 + offset[1] < 0
+        or x1 + offset[0] > area.work_area_x_mm
+        or y1 + offset[1] > area.work_area_y_mm
+    ):
+        raise LayoutError(
+            f"the mark spans ({x0 + offset[0]:.1f}, {y0 + offset[1]:.1f})-({x1 + offset[0]:.1f}, {y1 + offset[1]:.1f}) mm, "
+            f"outside the {area.work_area_x_mm:g} x {area.work_area_y_mm:g} mm work area of {machine.id}",
+            field="options.origin_mm",
+        )
+    if machine.family == "grbl":
+        return _motion(layout, machine, offset, optimise)
+    return _pattern(layout, offset)
+
+
+def _trapezoid_s(distance: FloatArray, v_mm_s: float, a_mm_s2: float) -> float:
+    """Time to cover each distance from rest to rest with speed limit v and acceleration a."""
+    d = distance[distance > 0]
+    if not len(d):
+        return 0.0
+    ramp = v_mm_s * v_mm_s / a_mm_s2  # distance to reach v and stop again
+    t = np.where(d >= ramp, d / v_mm_s + v_mm_s / a_mm_s2, 2.0 * np.sqrt(d / a_mm_s2))
+    return float(t.sum())
+
+
+def estimate_cycle_time_s(program: Program, machine: FirmwareProfile) -> float:
+    """Estimated seconds to mark the program on this machine (see the module docstring)."""
+    spec = machine.machine
+    v_travel = spec.max_feed_mm_min / 60.0
+    accel = spec.max_accel_mm_s2
+    if isinstance(program, PatternProgram):
+        peen = machine.dot_peen
+        chars_per_s = peen.chars_per_s if peen else 2.0
+        dot_rate = peen.dot_rate_hz if peen else 100.0
+        total = 0.0
+        for f in program.fields:
+            if f.font == "datamatrix":
+                # Roughly half the modules of a symbol are dark, one strike each.
+                side = max(1, round(f.height_mm / (f.dot_pitch_mm or 0.35)))
+                total += side * side * 0.5 / dot_rate
+            else:
+                total += len(f.text.replace(" ", "")) / chars_per_s
+        return total
+    total = 0.0
+    peen = machine.dot_peen
+    for prev, nxt in zip(program.strokes, program.strokes[1:], strict=False):
+        total += _trapezoid_s(np.array([math.dist(prev.end, nxt.start)]), v_travel, accel)
+    for s in program.strokes:
+        params = program.params[s.params]
+        seg = np.hypot(*np.diff(s.points, axis=0).T) if len(s.points) > 1 else np.zeros(0)
+        if s.kind is StrokeKind.LINE:
+            v = min(params.speed_mm_min, spec.max_feed_mm_min) / 60.0
+            one = _trapezoid_s(seg, v, accel)
+            back = _trapezoid_s(np.array([math.dist(s.end, s.start)]), v_travel, accel)
+            total += params.passes * one + (params.passes - 1) * back
+        else:
+            moves = _trapezoid_s(seg, v_travel, accel)
+            if peen is not None:
+                # A strike cannot be faster than the stylus rate, whatever the move between dots.
+                total += max(moves, len(s.points) / peen.dot_rate_hz)
+            else:
+                total += moves + len(s.points) * params.passes * _LASER_DOT_DWELL_S
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramStats:
+    """What a program costs: marking length, non-marking travel, dots and estimated cycle time."""
+
+    marking_length_mm: float
+    travel_length_mm: float
+    dot_count: int
+    char_count: int
+    cycle_time_s: float
+
+
+def program_stats(program: Program, machine: FirmwareProfile) -> ProgramStats:
+    """Metrics of a program on a machine (pattern programs have no geometry: lengths are 0)."""
+    if isinstance(program, MotionProgram):
+        return ProgramStats(
+            program.marking_length_mm, program.travel_length_mm, program.dot_count, 0,
+            estimate_cycle_time_s(program, machine),
+        )  # fmt: skip
+    return ProgramStats(0.0, 0.0, 0, program.char_count, estimate_cycle_time_s(program, machine))
