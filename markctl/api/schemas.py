@@ -1,0 +1,47 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobIn(_In):
+    manifest_csv: str = Field(min_length=1, max_length=50_000_000, description="The manifest, as CSV text.")
+    catalogue_toml: str = Field(
+        min_length=1, max_length=1_000_000, description="The parts catalogue, as TOML."
+    )
+    machine: str = Field(min_length=1, max_length=300, description="A configured machine name or an address.")
+    exclude: list[int] = Field(default_factory=list, description="Manifest lines to leave out.")
+    overrides: dict[int, str] = Field(
+        default_factory=dict,
+        description="Manifest line -> reason: mark despite compliance errors (supervisor).",
+    )
+
+
+class ResolveIn(_In):
+    outcome: Literal["marked", "not-marked"]
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class OverrideIn(_In):
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class MachineIn(_In):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    address: str = Field(min_length=1, max_length=300)
+    profile: str | None = Field(default=None, max_length=64)
+
+
+class PreviewIn(_In):
+    request: dict[str, Any] = Field(description="A MarkRequest (the same structure as the TOML files).")
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,237 @@
+"""``markctl mark``, ``markctl batch``, ``markctl items``, ``markctl verify``, ``markctl tokens``, ``markctl serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from markctl.auth import Role, TokenStore
+from markctl.cli.records import RecordsOpt, open_store
+from markctl.config import load_settings
+from markctl.errors import ConfigError
+from markctl.jobs.runner import BatchReport
+from markctl.service import JobRun, MarkService
+
+console = Console(stderr=True)
+MachineOpt = Annotated[
+    str | None, typer.Option("--machine", "-m", help="Machine name or address (e.g. sim://grbl-1.1).")
+]
+OperatorOpt = Annotated[
+    str | None, typer.Option("--operator", help="Who is marking (recorded with every mark).")
+]
+
+
+def _parse_overrides(values: list[str]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for value in values:
+        line, sep, reason = value.partition(":")
+        if not sep or not line.strip().isdigit() or len(reason.strip()) < 3:
+            raise ConfigError(
+                f"--override {value!r}: write LINE:REASON, e.g. 4:'depth waived by variance 2026-17'"
+            )
+        out[int(line)] = reason.strip()
+    return out
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    table = Table("line", "item", "verdict", "problems / warnings", title="pre-check")
+    for row in rows:
+        notes = row["problems"] + row.get("warnings", [])
+        style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(row["verdict"], "")
+        table.add_row(str(row["line"]), row["item"] or "", f"[{style}]{row['verdict']}[/]", "\n".join(notes))
+    console.print(table)
+
+
+def print_report(report: BatchReport) -> None:
+    table = Table(
+        "line", "item", "result", "record", "verification", "message", title=f"batch {report.batch_id}"
+    )
+    for r in report.results:
+        v = r.verification or {}
+        verdict = (
+            "" if not v else ("pass" if v.get("passed") else "FAIL") + f" ({v.get('coverage', 0):.0%} cut)"
+        )
+        table.add_row(str(r.line), r.item_key, r.state, str(r.record or ""), verdict, r.message)
+    console.print(table)
+    console.print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())))
+
+
+async def run_batch(
+    service: MarkService,
+    manifest: Path,
+    catalogue: Path,
+    *,
+    machine: str,
+    operator: str,
+    exclude: set[int],
+    overrides: dict[int, str],
+    override_by: str | None,
+    quiet: bool = False,
+) -> JobRun:
+    """Pre-check, show the report, mark with progress bars; shared by ``batch``, ``mark`` and ``demo``."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, disable=quiet)  # fmt: skip
+    tasks: dict[str, TaskID] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "batch-started":
+            tasks["batch"] = progress.add_task("batch", total=event["items"])
+        elif kind == "item-started":
+            tasks["item"] = progress.add_task(f"  {event['item']}", total=100)
+        elif kind == "progress" and "item" in tasks:
+            progress.update(tasks["item"], completed=round(100 * event["fraction"]))
+        elif kind == "item-ended":
+            progress.update(tasks["item"], completed=100, description=f"  {event['item']}: {event['state']}")
+            progress.advance(tasks["batch"])
+
+    with progress:
+        job = await service.submit(manifest.read_bytes(), catalogue.read_text("utf-8"), machine=machine,
+                                   operator=operator, exclude=exclude, overrides=overrides,
+                                   override_by=override_by, wait=True, on_event=on_event)  # fmt: skip
+    if not quiet:
+        print_rows(job.rows)
+        if job.report is not None:
+            print_report(job.report)
+    return job
+
+
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="CSV: one weapon per row.")],
+    catalogue: Annotated[
+        Path, typer.Option("--parts", help="Parts catalogue (TOML): surfaces per model/component.")
+    ],
+    machine: MachineOpt = None,
+    operator: OperatorOpt = None,
+    records: RecordsOpt = None,
+    exclude: Annotated[list[int], typer.Option("--exclude", help="Leave out this manifest line.")] = [],  # noqa: B006
+    override: Annotated[
+        list[str], typer.Option("--override", help="LINE:REASON mark despite findings.")
+    ] = [],  # noqa: B006
+    override_by: Annotated[str | None, typer.Option(help="Supervisor giving the overrides.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for burned-workpiece images (simulators).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> int:
+    """Pre-check a whole manifest, then mark it; exit 1 unless every item ended marked (or skipped)."""
+    settings = load_settings()
+    entry = settings.machine(machine)
+    who = settings.operator(operator)
+
+    async def go() -> JobRun:
+        store = open_store(records)
+        service = MarkService(settings, store, out_dir=out)
+        name = machine or settings.defaults.machine or entry.address
+        try:
+            return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
+                                   overrides=_parse_overrides(override), override_by=override_by,
+                                   quiet=as_json)  # fmt: skip
+        finally:
+            await service.close()
+            store.close()
+
+    job = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(job.summary(), indent=2, default=str))
+    if job.state == "rejected":
+        typer.echo(f"markctl: {job.error}; nothing was marked", err=True)
+        return 1
+    return 0 if job.state == "done" else 1
+
+
+def resolve(
+    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    outcome: Annotated[str, typer.Option(help="marked or not-marked, as inspection found.")],
+    reason: Annotated[str, typer.Option(help="What the inspection found.")],
+    supervisor: Annotated[str, typer.Option(help="Who resolves (recorded).")],
+    records: RecordsOpt = None,
+) -> int:
+    """Resolve an item whose cycle outcome is unknown, after inspecting the weapon."""
+    if outcome not in ("marked", "not-marked"):
+        raise ConfigError("--outcome must be marked or not-marked")
+    with open_store(records) as store:
+        record = store.append(
+            item_key, "resolved", f"supervisor:{supervisor}", {"outcome": outcome, "reason": reason}
+        )
+    typer.echo(f"recorded {record.seq}: {item_key} -> {record.state}")
+    return 0
+
+
+def allow_remark(
+    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    reason: Annotated[str, typer.Option(help="Why the mark must be applied again.")],
+    supervisor: Annotated[str, typer.Option(help="Who allows it (recorded).")],
+    records: RecordsOpt = None,
+) -> int:
+    """Allow a marked item to be marked again (supervisor override, recorded with its reason)."""
+    with open_store(records) as store:
+        record = store.append(item_key, "override", f"supervisor:{supervisor}", {"reason": reason})
+    typer.echo(f"recorded {record.seq}: {item_key} may be marked again")
+    return 0
+
+
+tokens_app = typer.Typer(help="API tokens (stored hashed beside the records).", no_args_is_help=True)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="operator, supervisor or auditor.")],
+    records: RecordsOpt = None,
+) -> int:
+    """Create a token; it is printed once and stored only as a hash."""
+    with open_store(records) as store:
+        token = TokenStore(store).create(name, Role(role) if role in {r.value for r in Role} else role)
+    typer.echo(token)
+    return 0
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
+    with open_store(records) as store:
+        if not TokenStore(store).revoke(name):
+            raise ConfigError(f"no token named {name!r}")
+    return 0
+
+
+@tokens_app.command("list")
+def tokens_list(records: RecordsOpt = None) -> int:
+    with open_store(records) as store:
+        for name, role, revoked in TokenStore(store).list():
+            typer.echo(f"{name}\t{role.value}\t{'revoked' if revoked else 'active'}")
+    return 0
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    records: RecordsOpt = None,
+) -> int:
+    """Run the HTTP service (uvicorn)."""
+    import uvicorn
+
+    from markctl.api import create_app
+
+    settings = load_settings()
+    if records:
+        settings = settings.model_copy(
+            update={"records": settings.records.model_copy(update={"url": records})}
+        )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("batch")(batch)
+    items = typer.Typer(help="Supervisor actions on items.", no_args_is_help=True)
+    items.command("resolve")(resolve)
+    items.command("allow-remark")(allow_remark)
+    app.add_typer(items, name="items")
+    app.add_typer(tokens_app, name="tokens")
+    app.command("serve")(serve)
