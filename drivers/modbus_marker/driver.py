@@ -1,0 +1,367 @@
+"""Driver for dot-peen pattern markers behind a Modbus register map, RTU or TCP (PROTOCOLS.md §5.6, §6).
+
+No vendor publishes a dot-peen Modbus map (§5); the shipped ``peen-modbus`` profile is markctl's own
+map (§5.6), and a vendor's map is a new profile with the same keys, no code: every register, coil,
+discrete input, command value, status value and scaling used here comes from
+:class:`~markctl.profiles.ModbusRegisterMap`.
+
+A :class:`~markctl.layouts.program.PatternProgram` becomes: reset a pending fault; ``pattern`` =
+the pattern number and ``command`` = ``load_pattern``; the text block (two ASCII characters per
+register in ``text_byte_order``, fields joined by ``text_separator``, NUL-padded); ``char_height``
+and ``dot_pitch`` (mm x ``length_scale``), ``force_pct``, ``speed_pct``; ``command`` = ``start``
+(or the ``start`` coil); then status / fault code / progress / job counter polled, never faster
+than the profile's ``poll_hz_max`` (the next poll leaves a whole period after the previous answer),
+until Done with a new job count, or Fault.
+
+Safe state: ``command`` = ``abort`` (or the ``abort`` coil), confirmed by a status that is not Busy
+and, when the map has one, a ``busy`` discrete input that is off. The map has no pause.
+
+Errors come from :mod:`markctl.drivers.transports.modbus` already named by register (Modbus
+exception -> DeviceError, no answer -> MachineTimeoutError, lost link -> MachineConnectionError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
+from markctl.drivers.transports.modbus import ModbusLink
+from markctl.errors import DeviceError, MachineTimeoutError, ProtocolError, SafetyError
+from markctl.layouts.program import PatternProgram, Program
+from markctl.profiles import FirmwareProfile, ModbusProtocol, ModbusRegisterMap
+
+__all__ = ["MarkerStatus", "ModbusMarkerDriver", "ModbusMarkerOptions", "pack_text", "unpack_text"]
+
+
+class ModbusMarkerOptions(DriverOptions):
+    """Address options (``peen+modbus-tcp://host:502?unit=1&use_coils=true``)."""
+
+    use_coils: bool = Field(
+        default=False, description="Start and abort through the coils, not the command register."
+    )
+    speed_pct: int = Field(default=100, ge=1, le=100, description="Head speed written to speed_pct.")
+    poll_hz: float | None = Field(
+        default=None, gt=0, le=100, description="Capped at the profile's poll_hz_max."
+    )
+    cycle_margin: float = Field(
+        default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected x this + 10 s."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerStatus:
+    """One poll: the status register decoded by the profile's ``states`` table."""
+
+    state: str  # idle | busy | done | fault
+    raw: int
+    fault_code: int
+    progress_pct: int
+    job_counter: int
+
+
+def pack_text(text: str, registers: int, byte_order: str) -> list[int]:
+    """Two ASCII characters per register, NUL-padded to ``registers``; ValueError if it does not fit."""
+    data = text.encode("ascii")
+    if len(data) > registers * 2:
+        raise ValueError(f"{len(data)} characters do not fit in {registers} registers")
+    data = data.ljust(registers * 2, b"\0")
+    words = []
+    for i in range(0, len(data), 2):
+        a, b = data[i], data[i + 1]
+        words.append(a << 8 | b if byte_order == "high-first" else b << 8 | a)
+    return words
+
+
+def unpack_text(words: list[int], byte_order: str) -> str:
+    """Inverse of :func:`pack_text` (stops at the first NUL)."""
+    out = bytearray()
+    for w in words:
+        pair = (w >> 8, w & 0xFF) if byte_order == "high-first" else (w & 0xFF, w >> 8)
+        for byte in pair:
+            if byte == 0:
+                return out.decode("ascii", errors="replace")
+            out.append(byte)
+    return out.decode("ascii", errors="replace")
+
+
+def _runs(items: dict[int, int]) -> list[tuple[int, list[int]]]:
+    """Contiguous (start, values) runs of {address: value}, for multi-register writes."""
+    runs: list[tuple[int, list[int]]] = []
+    for address in sorted(items):
+        if runs and runs[-1][0] + len(runs[-1][1]) == address:
+            runs[-1][1].append(items[address])
+        else:
+            runs.append((address, [items[address]]))
+    return runs
+
+
+class ModbusMarkerDriver(Driver):
+    """A pattern marker on a :class:`ModbusLink` (TCP, RTU, or the simulator's pymodbus server)."""
+
+    family: ClassVar[str] = "peen"
+    transports: ClassVar[frozenset[str]] = frozenset({"modbus-tcp", "modbus-rtu", "sim"})
+    options_model: ClassVar[type[DriverOptions]] = ModbusMarkerOptions
+    # abort + confirming polls, with one request lost at the profile's 1 s timeout and retries
+    safe_state_timeout_s: ClassVar[float] = 8.0
+
+    def __init__(
+        self,
+        transport: ModbusLink,
+        profile: FirmwareProfile,
+        options: DriverOptions | None = None,
+        *,
+        name: str = "",
+    ) -> None:
+        if not isinstance(profile.protocol, ModbusProtocol):
+            raise ValueError(
+                f"profile {profile.id} is not a Modbus marker profile (protocol {profile.family})"
+            )
+        super().__init__(transport, profile, options, name=name)
+        self.link: ModbusLink = transport
+        self.proto: ModbusProtocol = profile.protocol
+        self.map: ModbusRegisterMap = profile.protocol.registers
+        transport.use_profile_defaults(
+            unit=self.proto.unit,
+            timeout=self.proto.timeout_s,
+            retries=self.proto.retries,
+            baud=self.proto.baud,
+            parity=self.proto.parity,
+            stopbits=self.proto.stopbits,
+        )
+        opts = self.options if isinstance(self.options, ModbusMarkerOptions) else ModbusMarkerOptions()
+        self.opts = opts
+        self.poll_hz = min(opts.poll_hz or self.proto.poll_hz_max, self.proto.poll_hz_max)
+        self._next_poll = 0.0
+        self.status_polls = 0
+        self._poll_times: list[float] = []  # monotonic time each poll was sent (benchmarks)
+
+    # --- register access -------------------------------------------------------------------
+
+    def _what(self, name: str, address: int, table: str = "holding") -> str:
+        return f"{name} ({table} {address})"
+
+    async def _write(self, values: dict[str, int]) -> None:
+        """Write named holding registers, one request per contiguous run."""
+        by_address = {getattr(self.map, name): value for name, value in values.items()}
+        names = {getattr(self.map, name): name for name in values}
+        for start, run in _runs(by_address):
+            label = "+".join(names[a] for a in range(start, start + len(run)))
+            if len(run) == 1:
+                await self.link.write_register(start, run[0], what=self._what(label, start))
+            else:
+                await self.link.write_registers(start, run, what=self._what(label, start))
+
+    async def _command(self, name: str) -> None:
+        if self.opts.use_coils and name in ("start", "abort") and name in self.map.coils:
+            address = self.map.coils[name]
+            await self.link.write_coil(address, True, what=self._what(f"{name} coil", address, "coil"))
+            return
+        await self._write({"command": self.map.commands[name]})
+
+    async def _pace(self) -> None:
+        """Wait so that no two polls are closer than 1/poll_hz (measured from the previous answer)."""
+        loop = asyncio.get_running_loop()
+        wait = self._next_poll - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def read_status(self) -> MarkerStatus:
+        """One status poll (status, fault code, progress, job counter), rate-limited."""
+        await self._pace()
+        m = self.map
+        names = ("status", "fault_code", "progress_pct", "job_counter")
+        addresses = {getattr(m, n): n for n in names}
+        values: dict[str, int] = {}
+        self._poll_times.append(time.monotonic())
+        try:
+            for start, run in _runs({a: 0 for a in addresses}):
+                label = "+".join(addresses[a] for a in range(start, start + len(run)))
+                words = await self.link.read_registers(start, len(run), what=self._what(label, start))
+                for offset, word in enumerate(words):
+                    values[addresses[start + offset]] = word
+        finally:
+            self._next_poll = asyncio.get_running_loop().time() + 1.0 / self.poll_hz
+        self.status_polls += 1
+        by_value = {v: k for k, v in m.states.items()}
+        state = by_value.get(values["status"])
+        if state is None:
+            raise ProtocolError(
+                f"{self.name}: status (holding {m.status}) = {values['status']}, not one of the profile's "
+                f"states {dict(m.states)}",
+                raw=values["status"].to_bytes(2, "big"),
+                address=self.name,
+            )
+        return MarkerStatus(
+            state, values["status"], values["fault_code"], values["progress_pct"], values["job_counter"]
+        )
+
+    async def read_inputs(self) -> dict[str, bool]:
+        """The discrete inputs the map names (ready, busy, done, fault)."""
+        result: dict[str, bool] = {}
+        for name, address in sorted(self.map.discrete_inputs.items(), key=lambda kv: kv[1]):
+            bits = await self.link.read_discrete_inputs(
+                address, 1, what=self._what(name, address, "discrete input")
+            )
+            result[name] = bits[0]
+        return result
+
+    def fault_text(self, code: int) -> str:
+        return self.proto.fault_codes.get(code, f"fault code {code} (not in the profile's table)")
+
+    # --- Driver ----------------------------------------------------------------------------
+
+    async def _handshake(self) -> DeviceInfo:
+        st = await self.read_status()
+        inputs = await self.read_inputs() if self.map.discrete_inputs else {}
+        self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
+        return DeviceInfo(
+            family=self.family,
+            dialect="modbus register map",
+            version="unknown (the map has no version register)",
+            details={
+                "unit": self.link.unit,
+                "status": st.state,
+                "fault_code": st.fault_code,
+                "job_counter": st.job_counter,
+                "inputs": inputs,
+            },
+        )
+
+    def _check_program(self, program: Program) -> None:
+        if not isinstance(program, PatternProgram):
+            raise ValueError(
+                f"{self.name}: a Modbus pattern marker runs pattern programs, not {program.kind} programs"
+            )
+        if not program.pattern.isdigit() or int(program.pattern) > 0xFFFF:
+            raise ValueError(
+                f"{self.name}: the register map selects patterns by number 0-65535, got {program.pattern!r}"
+            )
+        first = program.fields[0]
+        for i, f in enumerate(program.fields, 1):
+            if (f.height_mm, f.dot_pitch_mm, f.force_pct) != (
+                first.height_mm,
+                first.dot_pitch_mm,
+                first.force_pct,
+            ):
+                raise ValueError(
+                    f"field {i}: the map has one char_height/dot_pitch/force_pct for the whole job; "
+                    "every field must share them"
+                )
+            if self.map.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
+                raise ValueError(f"field {i}: {f.text!r} must be printable ASCII without the text separator")
+        text = self.map.text_separator.join(f.text for f in program.fields)
+        if len(text) > self.map.text_registers * 2:
+            raise ValueError(f"{len(text)} characters of text, the map holds {self.map.text_registers * 2}")
+        for name, value in (("char_height", first.height_mm), ("dot_pitch", first.dot_pitch_mm or 0.0)):
+            if not 0 <= round(value * self.map.length_scale) <= 0xFFFF:
+                raise ValueError(
+                    f"{name} {value} mm does not fit a register at scale {self.map.length_scale:g}"
+                )
+
+    def _expected_s(self, program: PatternProgram) -> float:
+        spec = self.profile.dot_peen
+        cps = spec.chars_per_s if spec else 2.0
+        return sum(len(f.text.replace(" ", "")) * max(1.0, f.height_mm / 3.175) for f in program.fields) / cps
+
+    async def _execute(self, program: Program, job: JobHandle) -> JobResult:
+        assert isinstance(program, PatternProgram)
+        total = program.char_count
+        m = self.map
+        job.report(0, total, "checking the marker")
+        st = await self.read_status()
+        if st.state == "busy":
+            raise DeviceError(
+                f"{self.name}: the marker is already busy", device_code="busy", address=self.name
+            )
+        if st.state == "fault":
+            await self._command("reset_fault")
+            st = await self.read_status()
+            if st.state == "fault":
+                raise DeviceError(
+                    f"{self.name}: fault {st.fault_code} persists after reset: {self.fault_text(st.fault_code)}",
+                    device_code=f"fault:{st.fault_code}",
+                    address=self.name,
+                )
+        await self._write({"pattern": int(program.pattern)})
+        await self._command("load_pattern")
+        st = await self.read_status()
+        if st.state == "fault":
+            raise DeviceError(
+                f"{self.name}: loading pattern {program.pattern} failed: {self.fault_text(st.fault_code)}",
+                device_code=f"fault:{st.fault_code}",
+                address=self.name,
+            )
+        job.report(0, total, f"pattern {program.pattern} loaded")
+        text = m.text_separator.join(f.text for f in program.fields)
+        words = pack_text(text, m.text_registers, m.text_byte_order)
+        await self.link.write_registers(
+            m.text_start, words, what=self._what(f"text[{m.text_registers}]", m.text_start)
+        )
+        first = program.fields[0]
+        force = round(first.force_pct) if first.force_pct is not None else 0  # 0 = the machine's default
+        await self._write(
+            {
+                "char_height": round(first.height_mm * m.length_scale),
+                "dot_pitch": round((first.dot_pitch_mm or 0.0) * m.length_scale),
+                "force_pct": force,
+                "speed_pct": self.opts.speed_pct,
+            }
+        )
+        job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
+        counter_before = st.job_counter
+        await self._command("start")
+        self.set_state(State.RUN, raw="busy")
+        return await self._watch_cycle(program, job, total, counter_before)
+
+    async def _watch_cycle(
+        self, program: PatternProgram, job: JobHandle, total: int, counter_before: int
+    ) -> JobResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        expected = self._expected_s(program)
+        limit = expected * self.opts.cycle_margin + 10.0
+        while True:
+            st = await self.read_status()
+            done = min(total, st.progress_pct * total // 100)
+            if st.state == "fault":
+                self.set_state(State.FAULT, raw=f"fault {st.fault_code}")
+                return JobResult(
+                    Outcome.FAULT,
+                    f"{self.name}: marker fault during the cycle: {st.fault_code} {self.fault_text(st.fault_code)}; "
+                    f"progress {st.progress_pct} % (~{done} of {total} characters)",
+                    code=str(st.fault_code),
+                    done=done,
+                    total=total,
+                )
+            if st.state == "done" and st.job_counter != counter_before:
+                job.report(total, total, "done")
+                self.set_state(State.IDLE, raw="done")
+                return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
+            job.report(done, total, f"marking, {st.progress_pct} %")
+            elapsed = loop.time() - started
+            if elapsed > limit:
+                raise MachineTimeoutError(
+                    f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "
+                    f"status {st.state}, progress {st.progress_pct} %",
+                    address=self.name,
+                    code="cycle-timeout",
+                )
+
+    async def _make_safe(self, reason: str) -> str:
+        await self._command("abort")
+        how = "abort coil" if self.opts.use_coils and "abort" in self.map.coils else "command=abort"
+        for _ in range(max(3, round(self.poll_hz * 3))):
+            st = await self.read_status()
+            if st.state != "busy":
+                inputs = await self.read_inputs() if "busy" in self.map.discrete_inputs else {}
+                if inputs.get("busy", False):
+                    continue
+                self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
+                confirm = f"status {st.state}" + (", busy input off" if inputs else "")
+                return f"{how} written; {confirm}"
+        raise SafetyError(f"{self.name}: still busy after {how}", address=self.name)
