@@ -39,9 +39,14 @@ BUILTIN_TRANSPORTS: Mapping[str, str] = {
     "serial": "markctl.drivers.transports.serial:SerialTransport",
     "tcp": "markctl.drivers.transports.serial:TCPTransport",
     "rfc2217": "markctl.drivers.transports.serial:RFC2217Transport",
+    "modbus-tcp": "markctl.drivers.transports.modbus:ModbusTCPLink",
+    "modbus-rtu": "markctl.drivers.transports.modbus:ModbusRTULink",
 }
 
-BUILTIN_DRIVERS: Mapping[str, str] = {}
+BUILTIN_DRIVERS: Mapping[str, str] = {
+    "telesis": "markctl.drivers.telesis:TelesisDriver",
+    "peen": "markctl.drivers.modbus_marker:ModbusMarkerDriver",
+}
 
 
 def _entry_point_table(group: str) -> dict[str, str]:
