@@ -72,6 +72,7 @@ class ComponentName(StrEnum):
     CYLINDER = "cylinder"
     BOLT = "bolt"
     EMBEDDED_PLATE = "embedded-plate"
+    MAGAZINE = "magazine"  # not an essential component (EU-ESS); here so a misplaced mark can be named
 
 
 class FieldKind(StrEnum):
