@@ -121,7 +121,9 @@ async def open_machine(
     else:
         opts = validate_options(full)
         transport = resolve_transport(addr.transport)(addr.location, opts.transport)
-        machine = Machine(full, prof, driver_cls(transport, prof, _driver_options(opts.driver), name=str(full)))
+        machine = Machine(
+            full, prof, driver_cls(transport, prof, _driver_options(opts.driver), name=str(full))
+        )
     if connect:
         try:
             await machine.driver.connect()
@@ -152,7 +154,9 @@ async def _open_simulated(
         port = await sim.serve_tcp("127.0.0.1", 0)
         link_cls = resolve_transport("modbus-tcp")
         link = link_cls(f"127.0.0.1:{port}", link_cls.options_model())
-        machine = Machine(addr, prof, driver_cls(link, prof, _driver_options(opts.driver), name=str(addr)), sim)
+        machine = Machine(
+            addr, prof, driver_cls(link, prof, _driver_options(opts.driver), name=str(addr)), sim
+        )
         machine._cleanup.append(sim.stop)
         return machine
     pipe = PipeTransport(str(addr), sink=sim.receive)

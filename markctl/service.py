@@ -26,7 +26,7 @@ from markctl.machines import Machine, open_machine
 from markctl.profiles import load_profile
 from markctl.records import Record, RecordStore
 from markctl.simulator.workpiece import Workpiece
-from markctl.verify import verify_workpiece
+from markctl.verify import verify_extent, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
 
@@ -290,10 +290,20 @@ def _program_extent(prepared: Prepared) -> tuple[float, float, float, float]:
 
 
 def verify_item(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
-    """On a simulator: compare the cut with the program and read back the Data Matrix."""
+    """On a simulator: compare the cut with the program (or, for pattern machines, with the layout's
+    text block) and read back the Data Matrix."""
     sim = machine.simulator
-    if sim is None or not isinstance(prepared.program, MotionProgram):
+    if sim is None or prepared.program is None:
         return None
-    spot = machine.profile.laser.spot_mm if machine.profile.laser else 0.3
-    code = prepared.layout.code.symbol.content if prepared.layout.code is not None else None
-    return verify_workpiece(prepared.program, sim.workpiece, spot_mm=spot, code=code).as_dict()
+    layout = prepared.layout
+    if isinstance(prepared.program, MotionProgram):
+        spot = machine.profile.laser.spot_mm if machine.profile.laser else 0.3
+        code = layout.code.symbol.content if layout.code is not None else None
+        return verify_workpiece(prepared.program, sim.workpiece, spot_mm=spot, code=code).as_dict()
+    assert prepared.request is not None
+    ox, oy = prepared.request.options.origin_mm
+    x0, y0, x1, y1 = layout.text_geometry().bounds
+    tolerance = 0.2 * layout.char_height_mm + 0.3  # a controller's own font differs in detail
+    return verify_extent(
+        (x0 + ox, y0 + oy, x1 + ox, y1 + oy), sim.workpiece, tolerance_mm=tolerance
+    ).as_dict()

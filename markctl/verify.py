@@ -184,3 +184,27 @@ def verify_photo(
     read = decode_datamatrix(image) if code is not None else None
     passed, detail = _verdict(coverage, spill, code, read)
     return Verification(coverage, spill, code, read, passed, detail)
+
+
+def verify_extent(
+    expected_mm: tuple[float, float, float, float], workpiece: Workpiece, *, tolerance_mm: float
+) -> Verification:
+    """Pattern machines draw text with their own fonts: check that the marks landed where the layout
+    put the text block (machine frame), within ``tolerance_mm`` on every side."""
+    found = workpiece.marked_bbox_mm()
+    if found is None:
+        return Verification(0.0, 0.0, None, None, False, "nothing was marked")
+    ex0, ey0, ex1, ey1 = expected_mm
+    fx0, fy0, fx1, fy1 = found
+    off = max(abs(fx0 - ex0), abs(fy0 - ey0), abs(fx1 - ex1), abs(fy1 - ey1))
+    inter_w = max(0.0, min(ex1, fx1) - max(ex0, fx0))
+    inter_h = max(0.0, min(ey1, fy1) - max(ey0, fy0))
+    coverage = (inter_w * inter_h) / max(1e-9, (ex1 - ex0) * (ey1 - ey0))
+    spill = 1.0 - (inter_w * inter_h) / max(1e-9, (fx1 - fx0) * (fy1 - fy0))
+    passed = off <= tolerance_mm
+    detail = (
+        f"marks within {off:.2f} mm of the layout's text block"
+        if passed
+        else f"marks lie {off:.2f} mm from the layout's text block (tolerance {tolerance_mm:g} mm)"
+    )
+    return Verification(coverage, spill, None, None, passed, detail)

@@ -1,64 +1,127 @@
-"""``markctl demo``: what a technician sees first.
+"""``markctl demo``: a whole simulated marking session, end to end, in under a minute.
 
-Until the controller lands this walks the foundation for real: it loads and validates every
-bundled profile and parses and option-checks machine addresses, printing what it found.
+1. starts two simulated machines from their profiles: a GRBL diode laser in-process, and a
+   dot-peen marker behind a real pymodbus Modbus/TCP server on loopback;
+2. pre-checks an import shipment (examples/import) and marks it on the laser, with progress;
+3. marks state-stockpile marks on the embedded steel plates of polymer pistol frames
+   (examples/stockpile) with the dot-peen marker;
+4. runs the import shipment again: every item is skipped, nothing is marked twice;
+5. writes layout previews (SVG, PNG), burned-workpiece PNGs and the records database to the output
+   folder, verifies the record chain and prints the summary.
 """
 
 from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from markctl import profiles as prof
-from markctl.address import MachineAddress, parse_address
-from markctl.errors import AddressError, DriverNotFoundError
-from markctl.registry import transport_names, validate_options
+from markctl.cli.jobs import run_batch
+from markctl.config import load_settings
+from markctl.errors import ConfigError
+from markctl.jobs.catalogue import Catalogue
+from markctl.jobs.manifest import read_manifest
+from markctl.jobs.runner import precheck
+from markctl.layouts import render_png, render_svg
+from markctl.profiles import load_profile
+from markctl.records import RecordStore
+from markctl.service import MarkService
 
-EXAMPLE_ADDRESSES = (
-    "grbl+serial:///dev/ttyUSB0?baud=115200",
-    "grbl+tcp://127.0.0.1:2323",
-    "peen+modbus-tcp://127.0.0.1:5020?unit=1",
-    "sim://grbl-1.1",
-    "grbl+serial:///dev/ttyUSB0?baudrate=115200",
+console = Console()
+
+STEPS = (
+    ("import shipment on the laser", "import", "laser"),
+    ("stockpile marks on embedded plates, dot-peen over Modbus/TCP", "stockpile", "peen"),
 )
 
 
-def demo() -> int:
-    """Run the demo."""
-    console = Console()
-    console.rule("firmware profiles")
-    table = Table("id", "kind", "protocol", "work area (mm)", "buffers / process")
-    for info in prof.list_profiles():
-        p = prof.load_profile(info.id)
-        proto = p.protocol
-        if isinstance(proto, prof.GrblProtocol):
-            detail = f"RX {proto.rx_buffer_bytes} B, {proto.planner_blocks} blocks, {len(proto.errors)} error texts"
-        elif isinstance(proto, prof.TelesisProtocol):
-            detail = (
-                f"BCC {proto.bcc}/{proto.bcc_encoding}, {proto.retries} tries x {proto.reply_timeout_s:g} s"
-            )
-        else:
-            detail = f"unit {proto.unit}, {proto.registers.text_registers * 2} text chars"
-        area = f"{p.machine.work_area_x_mm:g} x {p.machine.work_area_y_mm:g}"
-        table.add_row(p.id, p.machine.kind.value, p.family, area, detail)
-    console.print(table)
+def _previews(examples: Path, name: str, machine_profile: str, out: Path) -> int:
+    plan = precheck(
+        read_manifest(examples / name / "manifest.csv"),
+        Catalogue.load(examples / name / "parts.toml"),
+        load_profile(machine_profile),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for prepared in plan.prepared:
+        if prepared.layout is None or prepared.report is None:
+            continue
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in prepared.item.item_key)
+        (out / f"{stem}.svg").write_text(
+            render_svg(prepared.layout, prepared.report.findings), encoding="utf-8"
+        )
+        render_png(prepared.layout, prepared.report.findings, out / f"{stem}.png", px_per_mm=20)
+        count += 1
+    return count
 
-    console.rule("machine addresses")
-    known = set(transport_names())
-    for text in EXAMPLE_ADDRESSES:
+
+async def _session(examples: Path, out: Path) -> int:
+    settings = load_settings(examples / "markctl.toml")
+    operator = settings.operator()
+    failures = 0
+    with RecordStore.open(out / "records.db") as store:
+        service = MarkService(settings, store, out_dir=out)
         try:
-            address = parse_address(text)
-            if address.transport in known:
-                # Drivers register as their families land; until then only the transport's options count.
-                validate_options(MachineAddress(None, address.transport, address.location, address.options))
-                verdict = f"ok: {address.protocol or '(from profile)'} over {address.transport} at {address.location}"
-            else:
-                verdict = f"parsed; transport {address.transport!r} arrives with its driver issue"
-        except (AddressError, DriverNotFoundError) as exc:
-            verdict = f"refused: {exc}"
-        console.print(f"{text}\n    {verdict}", markup=False)
-    return 0
+            for title, name, machine in STEPS:
+                console.rule(title)
+                machine_profile = (
+                    settings.machines[machine].profile
+                    or settings.machines[machine].address.split("//")[1].split("?")[0]
+                )
+                previews = _previews(examples, name, machine_profile, out / "previews")
+                job = await run_batch(service, examples / name / "manifest.csv", examples / name / "parts.toml",
+                                      machine=machine, operator=operator, exclude=set(), overrides={},
+                                      override_by=None)  # fmt: skip
+                console.print(f"{previews} layout previews in {out / 'previews'}")
+                failures += job.state != "done"
+            console.rule("the same import shipment again")
+            again = await run_batch(service, examples / "import" / "manifest.csv", examples / "import" / "parts.toml",
+                                    machine="laser", operator=operator, exclude=set(), overrides={}, override_by=None,
+                                    quiet=True)  # fmt: skip
+            counts = again.report.counts() if again.report else {}
+            console.print(f"re-run: {counts} — nothing is marked twice")
+            failures += set(counts) != {"skipped"}
+        finally:
+            await service.close()
+        console.rule("records")
+        report = store.verify()
+        table = Table("item", "state", "attempts", "marks")
+        for item in store.items():
+            table.add_row(item.item_key, item.state.value, str(item.attempts), str(item.marks))
+        console.print(table)
+        verdict = "intact" if report.ok else f"NOT intact: {[str(p) for p in report.problems]}"
+        console.print(f"record chain {verdict}: {report.rows} rows, head {report.head_hash}")
+        failures += not report.ok
+    return failures
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Where previews, workpiece PNGs and records go.")] = Path(
+        "demo-out"
+    ),
+    examples: Annotated[Path, typer.Option(help="The examples folder of the repository.")] = Path("examples"),
+) -> int:
+    """Run a full simulated marking session (see the module docstring)."""
+    if not (examples / "markctl.toml").is_file():
+        raise ConfigError(
+            f"{examples}: no examples here", hint="run from the repository root, or pass --examples"
+        )
+    if out.exists():
+        shutil.rmtree(out)  # a demo starts from a clean slate
+    out.mkdir(parents=True)
+    started = time.perf_counter()
+    failures = asyncio.run(_session(examples, out))
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.1f} s; outputs in {out}/ "
+        f"(records.db, previews/, workpieces/)" + ("" if not failures else f" — {failures} step(s) FAILED")
+    )
+    return 1 if failures else 0
 
 
 def register(app: typer.Typer) -> None:

@@ -117,8 +117,7 @@ def request_for(
     fields = {
         k: v
         for k, v in item.fields.items()
-        if k in rules.fields
-        and not (rules.fields[k].required_unless and facts.get(rules.fields[k].required_unless))
+        if k in rules.fields and not _waived(rules.fields[k].required_unless, facts)
     }
     options = dict(template.options)
     if today is not None:
@@ -133,6 +132,10 @@ def request_for(
             "options": options,
         }
     )
+
+
+def _waived(fact: str | None, facts: Mapping[str, bool]) -> bool:
+    return fact is not None and facts.get(fact, False)
 
 
 def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: ManifestItem) -> Prepared:
