@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from markctl.address import parse_address
 from markctl.config import MachineEntry, Settings
 from markctl.errors import ConfigError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
@@ -133,6 +134,16 @@ class MarkService:
             slot.machine = await open_machine(slot.entry.address, profile=slot.entry.profile)
         return slot.machine
 
+    def profile_of(self, name: str) -> str:
+        """The firmware profile id of a machine (a simulator's address names it)."""
+        entry = self._slot(name).entry
+        if entry.profile:
+            return entry.profile
+        address = parse_address(entry.address)
+        if address.is_simulated:
+            return address.location
+        raise ConfigError(f"machine {name!r} ({entry.address}) needs a firmware profile")
+
     def machine_status(self) -> list[dict[str, Any]]:
         out = []
         for name, slot in sorted(self._slots.items()):
@@ -169,13 +180,27 @@ class MarkService:
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> JobRun:
         """Pre-check a manifest and, if it may run, start marking it; returns the job at once."""
-        slot = self._slot(machine)
-        job = JobRun(uuid.uuid4().hex[:12], machine, operator, _now())
-        self.jobs[job.id] = job
+        job = self.new_job(machine, operator)
         manifest = parse_manifest(manifest_csv, source="manifest")
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
-        profile_id = slot.entry.profile or _sim_profile(slot.entry.address)
-        plan = await asyncio.to_thread(precheck, manifest, catalogue, load_profile(profile_id))
+        plan = await asyncio.to_thread(precheck, manifest, catalogue, load_profile(self.profile_of(machine)))
+        return await self.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,
+                                      wait=wait, on_event=on_event)  # fmt: skip
+
+    async def submit_plan(
+        self,
+        plan: Plan,
+        job: JobRun,
+        *,
+        exclude: set[int] | None = None,
+        overrides: Mapping[int, str] | None = None,
+        override_by: str | None = None,
+        wait: bool = False,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobRun:
+        """Run a pre-checked plan as ``job`` (rejected if rows block it)."""
+        slot = self._slot(job.machine)
+        self.jobs[job.id] = job
         job.rows = plan.rows()
         blocked = plan.blocking(exclude or set(), overrides or {})
         if blocked:
@@ -187,6 +212,10 @@ class MarkService:
         if wait:
             await asyncio.shield(job.task)
         return job
+
+    def new_job(self, machine: str, operator: str) -> JobRun:
+        self._slot(machine)
+        return JobRun(uuid.uuid4().hex[:12], machine, operator, _now())
 
     async def _run(
         self,
@@ -258,12 +287,6 @@ class MarkService:
 async def _notify(job: JobRun) -> None:
     async with job._changed:
         job._changed.notify_all()
-
-
-def _sim_profile(address: str) -> str:
-    if address.startswith("sim://"):
-        return address.removeprefix("sim://").split("?")[0]
-    raise ConfigError(f"machine {address!r} needs a firmware profile")
 
 
 # --- simulated parts ---------------------------------------------------------------------------

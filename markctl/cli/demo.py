@@ -70,11 +70,7 @@ async def _session(examples: Path, out: Path) -> int:
         try:
             for title, name, machine in STEPS:
                 console.rule(title)
-                machine_profile = (
-                    settings.machines[machine].profile
-                    or settings.machines[machine].address.split("//")[1].split("?")[0]
-                )
-                previews = _previews(examples, name, machine_profile, out / "previews")
+                previews = _previews(examples, name, service.profile_of(machine), out / "previews")
                 job = await run_batch(service, examples / name / "manifest.csv", examples / name / "parts.toml",
                                       machine=machine, operator=operator, exclude=set(), overrides={},
                                       override_by=None)  # fmt: skip

@@ -16,7 +16,9 @@ from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store
 from markctl.config import load_settings
 from markctl.errors import ConfigError
+from markctl.jobs.manifest import Manifest
 from markctl.jobs.runner import BatchReport
+from markctl.profiles import load_profile
 from markctl.service import JobRun, MarkService
 
 console = Console(stderr=True)
@@ -145,6 +147,129 @@ def batch(
     return 0 if job.state == "done" else 1
 
 
+def mark(
+    request_file: Annotated[Path, typer.Argument(metavar="REQUEST", help="A mark request (TOML or JSON).")],
+    serial: Annotated[str, typer.Option(help="The weapon's serial (its identity in the records).")],
+    manufacturer: Annotated[
+        str, typer.Option(help="The weapon's manufacturer (its identity in the records).")
+    ],
+    machine: MachineOpt = None,
+    operator: OperatorOpt = None,
+    records: RecordsOpt = None,
+    override: Annotated[str | None, typer.Option(help="Reason to mark despite compliance errors.")] = None,
+    override_by: Annotated[str | None, typer.Option(help="Supervisor giving the override.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the burned-workpiece image (simulators).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> int:
+    """Mark one weapon from a request file; exit 1 unless it ended marked."""
+    from markctl.jobs.manifest import ManifestItem, weapon_key_of
+    from markctl.jobs.runner import Plan, prepare
+    from markctl.layouts import MarkRequest
+
+    text = request_file.read_text("utf-8")
+    request = MarkRequest.from_json(text) if request_file.suffix == ".json" else MarkRequest.from_toml(text)
+    settings = load_settings()
+    entry = settings.machine(machine)
+    who = settings.operator(operator)
+
+    async def go() -> JobRun:
+        store = open_store(records)
+        service = MarkService(settings, store, out_dir=out)
+        name = machine or settings.defaults.machine or entry.address
+        try:
+            profile = load_profile(service.profile_of(name))
+            retargeted = request.model_copy(update={"machine": profile.id})
+            item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
+                                {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
+            prepared = prepare(retargeted, profile, item)
+            plan = Plan(Manifest(str(request_file), ()), profile, [prepared])
+            job = service.new_job(name, who)
+            progress_quiet = as_json
+            if not progress_quiet:
+                console.print(f"marking {item.item_key} on {name}")
+            await service.submit_plan(plan, job, overrides={1: override} if override else {},
+                                      override_by=override_by, wait=True)  # fmt: skip
+            if not progress_quiet:
+                print_rows(job.rows)
+                if job.report is not None:
+                    print_report(job.report)
+            return job
+        finally:
+            await service.close()
+            store.close()
+
+    job = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(job.summary(), indent=2, default=str))
+    if job.state == "rejected":
+        typer.echo(f"markctl: not compliant: {job.error}; nothing was marked", err=True)
+        return 1
+    return 0 if job.state == "done" else 1
+
+
+def jobs_cmd(records: RecordsOpt = None) -> int:
+    """Batches in the records, with how many items ended in each state."""
+    counts: dict[str, dict[str, int]] = {}
+    with open_store(records) as store:
+        for item in store.items():
+            per = counts.setdefault(item.batch_id or "-", {})
+            per[item.state.value] = per.get(item.state.value, 0) + 1
+    table = Table("batch", "planned", "started", "marked", "failed", "unknown")
+    for batch_id, per in counts.items():
+        table.add_row(
+            batch_id, *(str(per.get(s, 0)) for s in ("planned", "started", "marked", "failed", "unknown"))
+        )
+    Console().print(table)
+    return 0
+
+
+def verify_cmd(
+    image: Annotated[Path, typer.Option("--image", help="Photo (or simulator PNG) of the applied mark.")],
+    record: Annotated[int, typer.Option("--record", help="Any record of the item (sequence number).")],
+    operator: OperatorOpt = None,
+    px_per_mm: Annotated[float, typer.Option(help="Scale for the comparison raster.")] = 10.0,
+    records: RecordsOpt = None,
+) -> int:
+    """Check a photo of a mark against the recorded layout; the result is recorded. Exit 1 if it fails."""
+    from markctl.layouts import MarkRequest, compose
+    from markctl.layouts import program as make_program
+    from markctl.layouts.program import MotionProgram
+    from markctl.verify import verify_photo
+
+    who = load_settings().operator(operator)
+    with open_store(records) as store:
+        found = store.get(record)
+        if found is None:
+            raise ConfigError(f"no record {record}")
+        started = [r for r in store.history(found.item_key) if r.event == "started"]
+        if not started:
+            raise ConfigError(f"item {found.item_key} was never started: nothing to verify")
+        data = started[-1].data
+        request = MarkRequest.parse(data["request"])
+        layout = compose(request)
+        prog = make_program(layout, data["machine_profile"])
+        if prog.digest != data["program_digest"]:
+            raise ConfigError(
+                "the recorded request no longer yields the recorded program (software changed?)"
+            )
+        if not isinstance(prog, MotionProgram):
+            raise ConfigError(
+                "photo verification compares stroke geometry: only motion programs are supported"
+            )
+        spot = load_profile(data["machine_profile"]).laser
+        code = layout.code.symbol.content if layout.code is not None else None
+        result = verify_photo(
+            image, prog, spot_mm=spot.spot_mm if spot else 0.3, code=code, px_per_mm=px_per_mm
+        )
+        stored = store.append(
+            found.item_key, "verified", who, {"image": str(image), "verification": result.as_dict()}
+        )
+    typer.echo(f"{'PASS' if result.passed else 'FAIL'}: {result.detail} (recorded as {stored.seq})")
+    return 0 if result.passed else 1
+
+
 def resolve(
     item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
     outcome: Annotated[str, typer.Option(help="marked or not-marked, as inspection found.")],
@@ -229,6 +354,9 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     app.command("batch")(batch)
+    app.command("mark")(mark)
+    app.command("jobs")(jobs_cmd)
+    app.command("verify")(verify_cmd)
     items = typer.Typer(help="Supervisor actions on items.", no_args_is_help=True)
     items.command("resolve")(resolve)
     items.command("allow-remark")(allow_remark)
