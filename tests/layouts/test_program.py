@@ -1,0 +1,194 @@
+"""Programs: golden files per machine family, path ordering, cycle-time estimate, CLI outputs.
+
+Goldens live in tests/layouts/golden/. After an intended change, regenerate them with
+``MARKCTL_UPDATE_GOLDENS=1 .venv/bin/pytest tests/layouts/test_program.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+
+from markctl.errors import LayoutError
+from markctl.layouts import MarkRequest, check, compose, program, program_stats
+from markctl.layouts import ordering
+from markctl.layouts.program import MotionProgram, PatternProgram, StrokeKind, program_from_json
+from markctl.layouts.toolpath import build_program, composed_strokes, estimate_cycle_time_s
+from markctl.profiles import load_profile
+
+from .conftest import request_dict
+
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
+UPDATE = os.environ.get("MARKCTL_UPDATE_GOLDENS") == "1"
+
+
+def _example(name: str, **options: object) -> MarkRequest:
+    req = MarkRequest.from_toml((EXAMPLES / name).read_text())
+    # Pin the date: the year plausibility check must not make a golden depend on the clock.
+    data = req.model_dump(mode="json")
+    data["options"].update(today="2026-11-27", **options)
+    return MarkRequest.parse(data)
+
+
+@pytest.mark.parametrize(
+    ("golden", "example"),
+    [
+        ("motion-grbl-iti-import.json", "iti-import-steel-frame.toml"),
+        ("pattern-telesis-iti-stockpile.json", "iti-stockpile-datamatrix.toml"),
+    ],
+)
+def test_golden_program(golden: str, example: str) -> None:
+    layout = compose(_example(example))
+    assert check(layout).passed
+    prog = program(layout)
+    data = prog.to_dict()
+    path = GOLDEN / golden
+    if UPDATE:
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    expected = json.loads(path.read_text())
+    assert data == expected, (
+        f"{golden} changed; if intended, rerun with MARKCTL_UPDATE_GOLDENS=1 and review the diff"
+    )
+    assert program_from_json(expected).digest == prog.digest
+
+
+def test_motion_program_content() -> None:
+    layout = compose(_example("iti-import-steel-frame.toml", datamatrix=True))
+    prog = program(layout)
+    assert isinstance(prog, MotionProgram)
+    x0, y0, x1, y1 = prog.bounds
+    assert x0 >= 100 and y0 >= 100  # options.origin_mm shifts the component frame into the machine frame
+    p = prog.params[0]
+    assert p.passes == layout.process.passes and p.power_pct == 100 and p.speed_mm_min == 300
+    assert all(s.kind is StrokeKind.LINE for s in prog.strokes)
+    stats = program_stats(prog, layout.machine)
+    assert stats.marking_length_mm == pytest.approx(prog.marking_length_mm)
+    assert stats.cycle_time_s > prog.marking_length_mm / (300 / 60)  # never faster than the marking feed
+
+
+def test_dot_peen_motion_machine_strikes_one_dot_per_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A GRBL-driven XY dot-peen table, as a user profile would describe it.
+    data = load_profile("grbl-1.1").model_dump(mode="json")
+    data.update(id="grbl-peen", extends=None, laser=None)
+    data["machine"]["kind"] = "dot-peen"
+    data["dot_peen"] = {"force_min_n": 20, "force_max_n": 120, "dot_rate_hz": 80, "chars_per_s": 2}
+    machine = type(load_profile("grbl-1.1")).model_validate(data)
+    req = request_dict("iti-stockpile")
+    req["options"].update(datamatrix=True, module_mm=0.4)
+    layout = compose(MarkRequest.parse(req))  # composed for the laser; program for the peen table is refused
+    with pytest.raises(LayoutError) as info:
+        program(layout, machine)
+    assert info.value.field == "machine"
+
+    # markctl.layouts.compose the attribute is the function; patch the module's profile loader.
+    monkeypatch.setattr(sys.modules["markctl.layouts.compose"], "load_profile", lambda _id: machine)
+    layout = compose(MarkRequest.parse(req))
+    prog = program(layout, machine)
+    assert isinstance(prog, MotionProgram)
+    assert layout.code is not None
+    assert prog.dot_count == int(layout.code.symbol.modules.sum()) + sum(
+        len(s) for line in layout.lines for gl in line.glyphs for s in gl.strokes
+    )
+    assert all(s.kind is StrokeKind.DOTS for s in prog.strokes) and prog.params[0].force_pct is not None
+    assert estimate_cycle_time_s(prog, machine) >= prog.dot_count / 80
+
+
+def test_pattern_program_fields() -> None:
+    layout = compose(_example("iti-stockpile-datamatrix.toml"))
+    prog = program(layout)
+    assert isinstance(prog, PatternProgram)
+    assert [f.text for f in prog.fields] == ["UG UPF 26", "0012345", "UG-UPF-0012345"]
+    assert prog.fields[-1].font == "datamatrix" and prog.fields[0].font == "5x7"
+    assert all(f.height_mm == layout.char_height_mm for f in prog.fields[:2])
+
+
+def test_program_outside_work_area_is_refused() -> None:
+    req = _example("iti-stockpile-datamatrix.toml", origin_mm=(90.0, 5.0))
+    with pytest.raises(LayoutError) as info:
+        program(compose(req))
+    assert info.value.field == "options.origin_mm"
+
+
+def _brute_force(starts: np.ndarray, ends: np.ndarray) -> float:
+    n = len(starts)
+    best = np.inf
+    for perm in itertools.permutations(range(n)):
+        for flips in itertools.product([False, True], repeat=n):
+            idx, flip = np.array(perm), np.array(flips)
+            best = min(best, ordering.travel(starts, ends, idx, flip))
+    return float(best)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_opt_never_worse_than_nearest_neighbour_and_close_to_optimal(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    starts, ends = rng.uniform(0, 20, (6, 2)), rng.uniform(0, 20, (6, 2))
+    nn_idx, nn_flip = ordering.nearest_neighbour(starts, ends)
+    idx, flip = ordering.two_opt(starts, ends, nn_idx, nn_flip)
+    assert sorted(idx.tolist()) == list(range(6))
+    opt = ordering.travel(starts, ends, idx, flip)
+    assert opt <= ordering.travel(starts, ends, nn_idx, nn_flip) + 1e-9
+    assert opt <= _brute_force(starts, ends) * 1.5  # 2-opt is a local search, not exact
+
+
+def test_two_opt_reverses_strokes() -> None:
+    # Three horizontal strokes all drawn left to right: the best tour zig-zags, reversing the middle one.
+    starts = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    ends = np.array([[10.0, 0.0], [10.0, 1.0], [10.0, 2.0]])
+    idx, flip = ordering.two_opt(starts, ends, np.array([0, 1, 2]), np.zeros(3, dtype=bool))
+    assert ordering.travel(starts, ends, idx, flip) == pytest.approx(2.0)
+    assert flip.tolist().count(True) in (1, 2)
+
+
+def test_optimised_order_cuts_travel_of_the_composed_order() -> None:
+    layout = compose(_example("iti-import-steel-frame.toml", datamatrix=True))
+    composed = build_program(layout, optimise=False)
+    optimised = build_program(layout)
+    assert isinstance(composed, MotionProgram) and isinstance(optimised, MotionProgram)
+    assert optimised.travel_length_mm < 0.6 * composed.travel_length_mm
+    assert optimised.marking_length_mm == pytest.approx(composed.marking_length_mm)
+    assert len(composed_strokes(layout)) == len(optimised.strokes)
+
+
+def _app() -> typer.Typer:
+    from markctl.cli import layout as cli_layout
+
+    app = typer.Typer()
+    cli_layout.register(app)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    return app
+
+
+def test_cli_layout_writes_outputs_and_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = _app()
+    example = str(EXAMPLES / "ca-import.toml")
+    code = app(args=["layout", example, "-o", str(tmp_path), "--name", "ca"], standalone_mode=False)
+    assert code == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"ca.svg", "ca.png", "ca.program.json", "ca.findings.json"}
+    prog = program_from_json(json.loads((tmp_path / "ca.program.json").read_text()))
+    assert prog.kind == "motion"
+    capsys.readouterr()
+    code = app(args=["check", example, "--json", "--height", "1.2"], standalone_mode=False)
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["passed"] is False
+    assert {f["rule"] for f in out["findings"] if f["severity"] == "error"} == {"CA-PHYS"}
+    code = app(
+        args=[
+            "check", "--profile", "ca-import", "--machine", "grblhal", "-f", "country=CA", "-f", "import_year=26",
+            "--component", "frame", "--material", "aluminium", "--wall", "4", "--zone", "20x6",
+        ],
+        standalone_mode=False,
+    )  # fmt: skip
+    assert code == 0
