@@ -183,7 +183,9 @@ class TelesisSimulator:
         body, bcc, tail = frame[: etx + 1], frame[etx + 1 : -1], frame[-1]
         stx = body.find(STX)
         header = body[1:stx] if stx > 0 else b""
-        if tail != CR or stx < 0 or bcc.upper() != self._bcc(body) or len(header) not in (1, 3):
+        if self.proto.bcc_encoding == "hex":
+            bcc = bcc.upper()  # the value, not the letter case, is what is checked
+        if tail != CR or stx < 0 or bcc != self._bcc(body) or len(header) not in (1, 3):
             self._nak()
             return
         if len(header) == 3 and not header[1:].isdigit():
