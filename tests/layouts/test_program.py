@@ -17,8 +17,7 @@ import pytest
 import typer
 
 from markctl.errors import LayoutError
-from markctl.layouts import MarkRequest, check, compose, program, program_stats
-from markctl.layouts import ordering
+from markctl.layouts import MarkRequest, check, compose, ordering, program, program_stats
 from markctl.layouts.program import MotionProgram, PatternProgram, StrokeKind, program_from_json
 from markctl.layouts.toolpath import build_program, composed_strokes, estimate_cycle_time_s
 from markctl.profiles import load_profile
