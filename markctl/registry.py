@@ -46,6 +46,7 @@ BUILTIN_TRANSPORTS: Mapping[str, str] = {
 BUILTIN_DRIVERS: Mapping[str, str] = {
     "telesis": "markctl.drivers.telesis:TelesisDriver",
     "peen": "markctl.drivers.modbus_marker:ModbusMarkerDriver",
+    "grbl": "markctl.drivers.grbl:GRBLDriver",
 }
 
 
