@@ -70,7 +70,6 @@ from markctl.simulator.base import HangUp, Send
 from markctl.simulator.clock import Clock
 from markctl.simulator.faults import Fault, parse_faults
 from markctl.simulator.grbl_gcode import (
-    Block,
     GCodeError,
     arc_points,
     check_block,
@@ -157,7 +156,9 @@ class BurnRecord:
     line: int
 
 
-def _profile(length: float, v0: float, vn: float, v1: float, a: float) -> tuple[list[tuple[float, float, float]], float]:
+def _profile(
+    length: float, v0: float, vn: float, v1: float, a: float
+) -> tuple[list[tuple[float, float, float]], float]:
     """Trapezoid (or triangle) segments covering ``length`` from ``v0`` to at most ``v1``."""
     if length <= 1e-12:
         return [], v0
@@ -671,7 +672,9 @@ class GrblSimulator:
         density = energy / length
         depth = DEPTH_MM_PER_J_PER_MM * density
         shade = min(1.0, density / SHADE_FULL_J_PER_MM)
-        self.workpiece.burn_segment(p0[0], p0[1], p1[0], p1[1], width_mm=self.spot_mm, depth_mm=depth, shade=shade)
+        self.workpiece.burn_segment(
+            p0[0], p0[1], p1[0], p1[1], width_mm=self.spot_mm, depth_mm=depth, shade=shade
+        )
         self.burn_log.append(BurnRecord(t0, t1, p0[0], p0[1], p1[0], p1[1], density, line))
 
     def _cut_motion(self) -> float:
@@ -691,7 +694,13 @@ class GrblSimulator:
             else:
                 head = self._planner[0]
                 self._planner[0] = _Motion(
-                    head.kind, tuple(self._pos), head.end, head.feed_mm_min, head.spindle, head.s, head.line  # type: ignore[arg-type]
+                    head.kind,
+                    tuple(self._pos),
+                    head.end,
+                    head.feed_mm_min,
+                    head.spindle,
+                    head.s,
+                    head.line,  # type: ignore[arg-type]
                 )
         self._exec = None
         self._interrupt()
@@ -819,7 +828,13 @@ class GrblSimulator:
                     self._planner.popleft()
                 else:
                     self._planner[0] = _Motion(
-                        head.kind, tuple(target), head.end, head.feed_mm_min, head.spindle, head.s, head.line  # type: ignore[arg-type]
+                        head.kind,
+                        tuple(target),
+                        head.end,
+                        head.feed_mm_min,
+                        head.spindle,
+                        head.s,
+                        head.line,  # type: ignore[arg-type]
                     )
         self._last_exit_v = 0.0
         if kind == "Hold" and self.state == "Hold":
@@ -869,7 +884,9 @@ class GrblSimulator:
 
     def _soft_reset(self, *, power_cycle: bool = False) -> None:
         self.resets += 1
-        moving = self._exec is not None or self.state in _MOVING or (self.state == "Hold" and self.substate == 1)
+        moving = (
+            self._exec is not None or self.state in _MOVING or (self.state == "Hold" and self.substate == 1)
+        )
         homing = self.state == "Home"
         self._cut_motion()
         prior = self.state
@@ -978,7 +995,7 @@ class GrblSimulator:
         else:
             try:
                 code = await self._gcode(number, text)
-            except _SoftLimit:
+            except _SoftLimitError:
                 return  # the ALARM:2 is the answer; the line is dropped with the planner
             except GCodeError as exc:
                 code = exc.code
@@ -1082,8 +1099,8 @@ class GrblSimulator:
             self._eeprom_write()
             return 0
         if "=" in body:
-            key, _, value = body.partition("=")
-            if not key.isdigit():
+            name, _, value = body.partition("=")
+            if not name.isdigit():
                 return 3
             try:
                 number_value = float(value)
@@ -1091,13 +1108,13 @@ class GrblSimulator:
                 return 2
             if not math.isfinite(number_value):
                 return 2
-            if int(key) not in self.settings and int(key) not in _KNOWN_SETTINGS:
+            if int(name) not in self.settings and int(name) not in _KNOWN_SETTINGS:
                 return 3
             if not self._idle_like():
                 return 8
             if number_value < 0:
                 return 4
-            self.settings[int(key)] = number_value
+            self.settings[int(name)] = number_value
             self._eeprom_write()
             return 0
         return 3
@@ -1116,7 +1133,10 @@ class GrblSimulator:
                 "[FIRMWARE:grblHAL]",
             ]
         if self.dialect == "fluidnc":
-            return [f"[VER:{self.proto.banner.split()[1]} FluidNC {self.proto.version}:{self.build_info}]", "[OPT:PHS]"]
+            return [
+                f"[VER:{self.proto.banner.split()[1]} FluidNC {self.proto.version}:{self.build_info}]",
+                "[OPT:PHS]",
+            ]
         return [f"[VER:{self.proto.version}.20190830:{self.build_info}]", f"[OPT:V,{blocks},{rx}]"]
 
     def _gc_line(self) -> str:
@@ -1165,15 +1185,15 @@ class GrblSimulator:
                 target[i] = start[i] + value if incremental else value + wco[i]
         if self.settings.get(20, 0) and not self._within_travel(target):
             return 15
-        self._enqueue_now(_Motion("jog", tuple(start), tuple(target), blk.values["F"] * scale, self.spindle, self.s, number))  # type: ignore[arg-type]
+        self._enqueue_now(
+            _Motion("jog", tuple(start), tuple(target), blk.values["F"] * scale, self.spindle, self.s, number)
+        )  # type: ignore[arg-type]
         self.state = "Jog"
         self._kick_motion()
         return 0
 
     def _within_travel(self, target: list[float]) -> bool:
-        return all(
-            -1e-6 <= target[i] <= self.settings.get(130 + i, 1e9) + 1e-6 for i in range(2)
-        )
+        return all(-1e-6 <= target[i] <= self.settings.get(130 + i, 1e9) + 1e-6 for i in range(2))
 
     # --- G-code execution --------------------------------------------------------------------
 
@@ -1264,7 +1284,7 @@ class GrblSimulator:
             target = self._target(axes, scale, incremental, machine=non_modal == 53)
             if self.settings.get(20, 0) and not self._within_travel(target) and not self._check:
                 self._raise_alarm(2)
-                raise _SoftLimit()
+                raise _SoftLimitError()
             mode = self.motion_mode
             if mode in (0, 1):
                 await self._queue_motion(number, "rapid" if mode == 0 else "line", target)
@@ -1294,7 +1314,9 @@ class GrblSimulator:
                 self._line_out("[MSG:Pgm End]")
         return 0
 
-    def _target(self, axes: dict[str, float], scale: float, incremental: bool, *, machine: bool) -> list[float]:
+    def _target(
+        self, axes: dict[str, float], scale: float, incremental: bool, *, machine: bool
+    ) -> list[float]:
         start = self._planned_end()
         wco = self._wco()
         target = list(start)
@@ -1318,7 +1340,9 @@ class GrblSimulator:
         else:
             feed = self.feed
         vmax = min(self.settings.get(110, 6000.0), self.settings.get(111, 6000.0))
-        block = _Motion(kind, tuple(start), tuple(target), vmax if kind == "rapid" else feed, self.spindle, self.s, number)  # type: ignore[arg-type]
+        block = _Motion(
+            kind, tuple(start), tuple(target), vmax if kind == "rapid" else feed, self.spindle, self.s, number
+        )  # type: ignore[arg-type]
         if block.length == 0:
             return
         # Grbl blocks here (plan_check_full_buffer) until a slot frees: the ok waits with it.
@@ -1375,7 +1399,7 @@ class GrblSimulator:
             self._slow_extra = fault.arg_float(0.25)
 
 
-class _SoftLimit(GCodeError):
+class _SoftLimitError(GCodeError):
     """A soft-limit alarm: the line gets no response of its own (the alarm is the answer)."""
 
     def __init__(self) -> None:
@@ -1395,4 +1419,3 @@ def _fmt_setting(value: float) -> str:
     if value == int(value):
         return str(int(value))
     return f"{value:.3f}"
-

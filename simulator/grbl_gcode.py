@@ -31,21 +31,51 @@ class GCodeError(Exception):
 
 # Modal groups of G words (Grbl gcode.h); value = group name.
 _G_GROUPS: dict[float, str] = {
-    0: "motion", 1: "motion", 2: "motion", 3: "motion", 80: "motion",
-    4: "non-modal", 10: "non-modal", 28: "non-modal", 30: "non-modal", 53: "non-modal",
-    92: "non-modal", 28.1: "non-modal", 30.1: "non-modal", 92.1: "non-modal",
-    17: "plane", 18: "plane", 19: "plane",
-    20: "units", 21: "units",
-    90: "distance", 91: "distance", 91.1: "arc-distance",
-    93: "feed-mode", 94: "feed-mode",
-    40: "cutter", 49: "tool-length",
-    54: "wcs", 55: "wcs", 56: "wcs", 57: "wcs", 58: "wcs", 59: "wcs",
+    0: "motion",
+    1: "motion",
+    2: "motion",
+    3: "motion",
+    80: "motion",
+    4: "non-modal",
+    10: "non-modal",
+    28: "non-modal",
+    30: "non-modal",
+    53: "non-modal",
+    92: "non-modal",
+    28.1: "non-modal",
+    30.1: "non-modal",
+    92.1: "non-modal",
+    17: "plane",
+    18: "plane",
+    19: "plane",
+    20: "units",
+    21: "units",
+    90: "distance",
+    91: "distance",
+    91.1: "arc-distance",
+    93: "feed-mode",
+    94: "feed-mode",
+    40: "cutter",
+    49: "tool-length",
+    54: "wcs",
+    55: "wcs",
+    56: "wcs",
+    57: "wcs",
+    58: "wcs",
+    59: "wcs",
     61: "control",
 }
 _M_GROUPS: dict[int, str] = {
-    0: "stop", 1: "stop", 2: "stop", 30: "stop",
-    3: "spindle", 4: "spindle", 5: "spindle",
-    7: "coolant", 8: "coolant", 9: "coolant",
+    0: "stop",
+    1: "stop",
+    2: "stop",
+    30: "stop",
+    3: "spindle",
+    4: "spindle",
+    5: "spindle",
+    7: "coolant",
+    8: "coolant",
+    9: "coolant",
 }
 _VALUE_LETTERS = frozenset("FIJKLNPRSTXYZ")
 _AXES = "XYZ"
@@ -248,7 +278,9 @@ def arc_points(
         sweep += 2 * math.pi
     step = 2 * math.acos(max(-1.0, 1 - tolerance_mm / r)) if r > tolerance_mm else math.pi / 2
     n = max(1, math.ceil(abs(sweep) / max(step, 1e-6)))
-    pts = [(cx + r * math.cos(a0 + sweep * k / n), cy + r * math.sin(a0 + sweep * k / n)) for k in range(1, n)]
+    pts = [
+        (cx + r * math.cos(a0 + sweep * k / n), cy + r * math.sin(a0 + sweep * k / n)) for k in range(1, n)
+    ]
     pts.append((x1, y1))
     return pts
 

@@ -43,9 +43,9 @@ from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, J
 from markctl.drivers.grbl.codec import (
     RT,
     AlarmMessage,
+    Bracket,
     BuildOptions,
     BuildVersion,
-    Bracket,
     ErrorResponse,
     Feedback,
     LineDecoder,
@@ -93,7 +93,9 @@ class GRBLOptions(DriverOptions):
     streaming: Literal["char-count", "send-response"] = Field(
         default="char-count", description="Character counting (fast) or one line at a time (§1.2)."
     )
-    poll_hz: float = Field(default=4.0, ge=0, le=50, description="Status polls per second during a job; 0 = off.")
+    poll_hz: float = Field(
+        default=4.0, ge=0, le=50, description="Status polls per second during a job; 0 = off."
+    )
     check_mode: bool = Field(default=False, description="Dry-run every job through $C check mode first.")
     handshake_timeout_s: float = Field(default=2.5, gt=0, le=60, description="Wait for the banner, then ^X.")
     response_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Wait for a command's ok/error.")
@@ -121,7 +123,12 @@ class GRBLDriver(Driver):
     transports = frozenset({"serial", "tcp", "rfc2217", "sim"})
 
     def __init__(
-        self, transport: Any, profile: FirmwareProfile, options: DriverOptions | None = None, *, name: str = ""
+        self,
+        transport: Any,
+        profile: FirmwareProfile,
+        options: DriverOptions | None = None,
+        *,
+        name: str = "",
     ) -> None:
         if not isinstance(profile.protocol, GrblProtocol):
             raise ValueError(f"profile {profile.id!r} is not a GRBL-family profile")
@@ -292,14 +299,17 @@ class GRBLDriver(Driver):
         await self._write(data)
         assert entry.future is not None
         try:
-            reply = await asyncio.wait_for(asyncio.shield(entry.future), timeout or self.opts.response_timeout_s)
+            reply = await asyncio.wait_for(
+                asyncio.shield(entry.future), timeout or self.opts.response_timeout_s
+            )
         except TimeoutError:
             with contextlib.suppress(ValueError):
                 self._pending.remove(entry)
             raise MachineTimeoutError(f"{self.name}: no answer to {line!r}", address=self.name) from None
         if isinstance(reply, ErrorResponse):
             raise DeviceError(
-                f"{self.name}: {line!r} refused: {self._error_text(reply.code)}", device_code=f"error:{reply.code}"
+                f"{self.name}: {line!r} refused: {self._error_text(reply.code)}",
+                device_code=f"error:{reply.code}",
             )
         return entry.pushes
 
@@ -490,17 +500,24 @@ class GRBLDriver(Driver):
                 except ValueError as exc:
                     raise ValueError(f"line {i + 1}: {exc}") from None
         elif isinstance(program, MotionProgram):
-            vmax = min(self.settings.get(110, self.profile.machine.max_feed_mm_min), self.profile.machine.max_feed_mm_min)
+            vmax = min(
+                self.settings.get(110, self.profile.machine.max_feed_mm_min),
+                self.profile.machine.max_feed_mm_min,
+            )
             w = self.settings.get(130, self.profile.machine.work_area_x_mm)
             h = self.settings.get(131, self.profile.machine.work_area_y_mm)
             for i, params in enumerate(program.params):
                 if params.power_pct is None:
                     raise ValueError(f"params {i}: a laser needs power_pct")
                 if params.speed_mm_min > vmax:
-                    raise ValueError(f"params {i}: {params.speed_mm_min:g} mm/min exceeds the machine's {vmax:g}")
+                    raise ValueError(
+                        f"params {i}: {params.speed_mm_min:g} mm/min exceeds the machine's {vmax:g}"
+                    )
             x0, y0, x1, y1 = program.bounds
             if program.strokes and (x0 < 0 or y0 < 0 or x1 > w or y1 > h):
-                raise ValueError(f"program bounds {program.bounds} leave the work area 0..{w:g} x 0..{h:g} mm")
+                raise ValueError(
+                    f"program bounds {program.bounds} leave the work area 0..{w:g} x 0..{h:g} mm"
+                )
         else:
             raise ValueError(f"{self.name}: a GRBL laser marks MotionPrograms, not {type(program).__name__}")
         if self.settings.get(32) != 1:
@@ -549,7 +566,11 @@ class GRBLDriver(Driver):
 
     async def _execute(self, program: Program, job: JobHandle) -> JobResult:
         job_any = cast(Any, program)
-        lines = list(job_any.lines) if isinstance(job_any, GCodeProgram) else self.lines_for(cast(MotionProgram, program))
+        lines = (
+            list(job_any.lines)
+            if isinstance(job_any, GCodeProgram)
+            else self.lines_for(cast(MotionProgram, program))
+        )
         self.last_lines = tuple(lines)
         self.last_acked = 0
         self._alarm = None
@@ -687,11 +708,18 @@ class GRBLDriver(Driver):
         while True:
             report = await self.query_status(timeout=self.opts.watchdog_s)
             if report is None:
-                raise MachineConnectionError(f"{self.name}: no status at the end of the job", address=self.name)
+                raise MachineConnectionError(
+                    f"{self.name}: no status at the end of the job", address=self.name
+                )
             if self._alarm is not None:
                 code = self._alarm
                 return JobResult(
-                    Outcome.ALARM, f"ALARM:{code}: {self._alarm_text(code)}", f"ALARM:{code}", None, acked, total
+                    Outcome.ALARM,
+                    f"ALARM:{code}: {self._alarm_text(code)}",
+                    f"ALARM:{code}",
+                    None,
+                    acked,
+                    total,
                 )
             if report.state == "Door":
                 return JobResult(Outcome.ALARM, "safety door opened", "door", None, acked, total)
@@ -741,7 +769,11 @@ class GRBLDriver(Driver):
                 steps.append("feed hold")
                 for _ in range(20):
                     report = await self.query_status(timeout=0.5)
-                    if report is None or report.raw_state in ("Hold:0", "Idle", "Alarm") or report.state == "Door":
+                    if (
+                        report is None
+                        or report.raw_state in ("Hold:0", "Idle", "Alarm")
+                        or report.state == "Door"
+                    ):
                         break
                 if report is not None and report.raw_state == "Hold:0":
                     steps.append("Hold:0")
@@ -764,6 +796,10 @@ class GRBLDriver(Driver):
             raise SafetyError(f"{self.name}: still moving ({report.raw_state})", address=self.name)
         if report.spindle not in (None, 0.0):
             raise SafetyError(f"{self.name}: laser still at S{report.spindle:g}", address=self.name)
-        fs = f"FS:{report.feed:g},{report.spindle:g}" if report.feed is not None and report.spindle is not None else ""
+        fs = (
+            f"FS:{report.feed:g},{report.spindle:g}"
+            if report.feed is not None and report.spindle is not None
+            else ""
+        )
         steps.append(f"status {report.raw_state} {fs}".strip())
         return ", ".join(steps)
