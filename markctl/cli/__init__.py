@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from markctl import __version__
-from markctl.cli import _state, demo, jobs, records
+from markctl.cli import _state, demo, jobs, records, sim
 from markctl.cli.profiles import profiles_app
 from markctl.errors import ConfigError, LayoutError, MarkctlError
 
@@ -32,6 +32,7 @@ app.add_typer(profiles_app, name="profiles")
 demo.register(app)
 records.register(app)
 jobs.register(app)
+sim.register(app)
 
 
 def _version(value: bool) -> None:
