@@ -164,6 +164,10 @@ class ModbusMarkerSimulator:
         registers: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
+        if values is None and function_code in (_WRITE_REG, _WRITE_REGS, _WRITE_COIL, _WRITE_COILS):
+            # pymodbus 3.16 calls the action a second time, without values, to build the answer
+            # to a write: that is not another request.
+            return None
         self.requests.append(
             RequestRecord(
                 time.monotonic(), self.clock.now(), function_code, address, count, values is not None

@@ -25,6 +25,7 @@ both the driver and the simulator.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -135,12 +136,16 @@ class ModbusLink:
             raise MachineConnectionError(f"{self.location}: not open ({what})", address=self.location)
         return self._client
 
-    async def _call(self, what: str, call: Any) -> Any:
-        """Await a pymodbus request and translate every failure; ``what`` names the register."""
+    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Make and await a pymodbus request, translating every failure; ``what`` names the register.
+
+        ``call`` is a thunk because pymodbus raises ConnectionException from the *call* itself (not
+        only from the await) once the link is down.
+        """
         self.requests += 1
         started = time.monotonic()
         try:
-            response = await call
+            response = await call()
         except ModbusIOException as exc:
             raise MachineTimeoutError(
                 f"{self.location}: no answer for {what} within {self.setting('timeout'):g} s "
@@ -172,7 +177,9 @@ class ModbusLink:
 
     async def read_registers(self, address: int, count: int, *, what: str) -> list[int]:
         client = self._live(what)
-        rr = await self._call(what, client.read_holding_registers(address, count=count, device_id=self.unit))
+        rr = await self._call(
+            what, lambda: client.read_holding_registers(address, count=count, device_id=self.unit)
+        )
         values = [int(v) for v in rr.registers]
         if len(values) != count:
             raise ProtocolError(
@@ -182,26 +189,28 @@ class ModbusLink:
 
     async def write_register(self, address: int, value: int, *, what: str) -> None:
         client = self._live(what)
-        await self._call(what, client.write_register(address, value & 0xFFFF, device_id=self.unit))
+        await self._call(what, lambda: client.write_register(address, value & 0xFFFF, device_id=self.unit))
 
     async def write_registers(self, address: int, values: list[int], *, what: str) -> None:
         client = self._live(what)
         await self._call(
-            what, client.write_registers(address, [v & 0xFFFF for v in values], device_id=self.unit)
+            what, lambda: client.write_registers(address, [v & 0xFFFF for v in values], device_id=self.unit)
         )
 
     async def write_coil(self, address: int, value: bool, *, what: str) -> None:
         client = self._live(what)
-        await self._call(what, client.write_coil(address, value, device_id=self.unit))
+        await self._call(what, lambda: client.write_coil(address, value, device_id=self.unit))
 
     async def read_discrete_inputs(self, address: int, count: int, *, what: str) -> list[bool]:
         client = self._live(what)
-        rr = await self._call(what, client.read_discrete_inputs(address, count=count, device_id=self.unit))
+        rr = await self._call(
+            what, lambda: client.read_discrete_inputs(address, count=count, device_id=self.unit)
+        )
         return [bool(b) for b in rr.bits[:count]]
 
     async def read_coils(self, address: int, count: int, *, what: str) -> list[bool]:
         client = self._live(what)
-        rr = await self._call(what, client.read_coils(address, count=count, device_id=self.unit))
+        rr = await self._call(what, lambda: client.read_coils(address, count=count, device_id=self.unit))
         return [bool(b) for b in rr.bits[:count]]
 
 
