@@ -85,6 +85,48 @@ def contains(container: Geom, geoms: Any) -> npt.NDArray[np.bool_]:
     return np.asarray(shapely.contains(container, geoms), dtype=np.bool_)
 
 
+def point_array(coords: FloatArray) -> Any:
+    """An array of points, one per row of ``coords``."""
+    return shapely.points(coords)
+
+
+def linestring_array(strokes: Sequence[FloatArray]) -> Any:
+    """An array of line strings, one per stroke."""
+    out = np.empty(len(strokes), dtype=object)
+    for i, s in enumerate(strokes):
+        out[i] = shapely.LineString(s)
+    return out
+
+
+def buffer_each(geoms: Any, distance: float) -> Any:
+    """Buffer every geometry of an array separately (no union: parts may overlap)."""
+    return shapely.buffer(geoms, distance, quad_segs=4)
+
+
+def covers_each(container: Geom, geoms: Any) -> npt.NDArray[np.bool_]:
+    """Vectorised ``container.covers(g)``."""
+    return np.asarray(shapely.covers(container, geoms), dtype=np.bool_)
+
+
+def intersection_area(geoms: Any, other: Geom) -> float:
+    """Total area of each geometry's intersection with ``other`` (overlaps between parts count twice)."""
+    if len(geoms) == 0:
+        return 0.0
+    return float(np.sum(shapely.area(shapely.intersection(geoms, other))))
+
+
+def min_distance(geoms: Any, other: Geom) -> float:
+    """Smallest distance from any geometry of the array to ``other`` (inf for an empty array)."""
+    if len(geoms) == 0:
+        return math.inf
+    return float(np.min(shapely.distance(geoms, other)))
+
+
+def covers(a: Geom, b: Geom) -> bool:
+    """True if no point of ``b`` lies outside ``a``."""
+    return bool(shapely.covers(a, b))
+
+
 def polygons(rings: FloatArray) -> Any:
     """An array of polygons from a (K, N, 2) array of rings."""
     return shapely.polygons(rings)

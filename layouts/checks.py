@@ -147,8 +147,10 @@ def _placement(layout: Layout) -> list[Finding]:
             "component ok" if ok else "this mark belongs on another component",
         )  # fmt: skip
     )
-    mark = layout.mark_geometry()
-    outside = g.area(mark.difference(layout.zone))
+    parts = layout.mark_parts()
+    inside = g.covers_each(layout.zone, parts)
+    spill = g.union_all([p.difference(layout.zone) for p in parts[~inside]])
+    outside = g.area(spill)
     out.append(
         Finding(
             rules.zone.rule,
@@ -158,12 +160,12 @@ def _placement(layout: Layout) -> list[Finding]:
             "0 mm²",
             _sev(outside <= _EPS),
             "inside the marking zone" if outside <= _EPS else "part of the mark is outside the zone",
-            _bounds(mark.difference(layout.zone)),
+            _bounds(spill),
         )  # fmt: skip
     )
     for i, k in enumerate(layout.keepouts):
-        d = g.distance(mark, k)
-        over = d <= 0 and g.area(mark.intersection(k)) > _EPS
+        d = g.min_distance(parts, k)
+        over = d <= 0 and g.intersection_area(parts, k) > _EPS
         out.append(
             Finding(
                 rules.keepout.rule,
@@ -178,7 +180,7 @@ def _placement(layout: Layout) -> list[Finding]:
         )
     gaps = []
     for i, e in enumerate(layout.existing):
-        d = g.distance(mark, e)
+        d = g.min_distance(parts, e)
         gaps.append(d)
         over = d <= 0
         out.append(
@@ -332,7 +334,7 @@ def _code(layout: Layout) -> list[Finding]:
     ]
     # The quiet zone must really be clear of text and of everything else marked (ISO/IEC 16022).
     quiet = g.polygon_from_array(code.corners(quiet=True)).difference(g.polygon_from_array(code.corners()))
-    intrusion = g.area(layout.text_geometry().intersection(quiet))
+    intrusion = g.intersection_area(layout.text_parts(), quiet)
     out.append(
         Finding(
             c.rule,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import date
 from typing import Literal
 
@@ -144,35 +145,47 @@ class Layout:
         """Whether text is drawn as lines or dots."""
         return "dots" if self.font.kind == "dot" or self.process.method == "dot-peen" else "line"
 
-    def text_geometry(self) -> g.Geom:
-        """The marked area of all text (strokes buffered by half the stroke width)."""
+    def text_parts(self) -> g.Geom:
+        """The marked areas of the text as an array of parts: one buffered stroke or dot each.
+
+        Parts are not unioned (a union of hundreds of dots costs milliseconds); checks use
+        vectorised predicates over them.
+        """
         if "text" not in self._cache:
             strokes = [s for line in self.lines for s in line.strokes()]
             half = max(self.process.stroke_width_mm / 2.0, 1e-3)
-            if self.stroke_kind == "dots":
-                geom = g.buffer(g.points(np.concatenate(strokes)) if strokes else g.empty(), half)
+            if not strokes:
+                parts = np.empty(0, dtype=object)
+            elif self.stroke_kind == "dots":
+                parts = g.buffer_each(g.point_array(np.concatenate(strokes)), half)
             else:
-                geom = g.buffer(g.line_strings(strokes), half)
-            self._cache["text"] = geom
+                parts = g.buffer_each(g.linestring_array(strokes), half)
+            self._cache["text"] = parts
         return self._cache["text"]
 
-    def code_geometry(self) -> g.Geom:
-        """The dark modules of the code (squares), or empty."""
+    def code_parts(self) -> g.Geom:
+        """The dark modules of the code as an array of squares (empty without a code)."""
         if "code" not in self._cache:
             if self.code is None:
-                self._cache["code"] = g.empty()
+                self._cache["code"] = np.empty(0, dtype=object)
             else:
                 m = self.code.module_mm
                 square = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) * m
                 square = g.rotate_points(square, self.code.angle_deg)
                 centres = self.code.module_centres()
-                self._cache["code"] = g.union_all(g.polygons(centres[:, None, :] + square[None, :, :]))
+                self._cache["code"] = g.polygons(centres[:, None, :] + square[None, :, :])
         return self._cache["code"]
 
+    def mark_parts(self) -> g.Geom:
+        """Every marked part (text strokes or dots, code modules) as one array."""
+        if "parts" not in self._cache:
+            self._cache["parts"] = np.concatenate([self.text_parts(), self.code_parts()])
+        return self._cache["parts"]
+
     def mark_geometry(self) -> g.Geom:
-        """Everything the machine marks."""
+        """Everything the machine marks, as one geometry (a union: for previews and tests)."""
         if "mark" not in self._cache:
-            self._cache["mark"] = g.union_all([self.text_geometry(), self.code_geometry()])
+            self._cache["mark"] = g.union_all(list(self.mark_parts()))
         return self._cache["mark"]
 
 
@@ -330,15 +343,31 @@ def _layout_block(
     )
 
 
-def _free_region(
-    request: MarkRequest, rules: RuleProfile, zone: g.Geom, keepouts: list[g.Geom], existing: list[g.Geom]
-) -> g.Geom:
+def _free_region(request: MarkRequest, rules: RuleProfile) -> g.Geom:
+    """Zone minus margin, keep-outs and existing marks with their clearances (cached: a manifest
+    marks the same part geometry over and over)."""
     opts = request.options
-    free = g.buffer(zone, -opts.margin_mm) if opts.margin_mm > 0 else zone
-    blocked = [g.buffer(k, opts.clearance_mm) if opts.clearance_mm > 0 else k for k in keepouts]
+    comp = request.component
     # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).
     gap = max(rules.adjacent.min_gap_mm if rules.adjacent else 0.0, opts.clearance_mm)
-    blocked += [g.buffer(e, gap) if gap > 0 else e for e in existing]
+    return _free_cached(comp.zone, comp.keepouts, comp.existing_marks, opts.margin_mm, opts.clearance_mm, gap)
+
+
+@lru_cache(maxsize=64)
+def _free_cached(
+    zone_pts: tuple[tuple[float, float], ...],
+    keepout_pts: tuple[tuple[tuple[float, float], ...], ...],
+    existing_pts: tuple[tuple[tuple[float, float], ...], ...],
+    margin: float,
+    clearance: float,
+    gap: float,
+) -> g.Geom:
+    zone = g.make_polygon(zone_pts)
+    free = g.buffer(zone, -margin) if margin > 0 else zone
+    blocked = [
+        g.buffer(g.make_polygon(k), clearance) if clearance > 0 else g.make_polygon(k) for k in keepout_pts
+    ]
+    blocked += [g.buffer(g.make_polygon(e), gap) if gap > 0 else g.make_polygon(e) for e in existing_pts]
     if blocked:
         free = free.difference(g.union_all(blocked))
     return g.prepare(free)
@@ -358,45 +387,42 @@ def _place(
     existing: list[g.Geom],
     block: _Block,
 ) -> tuple[float, float] | None:
-    """A translation that puts the rotated block wholly inside ``free``, or None."""
-    angle = request.options.rotation_deg
-    ring = _block_ring(block.bounds, angle)
+    """A translation that puts the rotated block wholly inside ``free``, or None.
+
+    The set of valid translations is the erosion of ``free`` by the block. Intersecting ``free``
+    shifted by each of a few boundary points of the block gives a superset of it: if that is
+    empty, nothing fits. Otherwise candidates from it are verified exactly; sampling gets denser,
+    and an exact grid search is the last resort (a notch narrower than the sample spacing).
+    """
     if g.is_empty(free):
         return None
-    # Fast path: erode the free region by the block, approximated by boundary samples, then verify.
-    samples = []
-    for i in range(4):
-        a, b = ring[i], ring[(i + 1) % 4]
-        for t in np.linspace(0.0, 1.0, _EDGE_SAMPLES, endpoint=False):
-            samples.append(a + (b - a) * t)
-    eroded = free
-    for s in samples:
-        eroded = eroded.intersection(g.translate(free, -float(s[0]), -float(s[1])))
-        if g.is_empty(eroded):
-            break
+    angle = request.options.rotation_deg
+    ring = _block_ring(block.bounds, angle)
     centre = ring.mean(axis=0)
     target = _target(request, rules, zone, existing, ring)
-    candidates: list[tuple[float, float]] = []
-    if not g.is_empty(eroded):
-        candidates.append(g.nearest_point(eroded, target[0] - centre[0], target[1] - centre[1]))
+    for per_side in (1, _EDGE_SAMPLES):
+        eroded = free
+        for i in range(4):
+            a, b = ring[i], ring[(i + 1) % 4]
+            for t in np.linspace(0.0, 1.0, per_side, endpoint=False):
+                s = a + (b - a) * t
+                eroded = eroded.intersection(g.translate(free, -float(s[0]), -float(s[1])))
+        if g.is_empty(eroded):
+            return None  # a superset of the valid translations is empty
+        candidates = [g.nearest_point(eroded, target[0] - centre[0], target[1] - centre[1])]
         for part in g.exterior_coords(eroded):
             candidates.extend((float(x), float(y)) for x, y in part[:: max(1, len(part) // 16)])
-    if candidates:
         cand = np.array(candidates)
         ok = g.contains(free, g.polygons(ring[None, :, :] + cand[:, None, :]))
         if ok.any():
             good = cand[ok]
-            score = np.hypot(*(good + centre - target).T)
-            best = good[int(np.argmin(score))]
+            best = good[int(np.argmin(np.hypot(*(good + centre - target).T)))]
             return float(best[0]), float(best[1])
-    # Slow path: an exact grid search (notches narrower than the boundary sampling).
-    fx0, fy0, fx1, fy1 = g.bounds(free)
-    rx0, ry0 = ring.min(axis=0)
-    rx1, ry1 = ring.max(axis=0)
-    xs = np.arange(fx0 - rx0, fx1 - rx1 + 1e-9, 0.1)
-    ys = np.arange(fy0 - ry0, fy1 - ry1 + 1e-9, 0.1)
-    if not len(xs) or not len(ys):
-        return None
+    # Last resort: an exact grid over the eroded superset's bounds, at most ~20,000 positions.
+    ex0, ey0, ex1, ey1 = g.bounds(eroded)
+    step = max(0.05, math.sqrt(max((ex1 - ex0) * (ey1 - ey0), 1e-6) / 20_000))
+    xs = np.arange(ex0, ex1 + 1e-9, step)
+    ys = np.arange(ey0, ey1 + 1e-9, step)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     ok = g.contains(free, g.polygons(ring[None, :, :] + grid[:, None, :]))
     if not ok.any():
@@ -452,12 +478,15 @@ def _no_fit_error(
 # --- the entry point -------------------------------------------------------------------------
 
 
-def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
+def compose(
+    request: MarkRequest, rules: RuleBook | None = None, *, machine: FirmwareProfile | None = None
+) -> Layout:
     """Compose a mark: validate content, fit text (and code) into the zone, return the Layout.
 
     Args:
         request: the mark to make.
         rules: a rule book with user profiles; the bundled one by default.
+        machine: the loaded profile of ``request.machine``, to spare a manifest re-reading it per item.
 
     Raises:
         LayoutError: bad input (unknown profile/field/material/font, bad polygon, no fit), naming the field.
@@ -465,7 +494,12 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
     """
     book = rules or bundled_rules()
     profile = book.get(request.profile)
-    machine = _load_machine(request.machine)
+    if machine is None:
+        machine = _load_machine(request.machine)
+    elif machine.id != request.machine:
+        raise LayoutError(
+            f"request names {request.machine!r}, the profile given is {machine.id!r}", field="machine"
+        )
     material = get_material(request.component.material)
     today = request.options.today or date.today()
 
@@ -514,7 +548,7 @@ def compose(request: MarkRequest, rules: RuleBook | None = None) -> Layout:
     if machine.dot_peen is not None and auto:
         height = max(height, machine.dot_peen.char_height_min_mm)
 
-    free = _free_region(request, profile, zone, keepouts, existing)
+    free = _free_region(request, profile)
     block = _layout_block(texts, font, height, request, process, symbol)
     offset = _place(request, profile, free, zone, existing, block)
     if offset is None:

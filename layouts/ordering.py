@@ -23,6 +23,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 _MIN_GAIN_MM = 1e-9
 _MAX_MOVES = 20_000
+_BATCH = 64  # improving moves considered per round
 
 
 def _oriented(
@@ -64,35 +65,56 @@ def nearest_neighbour(
     return idx, flip
 
 
+def _gains(starts: FloatArray, ends: FloatArray, idx: IntArray, flip: BoolArray) -> FloatArray:
+    """gain[a, b] of reversing positions a..b (only a <= b is meaningful; the rest is -inf)."""
+    n = len(idx)
+    s, e = _oriented(starts, ends, idx, flip)
+    prev_e = np.vstack((e[:1], e[:-1]))  # E[a-1]; row 0 is a placeholder, masked below
+    next_s = np.vstack((s[1:], s[-1:]))  # S[b+1]; last row is a placeholder
+    has_prev = np.arange(n) > 0
+    has_next = np.arange(n) < n - 1
+    old_a = np.where(has_prev, np.hypot(*(prev_e - s).T), 0.0)
+    old_b = np.where(has_next, np.hypot(*(e - next_s).T), 0.0)
+    new_a = np.hypot(prev_e[:, None, 0] - e[None, :, 0], prev_e[:, None, 1] - e[None, :, 1])
+    new_a[~has_prev, :] = 0.0
+    new_b = np.hypot(s[:, None, 0] - next_s[None, :, 0], s[:, None, 1] - next_s[None, :, 1])
+    new_b[:, ~has_next] = 0.0
+    gain = old_a[:, None] + old_b[None, :] - new_a - new_b
+    gain[np.tril_indices(n, -1)] = -np.inf
+    return gain
+
+
 def two_opt(
     starts: FloatArray, ends: FloatArray, idx: IntArray, flip: BoolArray
 ) -> tuple[IntArray, BoolArray]:
-    """Improve a tour with best-improvement 2-opt moves (run reversal + stroke flips) until none gains."""
+    """Improve a tour with 2-opt moves (run reversal + stroke flips) until no move gains.
+
+    Each round computes every move's gain at once and applies the best one together with other
+    improving moves that do not interact with it: two reversals [a, b] and [c, d] with b + 1 < c
+    touch disjoint edges and endpoints, so their gains add up exactly.
+    """
     idx, flip = idx.copy(), flip.copy()
     n = len(idx)
     if n < 2:
         return idx, flip
-    upper = np.triu(np.ones((n, n), dtype=bool))
     for _ in range(_MAX_MOVES):
-        s, e = _oriented(starts, ends, idx, flip)
-        prev_e = np.vstack((e[:1], e[:-1]))  # E[a-1]; row 0 is a placeholder, masked below
-        next_s = np.vstack((s[1:], s[-1:]))  # S[b+1]; last row is a placeholder
-        has_prev = np.arange(n) > 0
-        has_next = np.arange(n) < n - 1
-        old_a = np.where(has_prev, np.hypot(*(prev_e - s).T), 0.0)
-        old_b = np.where(has_next, np.hypot(*(e - next_s).T), 0.0)
-        new_a = np.hypot(prev_e[:, None, 0] - e[None, :, 0], prev_e[:, None, 1] - e[None, :, 1])
-        new_a[~has_prev, :] = 0.0
-        new_b = np.hypot(s[:, None, 0] - next_s[None, :, 0], s[:, None, 1] - next_s[None, :, 1])
-        new_b[:, ~has_next] = 0.0
-        gain = old_a[:, None] + old_b[None, :] - new_a - new_b
-        gain[~upper] = -np.inf
-        best = int(np.argmax(gain))
-        a, b = divmod(best, n)
-        if gain[a, b] <= _MIN_GAIN_MM:
+        gain = _gains(starts, ends, idx, flip)
+        flat = gain.ravel()
+        k = min(_BATCH, flat.size)
+        top = np.argpartition(flat, -k)[-k:]
+        top = top[np.argsort(flat[top])[::-1]]
+        if flat[top[0]] <= _MIN_GAIN_MM:
             break
-        idx[a : b + 1] = idx[a : b + 1][::-1]
-        flip[a : b + 1] = ~flip[a : b + 1][::-1]
+        taken: list[tuple[int, int]] = []
+        for cell in top:
+            if flat[cell] <= _MIN_GAIN_MM:
+                break
+            a, b = divmod(int(cell), n)
+            if all(b + 1 < c or d + 1 < a for c, d in taken):
+                taken.append((a, b))
+        for a, b in taken:
+            idx[a : b + 1] = idx[a : b + 1][::-1]
+            flip[a : b + 1] = ~flip[a : b + 1][::-1]
     return idx, flip
 
 
