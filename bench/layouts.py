@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from markctl.layouts import MarkRequest, check, compose, program_stats
-from markctl.layouts import ordering
+from markctl.layouts import MarkRequest, check, compose, ordering, program_stats
 from markctl.layouts.program import MotionProgram
 from markctl.layouts.toolpath import build_program, composed_strokes
 from markctl.profiles import FirmwareProfile, load_profile

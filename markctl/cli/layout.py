@@ -130,9 +130,14 @@ def _request(
     for name in fact or []:
         data["facts"][name] = True
     comp = data["component"]
-    for key, value in (("name", component), ("material", material), ("wall_thickness_mm", wall)):
-        if value is not None:
-            comp[key] = value
+    overrides: tuple[tuple[str, str | float | None], ...] = (
+        ("name", component),
+        ("material", material),
+        ("wall_thickness_mm", wall),
+    )
+    for key, override in overrides:
+        if override is not None:
+            comp[key] = override
     if zone or keepout or existing:
         flags = request_from_flags(
             profile=data["profile"],
