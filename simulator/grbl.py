@@ -280,6 +280,7 @@ class GrblSimulator:
         self.substate: int | None = None
         self._critical = False
         self._check = False
+        self._check_pos: list[float] | None = None
         self._ring = bytearray()
         self._ring_lines = 0  # line terminators stored so far (to know which line lost a byte)
         self._ring_lines_taken = 0
@@ -398,7 +399,11 @@ class GrblSimulator:
             self._rx_wire.popleft()
             for byte in piece:
                 self._isr(byte)
-            await asyncio.sleep(0)  # let the protocol loop drain the ring between slices
+                if byte in (0x0A, 0x0D):
+                    # A complete line: the protocol loop gets to act on it (e.g. start an EEPROM
+                    # write that shuts the RX interrupt) before the rest of the slice arrives.
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
     def _out(self, data: bytes) -> None:
         if self._send is None:
@@ -527,8 +532,10 @@ class GrblSimulator:
             fields.append("WPos:" + ",".join(f"{m - o:.3f}" for m, o in zip(mpos, wco, strict=True)))
         if mask & 2:
             fields.append(f"Bf:{self.proto.planner_blocks - len(self._planner)},{self.rx_free}")
-        v, _ = self._speed_now()
-        fields.append(f"FS:{round(v * 60)},{round(self._reported_spindle())}")
+        # FS: the actual rate and the S actually applied (M4 scaling, override), one instant.
+        v, block = self._speed_now()
+        spindle = self._power_fraction(block, v) * (self.settings.get(30, 1000.0) or 1000.0)
+        fields.append(f"FS:{round(v * 60)},{round(spindle)}")
         if self._door_open:
             fields.append("Pn:D")
         busy = self.state in ("Run", "Jog", "Hold", "Home", "Door")
@@ -606,10 +613,6 @@ class GrblSimulator:
         v, block = self._speed_now()
         return self._power_fraction(block, v)
 
-    def _reported_spindle(self) -> float:
-        """``FS`` spindle value: the S actually applied, M4 scaling and override included (§1.4)."""
-        return self._beam_fraction_now() * (self.settings.get(30, 1000.0) or 1000.0)
-
     def _nominal(self, block: _Motion) -> float:
         """Programmed speed of ``block`` in mm/s with overrides and the machine's max rate."""
         vmax = min(self.settings.get(110, 6000.0), self.settings.get(111, 6000.0)) / 60.0
@@ -672,9 +675,9 @@ class GrblSimulator:
         density = energy / length
         depth = DEPTH_MM_PER_J_PER_MM * density
         shade = min(1.0, density / SHADE_FULL_J_PER_MM)
-        self.workpiece.burn_segment(
-            p0[0], p0[1], p1[0], p1[1], width_mm=self.spot_mm, depth_mm=depth, shade=shade
-        )
+        # A spot finer than the map still marks the pixels it crosses: width at least one pixel.
+        width = max(self.spot_mm, 1.01 / self.workpiece.px_per_mm)
+        self.workpiece.burn_segment(p0[0], p0[1], p1[0], p1[1], width_mm=width, depth_mm=depth, shade=shade)
         self.burn_log.append(BurnRecord(t0, t1, p0[0], p0[1], p1[0], p1[1], density, line))
 
     def _cut_motion(self) -> float:
@@ -1083,11 +1086,11 @@ class GrblSimulator:
                 self._line_out("[MSG:Restoring defaults]")
             if what in ("#", "*"):
                 self._wcs = [[0.0, 0.0, 0.0] for _ in range(6)]
-            self._eeprom_write()
+            await self._eeprom_write()
             return 0
         if body.startswith("I="):
             self.build_info = body[2:]
-            self._eeprom_write()
+            await self._eeprom_write()
             return 0
         if body.startswith("N") and "=" in body:
             index = body[1 : body.index("=")]
@@ -1096,7 +1099,7 @@ class GrblSimulator:
             if not self._idle_like():
                 return 8
             self.startup_lines[int(index)] = body[body.index("=") + 1 :]
-            self._eeprom_write()
+            await self._eeprom_write()
             return 0
         if "=" in body:
             name, _, value = body.partition("=")
@@ -1115,13 +1118,15 @@ class GrblSimulator:
             if number_value < 0:
                 return 4
             self.settings[int(name)] = number_value
-            self._eeprom_write()
+            await self._eeprom_write()
             return 0
         return 3
 
-    def _eeprom_write(self) -> None:
+    async def _eeprom_write(self) -> None:
+        """AVR Grbl writes EEPROM with the RX interrupt off, before it answers (§1.2)."""
         if self.dialect == "grbl":
             self._eeprom_busy_until = self.clock.now() + EEPROM_WRITE_S
+            await self.clock.sleep(EEPROM_WRITE_S)
 
     def _build_lines(self) -> list[str]:
         blocks, rx = self.proto.planner_blocks, self.proto.rx_buffer_bytes
@@ -1198,6 +1203,8 @@ class GrblSimulator:
     # --- G-code execution --------------------------------------------------------------------
 
     def _planned_end(self) -> list[float]:
+        if self._check and self._check_pos is not None:
+            return list(self._check_pos)  # check mode moves the parser, not the machine
         if self._planner:
             return list(self._planner[-1].end)
         return self._position_now() if self._exec is not None else list(self._pos)
@@ -1257,7 +1264,7 @@ class GrblSimulator:
                     else:
                         self._wcs[index][i] = current[i] - self._g92[i] - value
             self._wco_counter = 0
-            self._eeprom_write()
+            await self._eeprom_write()
         elif non_modal == 92:
             current = self._planned_end()
             wcs = self._wcs[self.wcs_index]
@@ -1271,7 +1278,7 @@ class GrblSimulator:
         elif non_modal in (28.1, 30.1):
             store = self._g28 if non_modal == 28.1 else self._g30
             store[:] = self._planned_end()
-            self._eeprom_write()
+            await self._eeprom_write()
         elif non_modal in (28, 30):
             if axes:
                 target = self._target(axes, scale, incremental, machine=False)
@@ -1332,7 +1339,7 @@ class GrblSimulator:
     async def _queue_motion(self, number: int, kind: str, target: list[float]) -> None:
         start = self._planned_end()
         if self._check:
-            self._pos = list(target)
+            self._check_pos = list(target)
             return
         if self.feed_mode == 93 and kind == "line":
             length = math.dist(start, target)
