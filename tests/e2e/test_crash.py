@@ -44,7 +44,7 @@ def test_sigkill_mid_batch(repo: Path, tmp_path: Path) -> None:
     Catalogue.load(repo / "examples/import/parts.toml")  # the fixture is valid
     db = tmp_path / "records.db"
     # Scaled time so that one mark takes a few real seconds: enough to be killed in the middle.
-    proc = subprocess.Popen(_batch(repo, tmp_path, "scaled:20"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_batch(repo, tmp_path, "scaled:60"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
