@@ -85,6 +85,7 @@ class TelesisDriver(Driver):
         self.exchange_s = 0.0  # wall time spent waiting for answers
         self.status_polls = 0
         self.last_status: codec.IOStatus | None = None
+        self._next_poll = 0.0  # loop time before which no status request may leave
 
     # --- requests --------------------------------------------------------------------------
 
@@ -171,8 +172,15 @@ class TelesisDriver(Driver):
         await self._request(frame, what)
 
     async def read_status(self) -> codec.IOStatus:
-        """One ``I`` exchange."""
-        st = await self._request(codec.read_status(self.framing), "I (read status)", status=True)
+        """One ``I`` exchange, never sooner than 1/poll_hz after the previous status answer."""
+        loop = asyncio.get_running_loop()
+        wait = self._next_poll - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            st = await self._request(codec.read_status(self.framing), "I (read status)", status=True)
+        finally:
+            self._next_poll = loop.time() + 1.0 / self.poll_hz
         assert st is not None
         self.status_polls += 1
         self.last_status = st
@@ -273,13 +281,10 @@ class TelesisDriver(Driver):
         started = loop.time()
         expected = self._expected_s(program)
         limit = expected * self._margin() + 10.0
-        period = 1.0 / self.poll_hz
         seen_busy = False
         done = 0
         while True:
-            # Sleep a whole period after the previous answer, so polls are never closer than 1/poll_hz.
-            await asyncio.sleep(period)
-            st = await self.read_status()
+            st = await self.read_status()  # paced: a whole period after the previous answer
             elapsed = loop.time() - started
             seen_busy = seen_busy or st.busy
             if st.chars_done is not None:
@@ -322,11 +327,9 @@ class TelesisDriver(Driver):
         if not self.transport.is_open:
             raise MachineConnectionError(f"{self.name}: link is down; cannot send O", address=self.name)
         await self._command(codec.reset_online(self.framing), "O (reset/online)")
-        period = 1.0 / self.poll_hz
         for _ in range(max(3, math.ceil(self.poll_hz * 3))):
             st = await self.read_status()
             if not st.busy:
                 self.set_state(State.FAULT if st.fault else State.IDLE, raw=st.describe())
                 return f"O (reset/online) acknowledged; status {st.describe()} (not busy)"
-            await asyncio.sleep(period)
         raise SafetyError(f"{self.name}: still busy after O (reset/online)", address=self.name)

@@ -113,7 +113,7 @@ async def test_rate_follows_the_profile(telesis_rig) -> None:
 )
 async def test_profile_framing_variants_end_to_end(telesis_rig, framing: dict[str, str]) -> None:
     data = load_profile("telesis-tmp").model_dump()
-    data["protocol"].update(framing)
+    data["protocol"].update({"status_poll_hz_max": 50.0, **framing})
     profile = FirmwareProfile.model_validate(data)
     async with telesis_rig(program=A1, profile=profile) as rig:
         result = await rig.driver.run(A1)

@@ -23,7 +23,7 @@ LONG = PatternProgram("SERIAL", (PatternField("AB12-XY/7Z", 3.0, 10.0, 12.0),))
 def quick(**protocol: object) -> FirmwareProfile:
     """telesis-tmp with a short reply timeout, so lost replies are found in a fraction of a second."""
     data = load_profile("telesis-tmp").model_dump()
-    data["protocol"].update({"reply_timeout_s": 0.15, **protocol})
+    data["protocol"].update({"reply_timeout_s": 0.15, "status_poll_hz_max": 50.0, **protocol})
     return FirmwareProfile.model_validate(data)
 
 

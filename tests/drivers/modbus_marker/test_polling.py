@@ -1,0 +1,44 @@
+"""Status polling never exceeds the profile's rate, as seen by the server (pymodbus action timestamps).
+
+The driver waits a whole period after each status *answer* before the next status request, so the
+arrival times at the server are at least one period apart by construction; this checks it holds
+over a real TCP connection. (A lower bound on an interval, not a wall-clock duration.)
+"""
+
+from __future__ import annotations
+
+from markctl.drivers.base import Outcome
+from markctl.drivers.modbus_marker import ModbusMarkerOptions
+from markctl.layouts.program import PatternField, PatternProgram
+
+LONG = PatternProgram("7", (PatternField("AB12-XY/7Z", 3.0, 10.0, 12.0),))
+
+
+def status_reads(rig) -> list[float]:
+    status = rig.driver.map.status
+    return [
+        r.wall_t
+        for r in rig.sim.requests
+        if r.function_code == 3 and r.address <= status < r.address + r.count
+    ]
+
+
+async def test_polls_at_most_poll_hz_max(peen_rig) -> None:
+    # x10: the 10-character mark (4 simulated seconds) takes about 0.4 s, several polls long
+    async with peen_rig(program=LONG, clock="scaled:10") as rig:
+        result = await rig.driver.run(LONG)
+        assert result.outcome is Outcome.DONE
+        times = status_reads(rig)
+        assert len(times) >= 5
+        period = 1.0 / rig.driver.profile.protocol.poll_hz_max  # type: ignore[union-attr]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) >= period * 0.98, gaps
+
+
+async def test_a_faster_option_is_capped_and_a_slower_one_honoured(peen_rig) -> None:
+    async with peen_rig(options=ModbusMarkerOptions(poll_hz=60)) as rig:
+        assert rig.driver.poll_hz == 10.0
+    async with peen_rig(program=LONG, clock="scaled:10", options=ModbusMarkerOptions(poll_hz=4)) as rig:
+        await rig.driver.run(LONG)
+        times = status_reads(rig)
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.25 * 0.98
