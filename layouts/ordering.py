@@ -24,6 +24,7 @@ BoolArray = npt.NDArray[np.bool_]
 _MIN_GAIN_MM = 1e-9
 _MAX_MOVES = 20_000
 _BATCH = 64  # improving moves considered per round
+_MULTI_START_BUDGET = 400  # strokes x starts: several starts only for small programs
 
 
 def _oriented(
@@ -118,9 +119,102 @@ def two_opt(
     return idx, flip
 
 
-def order(
-    starts: FloatArray, ends: FloatArray, origin: tuple[float, float] = (0.0, 0.0)
+def _or_opt_move(
+    starts: FloatArray, ends: FloatArray, idx: IntArray, flip: BoolArray, max_len: int
+) -> tuple[IntArray, BoolArray] | None:
+    """The best single Or-opt move (relocate a run of 1..max_len strokes, either way round), or None.
+
+    Removing run [i, i+L) saves d(E[i-1], S[i]) + d(E[i+L-1], S[i+L]) - d(E[i-1], S[i+L]);
+    inserting it into edge (j, j+1) costs d(E[j], A) + d(B, S[j+1]) - d(E[j], S[j+1]) where
+    (A, B) is the run's (start, end), or (end, start) when it goes in reversed. Position -1 and
+    n-1 stand for "before the first" and "after the last" stroke.
+    """
+    n = len(idx)
+    s, e = _oriented(starts, ends, idx, flip)
+    best_gain, best_move = _MIN_GAIN_MM, None
+    pos = np.arange(-1, n)  # insertion edges: after position j (j = -1: before the first)
+    e_j = np.vstack((np.full((1, 2), np.nan), e))  # E[j]; NaN for j = -1
+    s_next = np.vstack((s, np.full((1, 2), np.nan)))  # S[j+1]; NaN for j = n-1
+    base = np.nan_to_num(np.hypot(*(e_j - s_next).T), nan=0.0)
+    for length in range(1, min(max_len, n - 1) + 1):
+        for i in range(0, n - length + 1):
+            last = i + length - 1
+            a, b = s[i], e[last]
+            prev_d = float(np.hypot(*(e[i - 1] - a))) if i > 0 else 0.0
+            next_d = float(np.hypot(*(b - s[last + 1]))) if last + 1 < n else 0.0
+            bridge = float(np.hypot(*(e[i - 1] - s[last + 1]))) if 0 < i and last + 1 < n else 0.0
+            removal = prev_d + next_d - bridge
+            if removal <= _MIN_GAIN_MM:
+                continue
+            for ra, rb, reverse in ((a, b, False), (b, a, True)):
+                cost = (
+                    np.nan_to_num(np.hypot(*(e_j - ra).T), nan=0.0)
+                    + np.nan_to_num(np.hypot(*(rb - s_next).T), nan=0.0)
+                    - base
+                )
+                valid = (pos < i - 1) | (pos > last)
+                cost = np.where(valid, cost, np.inf)
+                j = int(np.argmin(cost))
+                gain = removal - float(cost[j])
+                if gain > best_gain:
+                    best_gain, best_move = gain, (i, length, int(pos[j]), reverse)
+    if best_move is None:
+        return None
+    i, length, j, reverse = best_move
+    seg_idx, seg_flip = idx[i : i + length], flip[i : i + length]
+    if reverse:
+        seg_idx, seg_flip = seg_idx[::-1], ~seg_flip[::-1]
+    rest_idx = np.concatenate((idx[:i], idx[i + length :]))
+    rest_flip = np.concatenate((flip[:i], flip[i + length :]))
+    at = j + 1 if j < i else j + 1 - length  # insertion point in the shortened tour
+    return (
+        np.concatenate((rest_idx[:at], seg_idx, rest_idx[at:])),
+        np.concatenate((rest_flip[:at], seg_flip, rest_flip[at:])),
+    )
+
+
+def _local_search(
+    starts: FloatArray, ends: FloatArray, idx: IntArray, flip: BoolArray, or_opt: int
 ) -> tuple[IntArray, BoolArray]:
-    """Nearest neighbour from ``origin``, then 2-opt. Returns stroke indices and which to reverse."""
-    idx, flip = nearest_neighbour(starts, ends, origin)
-    return two_opt(starts, ends, idx, flip)
+    idx, flip = two_opt(starts, ends, idx, flip)
+    for _ in range(_MAX_MOVES):
+        if or_opt < 1 or len(idx) < 3:
+            break
+        moved = _or_opt_move(starts, ends, idx, flip, or_opt)
+        if moved is None:
+            break
+        idx, flip = two_opt(starts, ends, *moved)
+    return idx, flip
+
+
+def order(
+    starts: FloatArray, ends: FloatArray, origin: tuple[float, float] = (0.0, 0.0), *, or_opt: int = 3
+) -> tuple[IntArray, BoolArray]:
+    """Nearest neighbour, then 2-opt alternating with Or-opt moves of up to ``or_opt`` strokes.
+
+    The approach from ``origin`` is not marking travel, so the tour may start anywhere: small
+    programs (a few dozen strokes, where it is cheap) are searched from several start strokes,
+    the one nearest ``origin`` first, and the shortest tour wins.
+
+    Returns:
+        The stroke indices in marking order and which strokes to reverse.
+    """
+    n = len(starts)
+    if n < 2:
+        return np.arange(n, dtype=np.intp), np.zeros(n, dtype=bool)
+    idx, flip = _local_search(starts, ends, *nearest_neighbour(starts, ends, origin), or_opt)
+    best = travel(starts, ends, idx, flip)
+    tries = max(0, min(n, _MULTI_START_BUDGET // n) - 1)
+    if tries:
+        # Start from the strokes spread along the layout (by x), each from its own start point.
+        for k in np.linspace(0, n - 1, tries).round().astype(int):
+            cand = _local_search(
+                starts,
+                ends,
+                *nearest_neighbour(starts, ends, tuple(starts[np.argsort(starts[:, 0])[k]])),
+                or_opt,
+            )
+            length = travel(starts, ends, *cand)
+            if length < best - _MIN_GAIN_MM:
+                (idx, flip), best = cand, length
+    return idx, flip
