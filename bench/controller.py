@@ -26,6 +26,10 @@ import httpx
 from markctl.api import create_app
 from markctl.auth import TokenStore
 from markctl.config import MachineEntry, Settings
+from markctl.jobs.catalogue import Catalogue
+from markctl.jobs.manifest import parse_manifest
+from markctl.layouts import program_stats
+from markctl.profiles import load_profile
 from markctl.records import RecordStore
 from markctl.service import MarkService
 
@@ -77,9 +81,17 @@ async def run(machines: int, factor: float) -> None:
         done.set()
         await poller
         spans = []
+        underruns = 0
         for name in names:
             sim = (await service.machine(name)).simulator
             spans.append((sim.burn_log[-1].t1 - sim.burn_log[0].t0) / factor)
+            underruns += sim.planner_underruns
+        # An independent ideal: the layouts' own cycle-time estimate for the same program.
+        plan = service.plan(parse_manifest(f"{HEADER}S0,Beretta,92FS,iti-import,frame,KE,26,yes\n".encode()),
+                            Catalogue.from_toml(catalogue), "grbl-1.1")  # fmt: skip
+        program = plan.prepared[0].program
+        assert program is not None
+        estimate = program_stats(program, load_profile("grbl-1.1")).cycle_time_s / factor
         await service.close()
     assert all(job.state == "done" for job in jobs), [job.error for job in jobs]
     longest = max(spans)
@@ -87,6 +99,10 @@ async def run(machines: int, factor: float) -> None:
     print(f"wall time                     {wall:.2f} s")
     print(f"longest machine marking time  {longest:.2f} s (simulated {longest * factor:.1f} s / {factor:g})")
     print(f"wall / longest                {wall / longest:.3f} (goal <= 1.1)")
+    print(
+        f"wall / layouts' estimate      {wall / estimate:.3f} (estimate {estimate * factor:.1f} s simulated)"
+    )
+    print(f"planner underruns (all)       {underruns} (the head waited for the host)")
     print(f"status answers during run     {len(latencies)}, slowest {max(latencies) * 1000:.0f} ms")
 
 
