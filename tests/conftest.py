@@ -1,4 +1,8 @@
-"""Shared fixtures."""
+"""Shared fixtures and options.
+
+``pytest --machine URL`` points the tests marked ``hardware`` at a real machine (e.g.
+``--machine grbl+serial:///dev/ttyUSB0``); without it they are skipped.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,27 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--machine", default=None, help="address of a real machine for tests marked 'hardware'")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--machine"):
+        return
+    skip = pytest.mark.skip(reason="needs a real machine: pytest --machine URL")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def repo() -> Path:
     """The repository root."""
     return REPO
+
+
+@pytest.fixture
+def machine_url(request: pytest.FixtureRequest) -> str | None:
+    """The --machine address, or None."""
+    value = request.config.getoption("--machine")
+    return str(value) if value else None
