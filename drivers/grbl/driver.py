@@ -638,6 +638,8 @@ class GRBLDriver(Driver):
             if not check and acked != reported:
                 reported = acked
                 job.report(acked, total, f"sent {sent}, acknowledged {acked}", self._work_xy())
+            if acked >= total:
+                break
             # 2. how the job can end early
             self._raise_if_lost()
             if self._protocol_error is not None:
@@ -762,30 +764,33 @@ class GRBLDriver(Driver):
                 ) from exc
             steps.append("link reopened, soft reset")
         report = None if self._critical else await self.query_status(timeout=0.5)
-        must_flush = reason != "job done" or report is None or report.state not in ("Idle", "Alarm", "Sleep")
-        if must_flush and "link reopened, soft reset" not in steps:
-            if report is not None and report.state in ("Run", "Jog", "Hold", "Home"):
-                await self.realtime(RT.FEED_HOLD)
-                steps.append("feed hold")
-                for _ in range(20):
-                    report = await self.query_status(timeout=0.5)
-                    if (
-                        report is None
-                        or report.raw_state in ("Hold:0", "Idle", "Alarm")
-                        or report.state == "Door"
-                    ):
-                        break
-                if report is not None and report.raw_state == "Hold:0":
-                    steps.append("Hold:0")
-            before = self._resets
-            await self.realtime(RT.RESET)
-            if not await self._await_banner(before, 1.5):
-                raise SafetyError(f"{self.name}: no banner after the soft reset", address=self.name)
-            steps.append("soft reset")
-        self._pending.clear()
-        report = await self.query_status(timeout=1.0)
+        # A job that did not finish may have lines in the RX buffer and blocks in the planner that
+        # would still run: flush them with a reset. A finished job or an idle close need none.
+        settled = report is not None and report.state in ("Idle", "Alarm", "Sleep")
+        if steps or not settled or reason not in ("job done", "close", "recover"):
+            if not steps:
+                if report is not None and report.state in ("Run", "Jog", "Hold", "Home"):
+                    await self.realtime(RT.FEED_HOLD)
+                    steps.append("feed hold")
+                    for _ in range(20):
+                        report = await self.query_status(timeout=0.5)
+                        if (
+                            report is None
+                            or report.raw_state in ("Hold:0", "Idle", "Alarm")
+                            or report.state == "Door"
+                        ):
+                            break
+                    if report is not None and report.raw_state == "Hold:0":
+                        steps.append("Hold:0")
+                before = self._resets
+                await self.realtime(RT.RESET)
+                if not await self._await_banner(before, 1.5):
+                    raise SafetyError(f"{self.name}: no banner after the soft reset", address=self.name)
+                steps.append("soft reset")
+            self._pending.clear()
+            report = await self.query_status(timeout=1.0)
         if report is None:
-            raise SafetyError(f"{self.name}: no status report after the reset", address=self.name)
+            raise SafetyError(f"{self.name}: no status report", address=self.name)
         if report.state in ("Idle", "Check"):
             await self.command("M5S0", timeout=2.0)
             steps.append("M5 S0")
