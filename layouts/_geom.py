@@ -165,6 +165,15 @@ def buffer(geom: Geom, distance: float) -> Geom:
     return shapely.buffer(geom, distance, quad_segs=4)
 
 
+def buffer_outer(geom: Geom, distance: float) -> Geom:
+    """Buffer whose polygonal arcs lie outside the true offset curve (never closer than ``distance``).
+
+    With 4 segments per quarter circle each chord spans pi/8, and its midpoint lies at
+    r * cos(pi/16) from the centre; scaling r by 1/cos(pi/16) puts the chords on or outside r.
+    """
+    return shapely.buffer(geom, distance / math.cos(math.pi / 16), quad_segs=4)
+
+
 def bounds(geom: Geom) -> tuple[float, float, float, float]:
     """(minx, miny, maxx, maxy)."""
     b = shapely.bounds(geom)

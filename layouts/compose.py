@@ -245,9 +245,15 @@ def _min_alnum_extent_em(font: Font, texts: list[str]) -> float:
     return min(extents) if extents else 1.0
 
 
-def _default_height(rules: RuleProfile, font: Font, process: Process, texts: list[str]) -> float:
-    """Smallest height (rounded up to 0.05 mm) whose impression-bottom height meets the minimum + margin."""
-    target = rules.min_height_mm * _HEIGHT_MARGIN
+def _default_height(
+    rules: RuleProfile, font: Font, process: Process, texts: list[str], margin: float = _HEIGHT_MARGIN
+) -> float:
+    """Smallest height (a multiple of 0.05 mm) whose impression-bottom height is >= minimum x margin.
+
+    The bottom height is linear in the nominal height h: k*h for dot peen, k*h + spot - 2*depth*tan(wall)
+    for a laser, k being the smallest letter/digit extent of the font in em.
+    """
+    target = rules.min_height_mm * margin
     k = _min_alnum_extent_em(font, texts)
     if process.method == "dot-peen":
         h = target / k
@@ -281,6 +287,7 @@ class _Block:
     code_origin: tuple[float, float] | None
     bounds: tuple[float, float, float, float]
     widest: tuple[str, tuple[str, ...], float]
+    height: float
 
 
 def _layout_block(
@@ -340,6 +347,7 @@ def _layout_block(
         code_origin,
         (float(x0), float(y0), float(x1), float(y1)),
         (texts[wi][0], texts[wi][1], widths[wi]),
+        height,
     )
 
 
@@ -367,7 +375,11 @@ def _free_cached(
     blocked = [
         g.buffer(g.make_polygon(k), clearance) if clearance > 0 else g.make_polygon(k) for k in keepout_pts
     ]
-    blocked += [g.buffer(g.make_polygon(e), gap) if gap > 0 else g.make_polygon(e) for e in existing_pts]
+    # Outer buffer: the polygonal arcs must not cut inside the true offset, or a mark placed on the
+    # edge of the free region would sit a few micrometres closer than the ISACS-IMP gap.
+    blocked += [
+        g.buffer_outer(g.make_polygon(e), gap) if gap > 0 else g.make_polygon(e) for e in existing_pts
+    ]
     if blocked:
         free = free.difference(g.union_all(blocked))
     return g.prepare(free)
@@ -449,7 +461,6 @@ def _target(
 
 
 def _no_fit_error(
-    request: MarkRequest,
     rules: RuleProfile,
     block: _Block,
     height: float,
@@ -460,7 +471,7 @@ def _no_fit_error(
     text, names, width = block.widest
     if fits_at is not None:
         return LayoutError(
-            f"the mark does not fit the zone at {height:.2f} mm; the largest height that fits is {fits_at:.2f} mm "
+            f"the mark does not fit the zone at the requested height; the largest height that fits is {fits_at:.2f} mm "
             f"(profile minimum {rules.min_height_mm:g} mm at the impression bottom)",
             field="options.char_height_mm",
         )
@@ -473,6 +484,56 @@ def _no_fit_error(
         field="component.zone",
         hint="enlarge the zone, move keep-outs, shorten the fields or turn off the Data Matrix",
     )
+
+
+def _fit(
+    request: MarkRequest,
+    rules: RuleProfile,
+    free: g.Geom,
+    zone: g.Geom,
+    existing: list[g.Geom],
+    texts: list[tuple[str, tuple[str, ...]]],
+    font: Font,
+    process: Process,
+    symbol: DataMatrixSymbol | None,
+    height: float,
+    legal: float,
+) -> tuple[_Block, tuple[float, float]]:
+    """Lay out and place the block at ``height``; if it does not fit, find the largest height >= ``legal`` that does.
+
+    An automatic height shrinks to that height silently (it still meets the rule); a requested
+    height is never changed: the error names the height that would fit.
+
+    Raises:
+        LayoutError: no fit (``options.char_height_mm`` with the height that fits, or ``component.zone``
+            with the clear area needed at the legal minimum).
+    """
+
+    def attempt(h: float) -> tuple[_Block, tuple[float, float] | None]:
+        block = _layout_block(texts, font, h, request, process, symbol)
+        return block, _place(request, rules, free, zone, existing, block)
+
+    block, offset = attempt(height)
+    if offset is not None:
+        return block, offset
+    smallest, smallest_at = attempt(min(legal, height))
+    fits_at: float | None = None
+    if legal < height and smallest_at is not None:
+        lo, hi = legal, height  # lo fits, hi does not
+        while hi - lo > _HEIGHT_STEP_MM + 1e-9:
+            mid = math.floor((lo + hi) / 2.0 / _HEIGHT_STEP_MM + 1e-9) * _HEIGHT_STEP_MM
+            if mid <= lo + 1e-9:
+                break
+            if attempt(mid)[1] is not None:
+                lo = mid
+            else:
+                hi = mid
+        fits_at = lo
+    if fits_at is not None and request.options.char_height_mm is None:
+        block, offset = attempt(fits_at)
+        if offset is not None:
+            return block, offset
+    raise _no_fit_error(rules, smallest, min(legal, height), free, fits_at)
 
 
 # --- the entry point -------------------------------------------------------------------------
@@ -543,59 +604,24 @@ def compose(
         )
         symbol = encode_datamatrix(content)
 
-    auto = request.options.char_height_mm is None
-    height = request.options.char_height_mm or _default_height(profile, font, process, [t for t, _ in texts])
-    if machine.dot_peen is not None and auto:
-        height = max(height, machine.dot_peen.char_height_min_mm)
+    texts_only = [t for t, _ in texts]
+    legal = _default_height(profile, font, process, texts_only, margin=1.0)
+    height = request.options.char_height_mm or _default_height(profile, font, process, texts_only)
+    if machine.dot_peen is not None:
+        lo_mm, hi_mm = machine.dot_peen.char_height_min_mm, machine.dot_peen.char_height_max_mm
+        if request.options.char_height_mm is None:
+            height = max(height, lo_mm)
+        if not lo_mm <= height <= hi_mm:
+            raise LayoutError(
+                f"{height:g} mm is outside the {lo_mm:g}-{hi_mm:g} mm character range of {machine.id}",
+                field="options.char_height_mm",
+            )
+        legal = max(legal, lo_mm)
 
     free = _free_region(request, profile)
-    block = _layout_block(texts, font, height, request, process, symbol)
-    offset = _place(request, profile, free, zone, existing, block)
-    if offset is None:
-        # Search the largest height that still fits, down to the legal minimum at the bottom.
-        floor = _default_height(profile, font, process, [t for t, _ in texts]) / _HEIGHT_MARGIN
-        floor = math.ceil(floor / _HEIGHT_STEP_MM - 1e-9) * _HEIGHT_STEP_MM
-        fits_at = None
-        if floor < height:
-            lo, hi = floor, height
-            if _place(
-                request,
-                profile,
-                free,
-                zone,
-                existing,
-                _layout_block(texts, font, lo, request, process, symbol),
-            ):
-                while hi - lo > _HEIGHT_STEP_MM:
-                    mid = math.floor((lo + hi) / 2.0 / _HEIGHT_STEP_MM) * _HEIGHT_STEP_MM
-                    if mid <= lo:
-                        break
-                    if _place(
-                        request,
-                        profile,
-                        free,
-                        zone,
-                        existing,
-                        _layout_block(texts, font, mid, request, process, symbol),
-                    ):
-                        lo = mid
-                    else:
-                        hi = mid
-                fits_at = lo
-        if fits_at is not None and auto:
-            height = fits_at
-            block = _layout_block(texts, font, height, request, process, symbol)
-            offset = _place(request, profile, free, zone, existing, block)
-        if offset is None:
-            small = _layout_block(texts, font, min(floor, height), request, process, symbol)
-            raise _no_fit_error(
-                request,
-                profile,
-                small if fits_at is None else block,
-                min(floor, height) if fits_at is None else height,
-                free,
-                fits_at,
-            )
+    fitted = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
+    block, offset = fitted
+    height = block.height
 
     angle = request.options.rotation_deg
     up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]

@@ -29,8 +29,8 @@ _TOL = 1e-6
 def _requests(draw: st.DrawFn) -> MarkRequest:
     profile = draw(st.sampled_from(["iti-import", "iti-stockpile", "ca-import", "iti-found"]))
     data = request_dict(profile)
-    w = draw(st.floats(8, 70))
-    h = draw(st.floats(3, 25))
+    w = draw(st.floats(10, 80))
+    h = draw(st.floats(5, 30))
     data["component"]["zone"] = [[0, 0], [w, 0], [w + draw(st.floats(-3, 3)), h], [0, h]]
     kx, ky = draw(st.floats(0, w)), draw(st.floats(0, h))
     data["component"]["keepouts"] = [[[kx, ky], [kx + 3, ky], [kx + 3, ky + 2], [kx, ky + 2]]]
@@ -51,18 +51,22 @@ def _requests(draw: st.DrawFn) -> MarkRequest:
 def test_every_glyph_and_module_lies_inside_the_zone_and_clear_of_obstacles(req: MarkRequest) -> None:
     try:
         layout = compose(req)
-    except LayoutError:
-        return  # does not fit: refused with a named field, nothing half-made
+    except LayoutError as exc:
+        # Does not fit: refused, naming what to change, nothing half-made.
+        assert exc.field in ("component.zone", "options.char_height_mm")
+        return
+    rules = layout.rules
     mark = layout.mark_geometry()
     assert g.area(mark.difference(layout.zone)) <= _TOL
     for k in layout.keepouts:
         assert g.area(mark.intersection(k)) <= _TOL
+    gap = rules.adjacent.min_gap_mm if rules.adjacent else 0.0
     for e in layout.existing:
         assert g.distance(mark, e) > 0
+        assert g.distance(mark, e) >= gap - _TOL  # import-style marks stay visibly distinct
     if layout.code is not None:
         for centre in layout.code.module_centres():
             assert layout.zone.contains(g.points(centre[None, :]))
-    rules = layout.rules
     for line in layout.lines:
         bottom = layout.process.bottom_height(line.centre_extent_mm)
         assert bottom + _TOL >= rules.min_height_mm
