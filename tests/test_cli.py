@@ -82,8 +82,17 @@ def test_console_script_runs(repo: Path) -> None:
     assert result.stderr.strip().startswith("markctl: error:")
 
 
-def test_demo_runs_real_checks(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "grbl-1.1" in out and "peen-modbus" in out
-    assert "did you mean baud?" in out  # a misspelt option is caught, not ignored
+@pytest.mark.slow
+def test_demo_runs_a_whole_session(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo-out"
+    assert main(["demo", "--out", str(out), "--examples", str(repo / "examples")]) == 0
+    text = capsys.readouterr().out
+    assert "re-run: {'skipped': 4}" in text and "record chain intact" in text
+    assert (out / "records.db").is_file()
+    assert len(list(out.glob("previews/*.svg"))) == 6 and len(list(out.glob("previews/*.png"))) == 6
+    assert len(list(out.glob("workpieces/*/*.png"))) == 6
+    from markctl.records import ItemState, RecordStore
+
+    with RecordStore.open(out / "records.db") as store:
+        assert store.verify().ok
+        assert {i.state for i in store.items()} == {ItemState.MARKED} and len(store.items()) == 6
