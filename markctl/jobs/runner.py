@@ -177,6 +177,7 @@ class ItemResult:
     record: int | None = None
     verification: dict[str, Any] | None = None
     image: str | None = None
+    machine_safe: bool = True  # False: the driver could not confirm its safe state after this item
 
 
 @dataclass
@@ -261,8 +262,8 @@ async def run_plan(
         report.results.append(result)
         emit({"type": "item-ended", "index": index, "of": len(todo), "item": result.item_key, "state": result.state,
               "message": result.message})  # fmt: skip
-        if result.state == "unknown":
-            # The machine's state is in doubt: stop the batch rather than cut the next weapon blind.
+        if result.state == "unknown" or not result.machine_safe:
+            # The weapon's or the machine's state is in doubt: stop rather than cut the next weapon blind.
             for rest in todo[index:]:
                 report.results.append(
                     ItemResult(rest.item.item_key, rest.item.line, "refused", "batch stopped")
@@ -343,7 +344,9 @@ async def _run_item(
     message = job_result.message or state.value
     if verification is not None and not verification.get("passed", True):
         message = f"marked, but verification failed: {verification.get('detail')}"
-    return ItemResult(key, item.line, state.value, message, record.seq, verification, image)
+    return ItemResult(
+        key, item.line, state.value, message, record.seq, verification, image, job_result.safe_state_confirmed
+    )
 
 
 def _outcome(result: JobResult) -> dict[str, Any]:
