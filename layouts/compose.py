@@ -463,11 +463,14 @@ def _target(
 def _no_fit_error(
     rules: RuleProfile,
     block: _Block,
+    angle: float,
     height: float,
     free: g.Geom,
     fits_at: float | None,
 ) -> LayoutError:
-    x0, y0, x1, y1 = block.bounds
+    ring = _block_ring(block.bounds, angle)
+    x0, y0 = ring.min(axis=0)
+    x1, y1 = ring.max(axis=0)
     text, names, width = block.widest
     if fits_at is not None:
         return LayoutError(
@@ -533,7 +536,7 @@ def _fit(
         block, offset = attempt(fits_at)
         if offset is not None:
             return block, offset
-    raise _no_fit_error(rules, smallest, min(legal, height), free, fits_at)
+    raise _no_fit_error(rules, smallest, request.options.rotation_deg, min(legal, height), free, fits_at)
 
 
 # --- the entry point -------------------------------------------------------------------------

@@ -109,6 +109,31 @@ def test_pattern_program_fields() -> None:
     assert all(f.height_mm == layout.char_height_mm for f in prog.fields[:2])
 
 
+def test_dot_peen_character_height_must_suit_the_machine() -> None:
+    # telesis-tmp draws 1.5-25 mm characters; a requested 1.2 mm is refused, not silently enlarged.
+    with pytest.raises(LayoutError) as info:
+        compose(_example("iti-stockpile-datamatrix.toml", char_height_mm=1.2))
+    assert info.value.field == "options.char_height_mm" and "1.5-25 mm" in str(info.value)
+
+
+def test_rotated_pattern_field_keeps_its_baseline_start() -> None:
+    req = _example("iti-stockpile-datamatrix.toml", rotation_deg=90.0, datamatrix=False)
+    data = req.model_dump(mode="json")
+    data["component"].update(zone=[[0, 0], [60, 0], [60, 19], [0, 19]], existing_marks=[])
+    layout = compose(MarkRequest.parse(data))
+    prog = program(layout)
+    assert isinstance(prog, PatternProgram)
+    assert all(f.angle_deg == 90.0 for f in prog.fields)
+    first = layout.lines[0]
+    assert (prog.fields[0].x_mm, prog.fields[0].y_mm) == pytest.approx(
+        (first.origin[0] + 5.0, first.origin[1] + 5.0)
+    )
+    # Rotated 90 degrees, the text runs up: its glyphs share (almost) one x per line.
+    xs = np.concatenate([s for gl in first.glyphs for s in gl.strokes])[:, 0]
+    ys = np.concatenate([s for gl in first.glyphs for s in gl.strokes])[:, 1]
+    assert np.ptp(ys) > 3 * np.ptp(xs)
+
+
 def test_program_outside_work_area_is_refused() -> None:
     req = _example("iti-stockpile-datamatrix.toml", origin_mm=(90.0, 5.0))
     with pytest.raises(LayoutError) as info:
@@ -191,3 +216,15 @@ def test_cli_layout_writes_outputs_and_check_json(tmp_path: Path, capsys: pytest
         standalone_mode=False,
     )  # fmt: skip
     assert code == 0
+    rules = tmp_path.parent / f"{tmp_path.name}-xx.toml"
+    rules.write_text(
+        'schema_version = 1\nid = "xx-import"\nextends = "ca-import"\nname = "stricter"\n'
+        '[[height]]\nrule = "XX-1"\nclause = "national rule: 3 mm"\nmin_mm = 3.0\n'
+    )
+    capsys.readouterr()
+    code = app(
+        args=["check", example, "--profile", "xx-import", "--rules", str(rules), "--json", "--height", "2"],
+        standalone_mode=False,
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and {f["rule"] for f in out["findings"] if f["severity"] == "error"} == {"XX-1"}
