@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -46,6 +48,9 @@ __all__ = [
     "VerifyReport",
     "item_key_of",
 ]
+
+
+_MIGRATION_LOCK = threading.Lock()
 
 
 class ItemState(StrEnum):
@@ -209,12 +214,17 @@ class RecordStore:
     def _migrate(self) -> None:
         config = Config()
         config.set_main_option("script_location", "markctl.records:migrations")
-        try:
-            with self.engine.begin() as conn:
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-        except DatabaseError as exc:
-            raise RecordError(f"cannot open records at {self.url}: {exc.orig}") from exc
+        head = ScriptDirectory.from_config(config).get_current_head()
+        # Alembic's command API keeps module-level state: one migration at a time per process.
+        with _MIGRATION_LOCK:
+            try:
+                with self.engine.begin() as conn:
+                    if MigrationContext.configure(conn).get_current_revision() == head:
+                        return
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+            except DatabaseError as exc:
+                raise RecordError(f"cannot open records at {self.url}: {exc.orig}") from exc
 
     # --- writing -----------------------------------------------------------------------------
 
