@@ -233,6 +233,7 @@ class GrblSimulator:
         self.burn_log: list[BurnRecord] = []
         self.travel_log: list[tuple[float, float, float, float, str]] = []
         self.alarms: list[int] = []
+        self.realtime_log: list[tuple[float, int]] = []  # (sim time, byte) of every realtime command but '?'
         self.fault_times: dict[str, float] = {}
         # host link
         self._send: Send | None = None
@@ -468,6 +469,8 @@ class GrblSimulator:
         self._ring_kick.set()
 
     def _realtime_command(self, byte: int) -> None:
+        if byte != ord("?"):
+            self.realtime_log.append((self.clock.now(), byte))
         if byte == 0x18:
             self._soft_reset()
             return

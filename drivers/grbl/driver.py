@@ -763,25 +763,28 @@ class GRBLDriver(Driver):
                     f"link lost ({self._lost}); reopening failed: {exc}", address=self.name
                 ) from exc
             steps.append("link reopened, soft reset")
+        reopened = bool(steps)
+        urgent = reason not in ("job done", "close", "recover")
+        if urgent and not reopened and not self._critical:
+            # Feed hold first, questions later: Grbl turns the laser off the moment it holds.
+            await self.realtime(RT.FEED_HOLD)
+            steps.append("feed hold")
         report = None if self._critical else await self.query_status(timeout=0.5)
-        # A job that did not finish may have lines in the RX buffer and blocks in the planner that
-        # would still run: flush them with a reset. A finished job or an idle close need none.
         settled = report is not None and report.state in ("Idle", "Alarm", "Sleep")
-        if steps or not settled or reason not in ("job done", "close", "recover"):
-            if not steps:
-                if report is not None and report.state in ("Run", "Jog", "Hold", "Home"):
+        if reopened or urgent or not settled:
+            # A job that did not finish may have lines in the RX buffer and blocks in the planner
+            # that would still run: a soft reset flushes both. From Hold:0 it keeps the position.
+            if not reopened:
+                if report is not None and report.state in ("Run", "Jog", "Home") and not steps:
                     await self.realtime(RT.FEED_HOLD)
                     steps.append("feed hold")
-                    for _ in range(20):
-                        report = await self.query_status(timeout=0.5)
-                        if (
-                            report is None
-                            or report.raw_state in ("Hold:0", "Idle", "Alarm")
-                            or report.state == "Door"
-                        ):
-                            break
-                    if report is not None and report.raw_state == "Hold:0":
+                for _ in range(20):
+                    if report is None or report.state not in ("Run", "Jog", "Hold", "Home"):
+                        break
+                    if report.raw_state == "Hold:0":
                         steps.append("Hold:0")
+                        break
+                    report = await self.query_status(timeout=0.5)
                 before = self._resets
                 await self.realtime(RT.RESET)
                 if not await self._await_banner(before, 1.5):

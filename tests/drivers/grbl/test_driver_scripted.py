@@ -134,8 +134,9 @@ async def test_device_error_ends_the_job_with_code_text_and_line_then_flushes() 
         (b"G0X1\n", b""),
         (b"G123\n", b""),
         (b"G0X3\n", b"ok\r\nerror:20\r\n"),
-        # safe state: not a finished job, so flush: the machine is idle, so reset without hold
-        (b"?", IDLE),
+        # safe state: feed hold first (beam off at once), then flush the buffers with a reset
+        (b"!", b""),
+        (b"?", b"<Hold:0|MPos:0.000,0.000,0.000|FS:0,0>\r\n"),
         (b"\x18", BANNER),
         (b"?", IDLE),
         (b"M5S0\n", b"ok\r\n"),
@@ -150,7 +151,7 @@ async def test_device_error_ends_the_job_with_code_text_and_line_then_flushes() 
     assert "Unsupported or invalid G-code command" in result.message
     assert result.safe_state_confirmed
     reached = driver.events_of(SafeStateReached)[-1]
-    assert reached.method == "soft reset, M5 S0, status Idle FS:0,0"  # type: ignore[attr-defined]
+    assert reached.method == "feed hold, Hold:0, soft reset, M5 S0, status Idle FS:0,0"  # type: ignore[attr-defined]
     await driver.close()
     t.assert_done()
 
@@ -160,8 +161,8 @@ async def test_moving_machine_gets_feed_hold_before_the_reset() -> None:
     job = [
         (b"G1X50F600S300\n", b"ok\r\n"),
         (b"BAD\n", b"error:1\r\n"),
-        (b"?", run),
         (b"!", b""),
+        (b"?", run),  # the hold has not taken effect yet
         (b"?", b"<Hold:1|MPos:1.500,0.000,0.000|FS:300,0>\r\n"),
         (b"?", b"<Hold:0|MPos:1.600,0.000,0.000|FS:0,0>\r\n"),
         (b"\x18", BANNER),
