@@ -278,6 +278,18 @@ class ModbusRegisterMap(_Frozen):
         max_length=1,
         description="Separates the pattern's text fields inside the text block (the map has one block).",
     )
+    field_origin_start: int = Field(
+        default=60, ge=0, le=65535, description="First of the (x, y) register pairs of field 1, 2, ..."
+    )
+    field_origins: int = Field(
+        default=8,
+        ge=0,
+        le=32,
+        description=(
+            "How many fields have an (x, y) origin pair (mm x length_scale) from field_origin_start; "
+            "0 = the map has none and the stored pattern places every field."
+        ),
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ModbusRegisterMap:
@@ -301,13 +313,20 @@ class ModbusRegisterMap(_Frozen):
             "speed_pct": self.speed_pct,
         }
         text = range(self.text_start, self.text_start + self.text_registers)
+        origins = range(self.field_origin_start, self.field_origin_start + 2 * self.field_origins)
         seen: dict[int, str] = {}
         for name, address in singles.items():
             if address in seen:
                 raise ValueError(f"register {address} is both {seen[address]} and {name}")
             if address in text:
                 raise ValueError(f"register {address} ({name}) lies inside the text block")
+            if address in origins:
+                raise ValueError(f"register {address} ({name}) lies inside the field origin block")
             seen[address] = name
+        if self.field_origins and (set(origins) & set(text)):
+            raise ValueError("the field origin block overlaps the text block")
+        if origins and origins[-1] > 65535:
+            raise ValueError("the field origin block runs past register 65535")
         return self
 
 
@@ -323,6 +342,13 @@ class ModbusProtocol(_Frozen):
     retries: int = Field(default=3, ge=0, le=10)
     poll_hz_max: float = Field(default=10.0, gt=0, le=100, description="Never poll faster than this.")
     registers: ModbusRegisterMap
+    pattern_numbers: dict[str, int] = Field(
+        default_factory=lambda: {"*": 1},
+        description=(
+            "Pattern number to load for a program's pattern name (a name made of digits is its own "
+            "number); '*' serves any other name. markctl's generic map loads pattern 1."
+        ),
+    )
     fault_codes: dict[int, str]
 
     _codes = field_validator("fault_codes")(_check_codes)

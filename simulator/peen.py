@@ -319,6 +319,7 @@ class PeenMarker:
         self.dot_pitch_mm: float | None = None
         self.force_pct = 75.0
         self.speed_pct = 100.0
+        self.origins: dict[int, tuple[float, float]] = {}  # host override of a field's (x, y)
         self.job_counter = 0
         self.stylus_down = False
         self.cycles: list[CycleRecord] = []
@@ -507,6 +508,7 @@ class PeenMarker:
             pitch_y = height / (font.rows - 1)
             pitch_x = self.dot_pitch_mm or pitch_y
             travel_s = ref_travel_s * (height / 3.175) / speed
+            x_mm, y_mm = self.origins.get(number, (slot.x_mm, slot.y_mm))
             cos, sin = math.cos(math.radians(slot.angle_deg)), math.sin(math.radians(slot.angle_deg))
             for k, char in enumerate(self.texts[number].upper()):
                 cells = font.dots(char)
@@ -518,8 +520,8 @@ class PeenMarker:
                     lx, ly = x0 + col * pitch_x, row * pitch_y
                     dots.append(
                         _Dot(
-                            slot.x_mm + lx * cos - ly * sin,
-                            slot.y_mm + lx * sin + ly * cos,
+                            x_mm + lx * cos - ly * sin,
+                            y_mm + lx * sin + ly * cos,
                             char_index,
                             strike_s + travel_s,
                         )

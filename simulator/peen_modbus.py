@@ -16,7 +16,8 @@ Map semantics (the profile's names): writing ``command`` = ``load_pattern`` load
 ``pattern``; ``start`` takes the text block (two ASCII characters per register in
 ``text_byte_order``, NUL-terminated, fields separated by ``text_separator``), ``char_height`` and
 ``dot_pitch`` (mm x ``length_scale``, 0 = the pattern's own), ``force_pct`` and ``speed_pct``
-(0 = default) and starts the cycle; ``abort`` stops it (fault "aborted by host"); ``reset_fault``
+(0 = default), the (x, y) origin pairs of the ``field_origins`` block (markctl's extension of the
+§5.6 map; a pair the host never wrote leaves the pattern's position) and starts the cycle; ``abort`` stops it (fault "aborted by host"); ``reset_fault``
 clears a fault. The command register reads back 0 once a command was taken. Coils ``start`` and
 ``abort`` do the same as the commands; discrete inputs ``ready``/``busy``/``done``/``fault`` mirror
 the status. A start refused while busy answers exception 6 (device busy), while faulted or with
@@ -141,7 +142,8 @@ class ModbusMarkerSimulator:
             m.force_pct,
             m.speed_pct,
         }
-        return singles | set(range(m.text_start, m.text_start + m.text_registers))
+        origins = set(range(m.field_origin_start, m.field_origin_start + 2 * m.field_origins))
+        return singles | set(range(m.text_start, m.text_start + m.text_registers)) | origins
 
     def _blocks(self) -> tuple[list[SimData], list[SimData], list[SimData], list[SimData]]:
         def block(addresses: set[int], datatype: DataType) -> list[SimData]:
@@ -289,6 +291,15 @@ class ModbusMarkerSimulator:
         mk.dot_pitch_mm = reg(m.dot_pitch, 0) / m.length_scale or None
         mk.force_pct = float(reg(m.force_pct, 0) or 75)
         mk.speed_pct = float(reg(m.speed_pct, 0) or 100)
+        # Field origins the host wrote override the stored pattern's; unwritten ones keep it.
+        mk.origins = {}
+        for i in range(1, m.field_origins + 1):
+            x_reg = m.field_origin_start + 2 * (i - 1)
+            if x_reg in self._written and x_reg + 1 in self._written:
+                mk.origins[i] = (
+                    self._written[x_reg] / m.length_scale,
+                    self._written[x_reg + 1] / m.length_scale,
+                )
         if not mk.start():
             return ExcCodes.DEVICE_FAILURE
         return None

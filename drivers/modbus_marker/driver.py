@@ -6,9 +6,12 @@ discrete input, command value, status value and scaling used here comes from
 :class:`~markctl.profiles.ModbusRegisterMap`.
 
 A :class:`~markctl.layouts.program.PatternProgram` becomes: reset a pending fault; ``pattern`` =
-the pattern number and ``command`` = ``load_pattern``; the text block (two ASCII characters per
+the pattern number (digits are their own number, other names go through the profile's
+``pattern_numbers``) and ``command`` = ``load_pattern``; the text block (two ASCII characters per
 register in ``text_byte_order``, fields joined by ``text_separator``, NUL-padded); ``char_height``
-and ``dot_pitch`` (mm x ``length_scale``), ``force_pct``, ``speed_pct``; ``command`` = ``start``
+and ``dot_pitch`` (mm x ``length_scale``), ``force_pct``, ``speed_pct``; each field's (x, y)
+origin when the map has ``field_origins`` (markctl's extension of the §5.6 map: registers 60-75
+for fields 1-8 by default); ``command`` = ``start``
 (or the ``start`` coil); then status / fault code / progress / job counter polled, never faster
 than the profile's ``poll_hz_max`` (the next poll leaves a whole period after the previous answer),
 until Done with a new job count, or Fault.
@@ -232,16 +235,29 @@ class ModbusMarkerDriver(Driver):
             },
         )
 
+    def pattern_number(self, name: str) -> int:
+        """The number to write to ``pattern``: digits are their own number, else the profile's table."""
+        table = self.proto.pattern_numbers
+        number = int(name) if name.isdigit() else table.get(name, table.get("*"))
+        if number is None:
+            raise ValueError(
+                f"{self.name}: pattern {name!r} has no number; add it to [protocol.pattern_numbers] "
+                f"of profile {self.profile.id}"
+            )
+        if not 0 <= number <= 0xFFFF:
+            raise ValueError(f"{self.name}: pattern number {number} does not fit a register")
+        return number
+
     def _check_program(self, program: Program) -> None:
+        m = self.map
         if not isinstance(program, PatternProgram):
             raise ValueError(
                 f"{self.name}: a Modbus pattern marker runs pattern programs, not {program.kind} programs"
             )
-        if not program.pattern.isdigit() or int(program.pattern) > 0xFFFF:
-            raise ValueError(
-                f"{self.name}: the register map selects patterns by number 0-65535, got {program.pattern!r}"
-            )
+        self.pattern_number(program.pattern)
         first = program.fields[0]
+        if m.field_origins and len(program.fields) > m.field_origins:
+            raise ValueError(f"{len(program.fields)} fields, the map has origins for {m.field_origins}")
         for i, f in enumerate(program.fields, 1):
             if (f.height_mm, f.dot_pitch_mm, f.force_pct) != (
                 first.height_mm,
@@ -252,16 +268,17 @@ class ModbusMarkerDriver(Driver):
                     f"field {i}: the map has one char_height/dot_pitch/force_pct for the whole job; "
                     "every field must share them"
                 )
-            if self.map.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
+            if m.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
                 raise ValueError(f"field {i}: {f.text!r} must be printable ASCII without the text separator")
-        text = self.map.text_separator.join(f.text for f in program.fields)
-        if len(text) > self.map.text_registers * 2:
-            raise ValueError(f"{len(text)} characters of text, the map holds {self.map.text_registers * 2}")
+            for value, axis in ((f.x_mm, "x"), (f.y_mm, "y")):
+                if m.field_origins and not 0 <= round(value * m.length_scale) <= 0xFFFF:
+                    raise ValueError(f"field {i}: {axis} = {value} mm does not fit an unsigned register")
+        text = m.text_separator.join(f.text for f in program.fields)
+        if len(text) > m.text_registers * 2:
+            raise ValueError(f"{len(text)} characters of text, the map holds {m.text_registers * 2}")
         for name, value in (("char_height", first.height_mm), ("dot_pitch", first.dot_pitch_mm or 0.0)):
-            if not 0 <= round(value * self.map.length_scale) <= 0xFFFF:
-                raise ValueError(
-                    f"{name} {value} mm does not fit a register at scale {self.map.length_scale:g}"
-                )
+            if not 0 <= round(value * m.length_scale) <= 0xFFFF:
+                raise ValueError(f"{name} {value} mm does not fit a register at scale {m.length_scale:g}")
 
     def _expected_s(self, program: PatternProgram) -> float:
         spec = self.profile.dot_peen
@@ -287,12 +304,15 @@ class ModbusMarkerDriver(Driver):
                     device_code=f"fault:{st.fault_code}",
                     address=self.name,
                 )
-        await self._write({"pattern": int(program.pattern)})
+        number = self.pattern_number(program.pattern)
+        await self._write({"pattern": number})
         await self._command("load_pattern")
         st = await self.read_status()
         if st.state == "fault":
             raise DeviceError(
-                f"{self.name}: loading pattern {program.pattern} failed: {self.fault_text(st.fault_code)}",
+                f"{self.name}: loading pattern {number}"
+                f"{'' if str(number) == program.pattern else f' ({program.pattern})'} failed: "
+                f"{self.fault_text(st.fault_code)}",
                 device_code=f"fault:{st.fault_code}",
                 address=self.name,
             )
@@ -312,6 +332,13 @@ class ModbusMarkerDriver(Driver):
                 "speed_pct": self.opts.speed_pct,
             }
         )
+        if m.field_origins:
+            origins = [round(v * m.length_scale) for f in program.fields for v in (f.x_mm, f.y_mm)]
+            await self.link.write_registers(
+                m.field_origin_start,
+                origins,
+                what=self._what(f"field origins[{len(program.fields)}]", m.field_origin_start),
+            )
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
         counter_before = st.job_counter
         await self._command("start")

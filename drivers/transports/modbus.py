@@ -80,6 +80,8 @@ class ModbusLink:
         self._defaults: dict[str, Any] = {"unit": 1, "timeout": 1.0, "retries": 3}
         self.requests = 0  # answered or not; for benchmarks and tests
         self.busy_s = 0.0  # wall time spent inside requests
+        self.bytes_out = 0  # ADUs as framed on the wire (pymodbus trace_packet hook)
+        self.bytes_in = 0
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -107,6 +109,13 @@ class ModbusLink:
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         raise NotImplementedError
+
+    def _trace(self, sending: bool, packet: bytes) -> bytes:
+        if sending:
+            self.bytes_out += len(packet)
+        else:
+            self.bytes_in += len(packet)
+        return packet
 
     async def open(self) -> None:
         if self._client is not None:
@@ -235,6 +244,7 @@ class ModbusTCPLink(ModbusLink):
             retries=int(self.setting("retries")),
             # A lost link is reported, never silently re-established under a running job (§9.3).
             reconnect_delay=0,
+            trace_packet=self._trace,
         )
 
 
@@ -254,4 +264,5 @@ class ModbusRTULink(ModbusLink):
             timeout=float(self.setting("timeout")),
             retries=int(self.setting("retries")),
             reconnect_delay=0,
+            trace_packet=self._trace,
         )

@@ -140,3 +140,21 @@ async def test_any_standard_client_can_drive_the_simulator() -> None:
     finally:
         client.close()
         await sim.stop()
+
+
+async def test_field_origins_place_the_text_without_a_stored_pattern(peen_rig) -> None:
+    # The simulator's default store ("*") knows nothing of A1's position: the origin registers do.
+    async with peen_rig() as rig:
+        result = await rig.driver.run(A1)
+        assert result.outcome is Outcome.DONE
+        assert_a1_marked(rig.sim)
+        assert rig.sim.marker.origins == {1: (20.0, 30.0)}
+
+
+async def test_a_map_without_origins_leaves_positions_to_the_pattern(peen_rig) -> None:
+    data = load_profile("peen-modbus").model_dump()
+    data["protocol"]["registers"]["field_origins"] = 0
+    async with peen_rig(profile=FirmwareProfile.model_validate(data), program=A1) as rig:
+        assert (await rig.driver.run(A1)).outcome is Outcome.DONE
+        assert_a1_marked(rig.sim)  # from the stored pattern
+        assert not any(60 <= r.address < 76 for r in rig.sim.requests)

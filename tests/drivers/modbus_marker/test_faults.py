@@ -3,7 +3,7 @@ the register and a result that says how far the cycle got; the simulator confirm
 
 Request numbers (``@msg:N``) count requests the server received. For the A1 job below:
 1 status block, 2-5 discrete inputs (handshake), 6 status, 7 pattern, 8 command=load_pattern,
-9 status, 10 text block, 11 char_height..speed_pct, 12 command=start, 13.. status polls.
+9 status, 10 text block, 11 char_height..speed_pct, 12 field origins, 13 command=start, 14.. polls.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from markctl.drivers.modbus_marker import ModbusMarkerDriver
 from markctl.drivers.transports.modbus import ModbusTCPLink, ModbusTCPOptions
 from markctl.errors import DeviceError, MachineConnectionError, MachineTimeoutError
 from markctl.layouts.program import PatternField, PatternProgram
-from markctl.profiles import load_profile
+from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
 from markctl.simulator.peen import FieldSlot, Pattern
 from markctl.simulator.peen_modbus import ModbusMarkerSimulator
@@ -25,6 +25,12 @@ from markctl.simulator.peen_modbus import ModbusMarkerSimulator
 A1 = PatternProgram("7", (PatternField("A1", 4.0, 20.0, 30.0),))
 LONG = PatternProgram("7", (PatternField("AB12-XY/7Z", 3.0, 10.0, 12.0),))
 QUICK = ModbusTCPOptions(timeout=0.2, retries=0)
+
+
+def peen_profile(**protocol: object) -> FirmwareProfile:
+    data = load_profile("peen-modbus").model_dump()
+    data["protocol"].update(protocol)
+    return FirmwareProfile.model_validate(data)
 
 
 def assert_stopped(sim: ModbusMarkerSimulator) -> None:
@@ -46,7 +52,7 @@ async def test_exception_response_names_the_register(peen_rig) -> None:
 
 
 async def test_no_answer_is_a_timeout_naming_the_register(peen_rig) -> None:
-    async with peen_rig(program=A1, faults="noreply@msg:12", link_options=QUICK) as rig:
+    async with peen_rig(program=A1, faults="noreply@msg:13", link_options=QUICK) as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.TIMEOUT and result.code == "modbus-timeout"
         assert "no answer for command (holding 0) within 0.2 s" in result.message
@@ -143,8 +149,10 @@ async def test_unknown_pattern_faults_the_load(peen_rig) -> None:
 async def test_programs_the_map_cannot_carry_are_refused(peen_rig) -> None:
     async with peen_rig() as rig:
         requests = len(rig.sim.requests)
-        with pytest.raises(ValueError, match="by number"):
-            rig.driver.run(PatternProgram("SERIAL", A1.fields))
+        with pytest.raises(ValueError, match="fields, the map has origins for 8"):
+            rig.driver.run(PatternProgram("1", tuple(PatternField("A", 3.0, 0, i) for i in range(9))))
+        with pytest.raises(ValueError, match="x = -1.0 mm does not fit"):
+            rig.driver.run(PatternProgram("1", (PatternField("A", 3.0, -1.0, 0),)))
         with pytest.raises(ValueError, match="share them"):
             rig.driver.run(PatternProgram("1", (PatternField("A", 3.0, 0, 0), PatternField("B", 4.0, 0, 5))))
         with pytest.raises(ValueError, match="the map holds 64"):
@@ -172,3 +180,17 @@ async def test_wrong_unit_is_a_device_error_or_timeout_naming_the_register() -> 
     finally:
         await link.close()
         await sim.stop()
+
+
+async def test_pattern_names_go_through_the_profiles_table(peen_rig) -> None:
+    strict = peen_profile(pattern_numbers={"iti-stockpile": 5})
+    async with peen_rig(profile=strict) as rig:
+        with pytest.raises(
+            ValueError, match=r"pattern 'SERIAL' has no number; add it to \[protocol.pattern_numbers\]"
+        ):
+            rig.driver.run(PatternProgram("SERIAL", A1.fields))
+        result = await rig.driver.run(PatternProgram("iti-stockpile", A1.fields))
+        assert result.outcome is Outcome.DONE and rig.sim.marker.pattern_name == "5"
+    async with peen_rig() as rig:  # the generic map: any other name loads pattern 1
+        assert (await rig.driver.run(PatternProgram("SERIAL", A1.fields))).outcome is Outcome.DONE
+        assert rig.sim.marker.pattern_name == "1"
