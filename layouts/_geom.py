@@ -91,11 +91,12 @@ def point_array(coords: FloatArray) -> Any:
 
 
 def linestring_array(strokes: Sequence[FloatArray]) -> Any:
-    """An array of line strings, one per stroke."""
-    out = np.empty(len(strokes), dtype=object)
-    for i, s in enumerate(strokes):
-        out[i] = shapely.LineString(s)
-    return out
+    """An array of line strings, one per stroke (each with at least 2 points)."""
+    if not strokes:
+        return np.empty(0, dtype=object)
+    coords = np.concatenate(strokes)
+    indices = np.repeat(np.arange(len(strokes)), [len(s) for s in strokes])
+    return shapely.linestrings(coords, indices=indices)
 
 
 def buffer_each(geoms: Any, distance: float) -> Any:
@@ -120,6 +121,11 @@ def min_distance(geoms: Any, other: Geom) -> float:
     if len(geoms) == 0:
         return math.inf
     return float(np.min(shapely.distance(geoms, other)))
+
+
+def distances(geoms: Any, other: Geom) -> npt.NDArray[np.float64]:
+    """Distance from each geometry of the array to ``other``."""
+    return np.asarray(shapely.distance(geoms, other), dtype=np.float64)
 
 
 def covers(a: Geom, b: Geom) -> bool:

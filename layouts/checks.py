@@ -147,10 +147,20 @@ def _placement(layout: Layout) -> list[Finding]:
             "component ok" if ok else "this mark belongs on another component",
         )  # fmt: skip
     )
-    parts = layout.mark_parts()
-    inside = g.covers_each(layout.zone, parts)
-    spill = g.union_all([p.difference(layout.zone) for p in parts[~inside]])
+    # Exact tests on centre lines and dot centres (distance to the zone edge >= half the stroke),
+    # so no stroke has to be buffered into polygons; the spill area is computed only on failure.
+    half = layout.half_width_mm
+    centres, squares = layout.text_centres(), layout.code_parts()
+    boundary = layout.zone.boundary
+    text_ok = g.contains(layout.zone, centres) & (g.distances(centres, boundary) >= half - _EPS)
+    code_ok = g.covers_each(layout.zone, squares)
+    if text_ok.all() and code_ok.all():
+        spill = g.empty()
+    else:
+        bad = [*g.buffer_each(centres[~text_ok], half), *squares[~code_ok]]
+        spill = g.union_all([p.difference(layout.zone) for p in bad])
     outside = g.area(spill)
+    inside = bool(outside <= _EPS or (text_ok.all() and code_ok.all()))
     out.append(
         Finding(
             rules.zone.rule,
@@ -158,21 +168,21 @@ def _placement(layout: Layout) -> list[Finding]:
             "placement",
             f"{outside:.4f} mm² outside the zone",
             "0 mm²",
-            _sev(outside <= _EPS),
-            "inside the marking zone" if outside <= _EPS else "part of the mark is outside the zone",
+            _sev(inside),
+            "inside the marking zone" if inside else "part of the mark is outside the zone",
             _bounds(spill),
         )  # fmt: skip
     )
     for i, k in enumerate(layout.keepouts):
-        d = g.min_distance(parts, k)
-        over = d <= 0 and g.intersection_area(parts, k) > _EPS
+        d = layout.clearance_to(k)
+        over = d < -_EPS
         out.append(
             Finding(
                 rules.keepout.rule,
                 rules.keepout.clause,
                 f"component.keepouts[{i}]",
                 f"clearance {d:.3f} mm",
-                "> 0 mm (no overlap)",
+                ">= 0 mm (no overlap)",
                 _sev(not over),
                 "clear of keep-out" if not over else "mark overlaps a keep-out zone",
                 g.bounds(k) if over else None,
@@ -180,7 +190,7 @@ def _placement(layout: Layout) -> list[Finding]:
         )
     gaps = []
     for i, e in enumerate(layout.existing):
-        d = g.min_distance(parts, e)
+        d = layout.clearance_to(e)
         gaps.append(d)
         over = d <= 0
         out.append(
@@ -334,7 +344,11 @@ def _code(layout: Layout) -> list[Finding]:
     ]
     # The quiet zone must really be clear of text and of everything else marked (ISO/IEC 16022).
     quiet = g.polygon_from_array(code.corners(quiet=True)).difference(g.polygon_from_array(code.corners()))
-    intrusion = g.intersection_area(layout.text_parts(), quiet)
+    intrusion = (
+        g.intersection_area(g.buffer_each(layout.text_centres(), layout.half_width_mm), quiet)
+        if g.min_distance(layout.text_centres(), quiet) < layout.half_width_mm
+        else 0.0
+    )
     out.append(
         Finding(
             c.rule,

@@ -145,23 +145,38 @@ class Layout:
         """Whether text is drawn as lines or dots."""
         return "dots" if self.font.kind == "dot" or self.process.method == "dot-peen" else "line"
 
-    def text_parts(self) -> g.Geom:
-        """The marked areas of the text as an array of parts: one buffered stroke or dot each.
+    @property
+    def half_width_mm(self) -> float:
+        """Half the stroke width (laser spot) or the dot radius at the surface."""
+        return max(self.process.stroke_width_mm / 2.0, 1e-3)
 
-        Parts are not unioned (a union of hundreds of dots costs milliseconds); checks use
-        vectorised predicates over them.
+    def text_centres(self) -> g.Geom:
+        """The text as an array of centre lines (one per stroke) or dot centres (one per dot).
+
+        A stroke marks everything within :attr:`half_width_mm` of its centre line, so distances
+        to the centres minus the half width are exact clearances, with no polygon approximation.
         """
-        if "text" not in self._cache:
+        if "centres" not in self._cache:
             strokes = [s for line in self.lines for s in line.strokes()]
-            half = max(self.process.stroke_width_mm / 2.0, 1e-3)
             if not strokes:
-                parts = np.empty(0, dtype=object)
+                centres = np.empty(0, dtype=object)
             elif self.stroke_kind == "dots":
-                parts = g.buffer_each(g.point_array(np.concatenate(strokes)), half)
+                centres = g.point_array(np.concatenate(strokes))
             else:
-                parts = g.buffer_each(g.linestring_array(strokes), half)
-            self._cache["text"] = parts
+                centres = g.linestring_array(strokes)
+            self._cache["centres"] = centres
+        return self._cache["centres"]
+
+    def text_parts(self) -> g.Geom:
+        """The marked areas of the text as an array of parts: one buffered stroke or dot each."""
+        if "text" not in self._cache:
+            self._cache["text"] = g.buffer_each(self.text_centres(), self.half_width_mm)
         return self._cache["text"]
+
+    def clearance_to(self, other: g.Geom) -> float:
+        """Smallest distance from anything marked to ``other`` (negative or 0: they overlap)."""
+        text = g.min_distance(self.text_centres(), other) - self.half_width_mm
+        return min(text, g.min_distance(self.code_parts(), other))
 
     def code_parts(self) -> g.Geom:
         """The dark modules of the code as an array of squares (empty without a code)."""
@@ -233,15 +248,22 @@ def _default_font(machine: FirmwareProfile) -> str:
     return DEFAULT_DOT_FONT if machine.machine.kind is MachineKind.DOT_PEEN else DEFAULT_STROKE_FONT
 
 
+@lru_cache(maxsize=4096)
+def _glyph_extent_em(font_name: str, char: str) -> float | None:
+    strokes = get_font(font_name).glyph(char).strokes
+    if not strokes:
+        return None
+    ys = np.concatenate(strokes)[:, 1]
+    return float(ys.max() - ys.min())
+
+
 def _min_alnum_extent_em(font: Font, texts: list[str]) -> float:
-    extents = []
-    for text in texts:
-        for ch in text:
-            if ch.isalnum():
-                strokes = font.glyph(ch).strokes
-                if strokes:
-                    ys = np.concatenate(strokes)[:, 1]
-                    extents.append(float(ys.max() - ys.min()))
+    extents = [
+        e
+        for text in texts
+        for ch in set(text)
+        if ch.isalnum() and (e := _glyph_extent_em(font.name, ch)) is not None
+    ]
     return min(extents) if extents else 1.0
 
 
