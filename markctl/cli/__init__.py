@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from markctl import __version__
-from markctl.cli import _state, demo, jobs, records, sim
+from markctl.cli import _state, demo, jobs, layout, records, sim
 from markctl.cli.profiles import profiles_app
 from markctl.errors import ConfigError, LayoutError, MarkctlError
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(profiles_app, name="profiles")
 demo.register(app)
+layout.register(app)
 records.register(app)
 jobs.register(app)
 sim.register(app)
