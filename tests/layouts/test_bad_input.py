@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 
 from markctl.errors import ComplianceError, LayoutError
 from markctl.layouts import MarkRequest, compose, request_from_flags
@@ -147,31 +146,28 @@ def test_toml_and_json_errors_name_request() -> None:
     assert info.value.field == "request"
 
 
-def _app() -> typer.Typer:
-    from markctl.cli import layout
-
-    app = typer.Typer()
-    layout.register(app)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    return app
-
-
 def test_cli_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from markctl.cli import main
 
     bad = tmp_path / "bad.toml"
     text = (Path(__file__).parents[2] / "examples/requests/iti-import-steel-frame.toml").read_text()
     bad.write_text(text.replace('import_country = "UG"', 'import_country = "ZZ"'))
-    app_has_check = "check" in {
-        c.name for c in __import__("markctl.cli", fromlist=["app"]).app.registered_commands
-    }
-    if not app_has_check:
-        pytest.skip("markctl check is not registered in markctl.cli yet")
     assert main(["check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "fields.import_country" in err and "ITI-8b" in err
+    assert main(["check", str(bad), "--zone", "0,0 10,10 10,0 0,10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "component.zone" in err and "Self-intersection" in err
+    assert main(["layout", "--profile", "iti-import", "--machine", "grbl-1.1"]) == 2
+    assert "request" in capsys.readouterr().err
+
+
+def test_cli_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    from markctl.cli import main
+
+    example = str(Path(__file__).parents[2] / "examples/requests/ca-import.toml")
+    assert main(["check", example]) == 0
+    assert "compliant" in capsys.readouterr().out
+    assert main(["check", example, "--height", "1.2"]) == 1
+    assert "CA-PHYS" in capsys.readouterr().out
