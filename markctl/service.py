@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,13 +22,16 @@ from markctl.config import MachineEntry, Settings
 from markctl.errors import ConfigError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import Manifest, parse_manifest
+from markctl.jobs.owner import owner_is_gone
 from markctl.jobs.runner import BatchReport, Plan, Prepared, precheck, run_plan
+from markctl.layouts import MarkRequest, compose
+from markctl.layouts import program as make_program
 from markctl.layouts.program import MotionProgram
 from markctl.machines import Machine, open_machine
 from markctl.profiles import load_profile
 from markctl.records import Record, RecordStore
 from markctl.simulator.workpiece import Workpiece
-from markctl.verify import verify_extent, verify_workpiece
+from markctl.verify import verify_extent, verify_photo, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
 
@@ -105,7 +109,9 @@ class MarkService:
         self.out_dir = out_dir
         self._slots = {name: _Slot(entry) for name, entry in settings.machines.items()}
         self.jobs: dict[str, JobRun] = {}
-        recovered = store.recover_interrupted("markctl:startup")
+        recovered = store.recover_interrupted(
+            "markctl:startup", is_stale=lambda started: owner_is_gone(started.data.get("owner"))
+        )
         self.recovered = [r.item_key for r in recovered]
 
     # --- machines ----------------------------------------------------------------------------
@@ -272,6 +278,42 @@ class MarkService:
 
     def allow_remark(self, item_key: str, reason: str, who: str) -> Record:
         return self.store.append(item_key, "override", who, {"reason": reason})
+
+    def verify_image(
+        self, record_seq: int, image: Path | io.BytesIO, who: str, *, px_per_mm: float = 10.0
+    ) -> Record:
+        """Check a photo of an applied mark against the item's recorded layout; record the result.
+
+        The recorded request is composed again and must give the recorded program digest, so the
+        comparison is against exactly what was sent to the machine.
+        """
+        found = self.store.get(record_seq)
+        if found is None:
+            raise ConfigError(f"no record {record_seq}")
+        started = [r for r in self.store.history(found.item_key) if r.event == "started"]
+        if not started:
+            raise ConfigError(f"item {found.item_key} was never started: nothing to verify")
+        data = started[-1].data
+        request = MarkRequest.parse(data["request"])
+        layout = compose(request)
+        prog = make_program(layout, data["machine_profile"])
+        if prog.digest != data["program_digest"]:
+            raise ConfigError(
+                "the recorded request no longer gives the recorded program (was the software changed?)"
+            )
+        if not isinstance(prog, MotionProgram):
+            raise ConfigError(
+                "photo verification compares stroke geometry: only motion programs are supported"
+            )
+        laser = load_profile(data["machine_profile"]).laser
+        code = layout.code.symbol.content if layout.code is not None else None
+        result = verify_photo(
+            image, prog, spot_mm=laser.spot_mm if laser else 0.3, code=code, px_per_mm=px_per_mm
+        )
+        label = image.name if isinstance(image, Path) else "uploaded image"
+        return self.store.append(
+            found.item_key, "verified", who, {"image": str(label), "verification": result.as_dict()}
+        )
 
     async def close(self) -> None:
         """Abort running jobs, then close every machine to its safe state."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -158,7 +159,7 @@ def _bbox(mask: Mask) -> tuple[int, int, int, int] | None:
 
 
 def verify_photo(
-    photo: str | Path,
+    photo: str | Path | BinaryIO,
     program: MotionProgram,
     *,
     spot_mm: float,

@@ -233,41 +233,14 @@ def verify_cmd(
     records: RecordsOpt = None,
 ) -> int:
     """Check a photo of a mark against the recorded layout; the result is recorded. Exit 1 if it fails."""
-    from markctl.layouts import MarkRequest, compose
-    from markctl.layouts import program as make_program
-    from markctl.layouts.program import MotionProgram
-    from markctl.verify import verify_photo
-
-    who = load_settings().operator(operator)
+    settings = load_settings()
+    who = settings.operator(operator)
     with open_store(records) as store:
-        found = store.get(record)
-        if found is None:
-            raise ConfigError(f"no record {record}")
-        started = [r for r in store.history(found.item_key) if r.event == "started"]
-        if not started:
-            raise ConfigError(f"item {found.item_key} was never started: nothing to verify")
-        data = started[-1].data
-        request = MarkRequest.parse(data["request"])
-        layout = compose(request)
-        prog = make_program(layout, data["machine_profile"])
-        if prog.digest != data["program_digest"]:
-            raise ConfigError(
-                "the recorded request no longer yields the recorded program (software changed?)"
-            )
-        if not isinstance(prog, MotionProgram):
-            raise ConfigError(
-                "photo verification compares stroke geometry: only motion programs are supported"
-            )
-        spot = load_profile(data["machine_profile"]).laser
-        code = layout.code.symbol.content if layout.code is not None else None
-        result = verify_photo(
-            image, prog, spot_mm=spot.spot_mm if spot else 0.3, code=code, px_per_mm=px_per_mm
-        )
-        stored = store.append(
-            found.item_key, "verified", who, {"image": str(image), "verification": result.as_dict()}
-        )
-    typer.echo(f"{'PASS' if result.passed else 'FAIL'}: {result.detail} (recorded as {stored.seq})")
-    return 0 if result.passed else 1
+        service = MarkService(settings, store)
+        stored = service.verify_image(record, image, who, px_per_mm=px_per_mm)
+    result = stored.data["verification"]
+    typer.echo(f"{'PASS' if result['passed'] else 'FAIL'}: {result['detail']} (recorded as {stored.seq})")
+    return 0 if result["passed"] else 1
 
 
 def resolve(

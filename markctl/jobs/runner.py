@@ -26,6 +26,7 @@ from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import Manifest, ManifestItem
+from markctl.jobs.owner import this_process
 from markctl.layouts import MarkRequest, bundled_rules, check, compose
 from markctl.layouts import program as make_program
 from markctl.layouts.findings import Report
@@ -300,7 +301,12 @@ async def _run_item(
                      weapon_key=item.weapon_key, component=item.component, mark_profile=item.mark_profile,
                      batch_id=batch_id)  # fmt: skip
     assert prepared.program is not None and prepared.report is not None
-    data = {**_summary(prepared), "machine": str(machine.address), "machine_profile": machine.profile.id}
+    data = {
+        **_summary(prepared),
+        "machine": str(machine.address),
+        "machine_profile": machine.profile.id,
+        "owner": this_process(),
+    }
     if not prepared.passed:
         data["compliance_override"] = {"by": override_by, "reason": overrides[item.line],
                                        "failed_rules": sorted(prepared.report.failed_rules)}  # fmt: skip

@@ -375,18 +375,31 @@ class RecordStore:
         shown = state.value if state is not None else "not planned"
         raise ItemStateError(f"cannot record {event_name!r} while {shown}", item_key=item_key, state=state)
 
-    def recover_interrupted(self, actor: str = "markctl") -> list[Record]:
-        """Items left ``started`` by a process that died mid-cycle become ``unknown``."""
-        stuck = [i.item_key for i in self.items(state=ItemState.STARTED)]
-        return [
-            self.append(
-                key,
-                "unknown",
-                actor,
-                {"reason": "the controller stopped during the cycle; inspect the weapon"},
+    def recover_interrupted(
+        self, actor: str = "markctl", *, is_stale: Callable[[Record], bool] = lambda record: True
+    ) -> list[Record]:
+        """Items left ``started`` by a process that died mid-cycle become ``unknown``.
+
+        ``is_stale`` gets the item's ``started`` record and says whether its owner is gone; items of a
+        live owner are left alone.
+        """
+        recovered = []
+        for item in self.items(state=ItemState.STARTED):
+            started = self.get(item.last_seq)
+            if started is None or not is_stale(started):
+                continue
+            recovered.append(
+                self.append(
+                    item.item_key,
+                    "unknown",
+                    actor,
+                    {
+                        "reason": "the controller stopped during the cycle; inspect the weapon",
+                        "started": started.seq,
+                    },
+                )  # fmt: skip
             )
-            for key in stuck
-        ]
+        return recovered
 
     # --- reading -----------------------------------------------------------------------------
 
