@@ -171,3 +171,23 @@ def test_svg_shows_zone_obstacles_mark_and_highlighted_findings() -> None:
     moved = dataclasses.replace(layout, existing=(g.rect(*g.bounds(layout.footprint)),))
     svg2 = render_svg(moved, check(moved).findings)
     assert 'class="finding error"' in svg2 and "FP-5-1c" in svg2
+
+
+def test_materials_table_is_complete() -> None:
+    from markctl.layouts.materials import material_names
+
+    names = material_names()
+    assert {"steel", "hardened-steel", "aluminium", "glass-filled-polymer", "embedded-steel-plate"} <= set(
+        names
+    )
+    for name in names:
+        m = get_material(name)
+        assert m.hardness_hv > 0 and 0 <= m.laser_wall_angle_deg < 45
+        assert "ablate" in m.laser
+        for mode, by_source in m.laser.items():
+            assert all(d >= 0 for d in by_source.values())
+            if mode in ("anneal", "foam", "carbonise"):  # colour change only: depth 0 (TECH-POLY)
+                assert all(d == 0 for d in by_source.values())
+    with pytest.raises(LayoutError) as info:
+        get_material("cheese")
+    assert info.value.field == "component.material"
