@@ -45,6 +45,8 @@ _HEIGHT_MARGIN = 1.05
 _HEIGHT_STEP_MM = 0.05
 # Boundary samples per rectangle side for the fast erosion (the result is verified exactly).
 _EDGE_SAMPLES = 4
+# Continuous dot peen of a stroke font: dots at least this far apart, else the stylus re-strikes one spot.
+MIN_DOT_PITCH_MM = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +336,7 @@ def _layout_block(
             shape = font.glyph(ch)
             strokes = [s * height + np.array([cx, y]) for s in shape.strokes]
             if font.kind == "stroke" and process.method == "dot-peen":
-                dot_pitch = process.dot_pitch_mm or max(process.stroke_width_mm, 0.2)
+                dot_pitch = process.dot_pitch_mm or max(process.stroke_width_mm, MIN_DOT_PITCH_MM)
                 strokes = [_resample(s, dot_pitch) for s in strokes]
             glyphs.append((ch, strokes))
             cx += shape.advance * height

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from markctl.errors import LayoutError
 from markctl.layouts import _geom as g
 from markctl.layouts import ordering
-from markctl.layouts.compose import Layout
+from markctl.layouts.compose import MIN_DOT_PITCH_MM, Layout
 from markctl.layouts.program import (
     MotionProgram,
     PatternField,
@@ -43,6 +43,7 @@ FloatArray = npt.NDArray[np.float64]
 
 # A laser dot (dot font on a laser) dwells this long per pass; no profile key describes it yet.
 _LASER_DOT_DWELL_S = 0.002
+_TEXT, _CODE = 0, 1  # indexes into MotionProgram.params
 
 
 def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -> list[Stroke]:
@@ -53,9 +54,9 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
         for glyph in line.glyphs:
             for pts in glyph.strokes:
                 if glyph.kind == "dots":
-                    out.append(Stroke(StrokeKind.DOTS, pts + shift, 0))
+                    out.append(Stroke(StrokeKind.DOTS, pts + shift, _TEXT))
                 elif len(pts) >= 2:
-                    out.append(Stroke(StrokeKind.LINE, pts + shift, 0))
+                    out.append(Stroke(StrokeKind.LINE, pts + shift, _TEXT))
     code = layout.code
     if code is not None:
         m = code.module_mm
@@ -66,7 +67,7 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
                 if len(cols):
                     local = np.column_stack(((cols + 0.5) * m, np.full(len(cols), -(r + 0.5) * m)))
                     out.append(
-                        Stroke(StrokeKind.DOTS, g.to_world(local, code.angle_deg, code.origin) + shift, 0)
+                        Stroke(StrokeKind.DOTS, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE)
                     )
         else:
             spot = layout.process.stroke_width_mm
@@ -82,7 +83,9 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
                         y = -(r * m + (j + 0.5) * m / per_row)
                         local = np.array([[x0, y], [x1, y]])
                         out.append(
-                            Stroke(StrokeKind.LINE, g.to_world(local, code.angle_deg, code.origin) + shift, 0)
+                            Stroke(
+                                StrokeKind.LINE, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE
+                            )
                         )
     return out
 
@@ -92,21 +95,30 @@ def _motion(
 ) -> MotionProgram:
     p = layout.process
     if p.method == "laser":
-        params = ProcessParams(
+        text = ProcessParams(
             speed_mm_min=p.speed_mm_min, passes=p.passes, power_pct=p.power_pct, pulse_khz=p.pulse_khz
         )
+        code = text  # the hatch is cut like the text: the same depth rules apply (DM-130 DPM)
     else:
         pitch = p.dot_pitch_mm
-        if pitch is None and layout.font.kind == "dot":
-            pitch = layout.font.pitch_em * layout.char_height_mm
-        params = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=pitch)
+        if pitch is None:
+            # As composed: the dot font's cell pitch, or the resampling pitch of a stroke font.
+            pitch = (
+                layout.font.pitch_em * layout.char_height_mm
+                if layout.font.kind == "dot"
+                else max(p.stroke_width_mm, MIN_DOT_PITCH_MM)
+            )
+        text = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=pitch)
+        module = layout.code.module_mm if layout.code is not None else pitch
+        code = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=module)
     strokes = composed_strokes(layout, offset)
     if optimise and len(strokes) > 1:
         starts = np.array([s.points[0] for s in strokes])
         ends = np.array([s.points[-1] for s in strokes])
         idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]))
         strokes = [strokes[i].reversed() if f else strokes[i] for i, f in zip(idx, flip, strict=True)]
-    return MotionProgram(strokes=tuple(strokes), params=(params,))
+    params = (text, code) if layout.code is not None else (text,)
+    return MotionProgram(strokes=tuple(strokes), params=params)
 
 
 def _pattern(layout: Layout, offset: tuple[float, float]) -> PatternProgram:

@@ -97,6 +97,11 @@ def test_dot_peen_motion_machine_strikes_one_dot_per_module(monkeypatch: pytest.
         len(s) for line in layout.lines for gl in line.glyphs for s in gl.strokes
     )
     assert all(s.kind is StrokeKind.DOTS for s in prog.strokes) and prog.params[0].force_pct is not None
+    # Code dots sit one module apart, text dots one font cell apart: two parameter sets.
+    assert prog.params[1].dot_pitch_mm == pytest.approx(0.4)
+    assert prog.params[0].dot_pitch_mm == pytest.approx(layout.char_height_mm / 6)
+    code_dots = sum(len(s.points) for s in prog.strokes if s.params == 1)
+    assert code_dots == int(layout.code.symbol.modules.sum())
     assert estimate_cycle_time_s(prog, machine) >= prog.dot_count / 80
 
 
