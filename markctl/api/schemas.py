@@ -43,5 +43,12 @@ class PreviewIn(_In):
     request: dict[str, Any] = Field(description="A MarkRequest (the same structure as the TOML files).")
 
 
+class VerifyImageIn(_In):
+    image_base64: str = Field(
+        min_length=4, max_length=40_000_000, description="The photo (PNG or JPEG), base64."
+    )
+    px_per_mm: float = Field(default=10.0, gt=0, le=200)
+
+
 class Problem(BaseModel):
     detail: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -57,6 +58,19 @@ def test_job_marks_streams_and_records(api: Api, repo: Path) -> None:
     ]
     assert started[0]["actor"] == "operator-1" and len(started[0]["data"]["program_digest"]) == 64
 
+    # A photo of the first mark, checked against its record over HTTP, and the check recorded.
+    marked = [
+        r for r in api.client.get("/records", headers=api.headers("auditor")).json() if r["event"] == "marked"
+    ]
+    photo = base64.b64encode(Path(marked[0]["data"]["image"]).read_bytes()).decode()
+    response = api.client.post(f"/records/{marked[0]['seq']}/verify-image", json={"image_base64": photo, "px_per_mm": 20},
+                               headers=api.headers("auditor"))  # fmt: skip
+    assert response.status_code == 200 and response.json()["data"]["verification"]["passed"]
+    assert response.json()["actor"] == "auditor:auditor-1"
+    bad = api.client.post(f"/records/{marked[0]['seq']}/verify-image", json={"image_base64": "aGVsbG8="},
+                          headers=api.headers("auditor"))  # fmt: skip
+    assert bad.status_code == 422
+
     # The same manifest again: nothing is marked twice.
     status, again = _submit(api, repo)
     _events(api, str(again["id"]))
@@ -75,3 +89,45 @@ def test_rows_with_errors_are_rejected_with_the_report(api: Api, repo: Path) -> 
 def test_overrides_need_a_supervisor(api: Api, repo: Path) -> None:
     status, _ = _submit(api, repo, MANIFEST, overrides={"2": "test"})
     assert status == 403
+
+
+def test_layout_preview_formats(api: Api, repo: Path) -> None:
+    import tomllib
+
+    request = tomllib.loads((repo / "examples/requests/iti-import-steel-frame.toml").read_text())
+    headers = api.headers("operator")
+    report = api.client.post("/layouts/preview", json={"request": request}, headers=headers)
+    assert report.status_code == 200 and report.json()["passed"] is True
+    svg = api.client.post("/layouts/preview?fmt=svg", json={"request": request}, headers=headers)
+    assert svg.headers["content-type"] == "image/svg+xml" and svg.text.startswith("<")
+    png = api.client.post("/layouts/preview?fmt=png", json={"request": request}, headers=headers)
+    assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = {**request, "fields": {**request.get("fields", {}), "import_country": "ZZ"}}
+    refused = api.client.post("/layouts/preview", json={"request": bad}, headers=headers)
+    assert refused.status_code in (200, 422) and (
+        refused.status_code == 422 or refused.json()["passed"] is False
+    )
+
+
+def test_lifespan_closes_machines_to_a_safe_state(repo: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from markctl.api import create_app
+    from markctl.auth import TokenStore
+    from markctl.config import MachineEntry, Settings
+    from markctl.drivers.base import SafeStateReached, State
+    from markctl.records import RecordStore
+
+    store = RecordStore.open(tmp_path / "r.db")
+    token = TokenStore(store).create("op", "operator")
+    app = create_app(Settings(machines={"laser": MachineEntry(address="sim://grbl-1.1")}), store=store)
+    with TestClient(app) as client:
+        service = app.state.service
+        client.portal.call(service.machine, "laser")  # type: ignore[union-attr]
+        listed = client.get("/machines", headers={"Authorization": f"Bearer {token}"}).json()
+        assert listed[0]["state"] == "idle"
+        driver = service._slots["laser"].machine.driver
+    assert driver.state is State.DISCONNECTED
+    reached = driver.events_of(SafeStateReached)
+    assert reached and reached[-1].reason == "close"
+    store.close()

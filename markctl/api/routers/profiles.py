@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import Response
 
 from markctl import profiles as prof
@@ -12,6 +13,7 @@ from markctl.api.deps import require
 from markctl.api.schemas import PreviewIn
 from markctl.auth import Identity
 from markctl.layouts import MarkRequest, check, compose, render_svg
+from markctl.layouts.preview import render_image
 
 router = APIRouter(tags=["profiles"])
 
@@ -43,4 +45,10 @@ async def preview(body: PreviewIn, who: Annotated[Identity, Depends(require("lay
     report = check(layout)
     if fmt == "svg":
         return Response(render_svg(layout, report), media_type="image/svg+xml")
+    if fmt == "png":
+        buffer = io.BytesIO()
+        render_image(layout, report.findings, px_per_mm=20).save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+    if fmt != "json":
+        raise HTTPException(422, "fmt must be json, svg or png")
     return report.to_dict()

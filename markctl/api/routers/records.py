@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import io
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import PlainTextResponse
+from PIL import UnidentifiedImageError
 
 from markctl.api.deps import Service, require
+from markctl.api.schemas import VerifyImageIn
 from markctl.auth import Identity
 from markctl.records import ItemState
 
@@ -44,6 +50,22 @@ async def export(service: Service, who: Annotated[Identity, Depends(require("rec
         raise HTTPException(422, "format must be json or csv")
     media = "application/json" if format == "json" else "text/csv"
     return PlainTextResponse(service.store.export_text(format), media_type=media)
+
+
+@router.post("/{seq}/verify-image")
+async def verify_image(seq: int, body: VerifyImageIn, service: Service,
+                       who: Annotated[Identity, Depends(require("records:verify"))]) -> dict[str, Any]:  # fmt: skip
+    """Check a photo of an applied mark against the item's recorded layout; the result is recorded."""
+    try:
+        raw = base64.b64decode(body.image_base64, validate=True)
+    except binascii.Error as exc:
+        raise HTTPException(422, f"image_base64 is not base64: {exc}") from exc
+    try:
+        record = await asyncio.to_thread(service.verify_image, seq, io.BytesIO(raw), f"auditor:{who.name}",
+                                         px_per_mm=body.px_per_mm)  # fmt: skip
+    except UnidentifiedImageError as exc:
+        raise HTTPException(422, "image_base64 is not a PNG or JPEG image") from exc
+    return record.as_dict()
 
 
 @router.get("/{seq}")
