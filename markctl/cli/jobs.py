@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store
-from markctl.config import load_settings
+from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
 from markctl.jobs.manifest import Manifest
 from markctl.jobs.runner import BatchReport
@@ -126,25 +127,14 @@ def batch(
     entry = settings.machine(machine)
     who = settings.operator(operator)
 
-    async def go() -> JobRun:
-        store = open_store(records)
-        service = MarkService(settings, store, out_dir=out)
-        name = machine or settings.defaults.machine or entry.address
-        try:
-            return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
-                                   overrides=_parse_overrides(override), override_by=override_by,
-                                   quiet=as_json)  # fmt: skip
-        finally:
-            await service.close()
-            store.close()
+    name = machine or settings.defaults.machine or entry.address
 
-    job = asyncio.run(go())
-    if as_json:
-        typer.echo(json.dumps(job.summary(), indent=2, default=str))
-    if job.state == "rejected":
-        typer.echo(f"markctl: {job.error}; nothing was marked", err=True)
-        return 1
-    return 0 if job.state == "done" else 1
+    async def body(service: MarkService) -> JobRun:
+        return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
+                               overrides=_parse_overrides(override), override_by=override_by,
+                               quiet=as_json)  # fmt: skip
+
+    return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
 
 
 def mark(
@@ -174,37 +164,49 @@ def mark(
     entry = settings.machine(machine)
     who = settings.operator(operator)
 
-    async def go() -> JobRun:
-        store = open_store(records)
-        service = MarkService(settings, store, out_dir=out)
-        name = machine or settings.defaults.machine or entry.address
-        try:
-            profile = load_profile(service.profile_of(name))
-            retargeted = request.model_copy(update={"machine": profile.id})
-            item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
-                                {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
-            prepared = prepare(retargeted, profile, item)
-            plan = Plan(Manifest(str(request_file), ()), profile, [prepared])
-            job = service.new_job(name, who)
-            progress_quiet = as_json
-            if not progress_quiet:
-                console.print(f"marking {item.item_key} on {name}")
-            await service.submit_plan(plan, job, overrides={1: override} if override else {},
-                                      override_by=override_by, wait=True)  # fmt: skip
-            if not progress_quiet:
-                print_rows(job.rows)
-                if job.report is not None:
-                    print_report(job.report)
-            return job
-        finally:
-            await service.close()
-            store.close()
+    name = machine or settings.defaults.machine or entry.address
 
-    job = asyncio.run(go())
+    async def body(service: MarkService) -> JobRun:
+        profile = load_profile(service.profile_of(name))
+        retargeted = request.model_copy(update={"machine": profile.id})
+        item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
+                            {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
+        plan = Plan(Manifest(str(request_file), ()), profile, [prepare(retargeted, profile, item)])
+        job = service.new_job(name, who)
+        if not as_json:
+            console.print(f"marking {item.item_key} on {name}")
+        await service.submit_plan(plan, job, overrides={1: override} if override else {},
+                                  override_by=override_by, wait=True)  # fmt: skip
+        if not as_json:
+            print_rows(job.rows)
+            if job.report is not None:
+                print_report(job.report)
+        return job
+
+    return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
+
+
+async def _with_service(
+    settings: Settings,
+    records: str | None,
+    out: Path | None,
+    body: Callable[[MarkService], Awaitable[JobRun]],
+) -> JobRun:
+    """Run ``body`` with a service on the records, closing machines (safe state) and records after."""
+    store = open_store(records)
+    service = MarkService(settings, store, out_dir=out)
+    try:
+        return await body(service)
+    finally:
+        await service.close()
+        store.close()
+
+
+def _job_exit(job: JobRun, as_json: bool) -> int:
     if as_json:
         typer.echo(json.dumps(job.summary(), indent=2, default=str))
     if job.state == "rejected":
-        typer.echo(f"markctl: not compliant: {job.error}; nothing was marked", err=True)
+        typer.echo(f"markctl: {job.error}; nothing was marked", err=True)
         return 1
     return 0 if job.state == "done" else 1
 
