@@ -38,7 +38,14 @@ from markctl.errors import DeviceError, MachineTimeoutError, ProtocolError, Safe
 from markctl.layouts.program import PatternProgram, Program
 from markctl.profiles import FirmwareProfile, ModbusProtocol, ModbusRegisterMap
 
-__all__ = ["MarkerStatus", "ModbusMarkerDriver", "ModbusMarkerOptions", "pack_text", "unpack_text"]
+__all__ = [
+    "MarkerStatus",
+    "ModbusMarkerDriver",
+    "ModbusMarkerOptions",
+    "pack_text",
+    "poll_delay",
+    "unpack_text",
+]
 
 
 class ModbusMarkerOptions(DriverOptions):
@@ -54,6 +61,21 @@ class ModbusMarkerOptions(DriverOptions):
     cycle_margin: float = Field(
         default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected x this + 10 s."
     )
+    slow_poll_s: float = Field(
+        default=1.0, gt=0, le=10, description="Poll interval far from the cycle's expected end."
+    )
+
+
+def poll_delay(elapsed: float, fraction: float, expected: float, period: float, slow: float) -> float:
+    """Seconds to wait before the next status poll during a cycle.
+
+    Far from the end, poll every ``slow`` seconds (progress still moves); as the estimated remaining
+    time shrinks, poll faster, down to ``period`` (1 / the profile's maximum rate), so Done is seen
+    within one period while the bus carries a fraction of the traffic of constant fast polling.
+    The remaining time comes from the reported progress when there is some, else from the profile.
+    """
+    remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0 else expected - elapsed
+    return min(max(slow, period), max(period, remaining / 4.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +162,8 @@ class ModbusMarkerDriver(Driver):
         self.opts = opts
         self.poll_hz = min(opts.poll_hz or self.proto.poll_hz_max, self.proto.poll_hz_max)
         self._next_poll = 0.0
+        self.last_status: MarkerStatus | None = None
+        self._last_status_at = -1e9
         self.status_polls = 0
         self._poll_times: list[float] = []  # monotonic time each poll was sent (benchmarks)
 
@@ -190,6 +214,7 @@ class ModbusMarkerDriver(Driver):
         finally:
             self._next_poll = asyncio.get_running_loop().time() + 1.0 / self.poll_hz
         self.status_polls += 1
+        self._last_status_at = asyncio.get_running_loop().time()
         by_value = {v: k for k, v in m.states.items()}
         state = by_value.get(values["status"])
         if state is None:
@@ -199,9 +224,10 @@ class ModbusMarkerDriver(Driver):
                 raw=values["status"].to_bytes(2, "big"),
                 address=self.name,
             )
-        return MarkerStatus(
+        self.last_status = MarkerStatus(
             state, values["status"], values["fault_code"], values["progress_pct"], values["job_counter"]
         )
+        return self.last_status
 
     async def read_inputs(self) -> dict[str, bool]:
         """The discrete inputs the map names (ready, busy, done, fault)."""
@@ -212,6 +238,13 @@ class ModbusMarkerDriver(Driver):
             )
             result[name] = bits[0]
         return result
+
+    def _fresh_status(self) -> MarkerStatus | None:
+        """The last status if it is under a second old and not busy or faulted (saves a poll period
+        at the start of a job; a fault since then shows in the status read after loading)."""
+        st = self.last_status
+        age = asyncio.get_running_loop().time() - self._last_status_at
+        return st if st is not None and age <= 1.0 and st.state in ("idle", "done") else None
 
     def fault_text(self, code: int) -> str:
         return self.proto.fault_codes.get(code, f"fault code {code} (not in the profile's table)")
@@ -290,7 +323,7 @@ class ModbusMarkerDriver(Driver):
         total = program.char_count
         m = self.map
         job.report(0, total, "checking the marker")
-        st = await self.read_status()
+        st = self._fresh_status() or await self.read_status()
         if st.state == "busy":
             raise DeviceError(
                 f"{self.name}: the marker is already busy", device_code="busy", address=self.name
@@ -371,6 +404,10 @@ class ModbusMarkerDriver(Driver):
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
             job.report(done, total, f"marking, {st.progress_pct} %")
             elapsed = loop.time() - started
+            wait = poll_delay(
+                elapsed, st.progress_pct / 100, expected, 1.0 / self.poll_hz, self.opts.slow_poll_s
+            )
+            self._next_poll = max(self._next_poll, loop.time() + wait)
             if elapsed > limit:
                 raise MachineTimeoutError(
                     f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "

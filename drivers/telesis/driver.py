@@ -40,7 +40,7 @@ from markctl.errors import (
 from markctl.layouts.program import PatternProgram, Program
 from markctl.profiles import FirmwareProfile, TelesisProtocol
 
-__all__ = ["TelesisDriver", "TelesisOptions"]
+__all__ = ["TelesisDriver", "TelesisOptions", "poll_delay"]
 
 
 class TelesisOptions(DriverOptions):
@@ -52,6 +52,21 @@ class TelesisOptions(DriverOptions):
     cycle_margin: float = Field(
         default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected marking time x this + 10 s."
     )
+    slow_poll_s: float = Field(
+        default=1.0, gt=0, le=10, description="Poll interval far from the cycle's expected end."
+    )
+
+
+def poll_delay(elapsed: float, fraction: float, expected: float, period: float, slow: float) -> float:
+    """Seconds to wait before the next status poll during a cycle.
+
+    Far from the end, poll every ``slow`` seconds (progress still moves); as the estimated remaining
+    time shrinks, poll faster, down to ``period`` (1 / the profile's maximum rate), so Done is seen
+    within one period while the bus carries a fraction of the traffic of constant fast polling.
+    The remaining time comes from the reported progress when there is some, else from the profile.
+    """
+    remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0 else expected - elapsed
+    return min(max(slow, period), max(period, remaining / 4.0))
 
 
 class TelesisDriver(Driver):
@@ -86,6 +101,7 @@ class TelesisDriver(Driver):
         self.status_polls = 0
         self.last_status: codec.IOStatus | None = None
         self._next_poll = 0.0  # loop time before which no status request may leave
+        self._last_status_at = -1e9
 
     # --- requests --------------------------------------------------------------------------
 
@@ -184,6 +200,16 @@ class TelesisDriver(Driver):
         assert st is not None
         self.status_polls += 1
         self.last_status = st
+        self._last_status_at = loop.time()
+        return st
+
+    def _fresh_status(self) -> codec.IOStatus | None:
+        """The last status if it is under a second old and shows a ready, idle machine (saves a poll
+        period at the start of a job; a fault since then still shows in the check before Go)."""
+        st = self.last_status
+        age = asyncio.get_running_loop().time() - self._last_status_at
+        if st is None or age > 1.0 or st.fault or st.busy or not st.ready:
+            return None
         return st
 
     def fault_text(self, code: int | None) -> str:
@@ -245,7 +271,7 @@ class TelesisDriver(Driver):
         assert isinstance(program, PatternProgram)
         total = program.char_count
         job.report(0, total, "checking the marker")
-        st = await self.read_status()
+        st = self._fresh_status() or await self.read_status()
         if st.fault or not st.ready:
             await self._command(codec.reset_online(self.framing), "O (reset/online)")
             st = await self.read_status()
@@ -311,6 +337,10 @@ class TelesisDriver(Driver):
                 self.set_state(State.IDLE, raw=st.describe())
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
             job.report(max(0, done), total, f"marking ({how})")
+            opts = self.options if isinstance(self.options, TelesisOptions) else TelesisOptions()
+            fraction = done / total if total and st.chars_done is not None else 0.0
+            wait = poll_delay(elapsed, fraction, expected, 1.0 / self.poll_hz, opts.slow_poll_s)
+            self._next_poll = max(self._next_poll, loop.time() + wait)
             if elapsed > limit:
                 raise MachineTimeoutError(
                     f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "

@@ -2,8 +2,9 @@
 the register and a result that says how far the cycle got; the simulator confirms the stop.
 
 Request numbers (``@msg:N``) count requests the server received. For the A1 job below:
-1 status block, 2-5 discrete inputs (handshake), 6 status, 7 pattern, 8 command=load_pattern,
-9 status, 10 text block, 11 char_height..speed_pct, 12 field origins, 13 command=start, 14.. polls.
+1 status block, 2-5 discrete inputs (handshake; the status is still fresh when the job starts),
+6 pattern, 7 command=load_pattern, 8 status, 9 text block, 10 char_height..speed_pct,
+11 field origins, 12 command=start, 13.. status polls.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def assert_stopped(sim: ModbusMarkerSimulator) -> None:
 
 
 async def test_exception_response_names_the_register(peen_rig) -> None:
-    async with peen_rig(program=A1, faults="exception@msg:10=4") as rig:
+    async with peen_rig(program=A1, faults="exception@msg:9=4") as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.ERROR and result.code == "modbus-exception:4"
         assert (
@@ -52,7 +53,7 @@ async def test_exception_response_names_the_register(peen_rig) -> None:
 
 
 async def test_no_answer_is_a_timeout_naming_the_register(peen_rig) -> None:
-    async with peen_rig(program=A1, faults="noreply@msg:13", link_options=QUICK) as rig:
+    async with peen_rig(program=A1, faults="noreply@msg:12", link_options=QUICK) as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.TIMEOUT and result.code == "modbus-timeout"
         assert "no answer for command (holding 0) within 0.2 s" in result.message
@@ -95,7 +96,7 @@ async def test_link_drop_mid_cycle_then_explicit_recovery(peen_rig) -> None:
 
 
 async def test_link_drop_on_a_request(peen_rig) -> None:
-    async with peen_rig(program=A1, faults="drop@msg:11", link_options=QUICK) as rig:
+    async with peen_rig(program=A1, faults="drop@msg:10", link_options=QUICK) as rig:
         result = await rig.driver.run(A1)
         # pymodbus notices the closed socket either at once or only when the answer is overdue
         assert result.outcome in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT)

@@ -46,8 +46,7 @@ async def test_a_job_is_load_fill_check_go_poll_then_reset_to_confirm() -> None:
     program = PatternProgram("SERIAL", (PatternField("AB1", 3.0, 0, 0), PatternField("Z9", 3.0, 0, 5)))
     driver, t = driver_for(
         [
-            (I_, status(READY)),  # handshake
-            (I_, status(READY)),  # job: ready?
+            (I_, status(READY)),  # handshake (under a second old at the job start: not asked again)
             (b"\x01P\x02SERIAL\x03Q\r", ACK),
             (encode_frame(F, "V", 1, b"AB1"), ACK),
             (encode_frame(F, "V", 2, b"Z9"), ACK),
@@ -127,7 +126,7 @@ async def test_echo_mode_accepts_only_the_echo() -> None:
     program = PatternProgram("P1", (PatternField("A", 3.0, 0, 0),))
     load = b"\x01P\x02P1\x03" + bytes([0x50 ^ 0x02 ^ 0x50 ^ 0x31 ^ 0x03]) + b"\r"
     driver, t = driver_for(
-        [(I_, status(READY)), (I_, status(READY)), (load, ACK), (load, load)],
+        [(I_, status(READY)), (load, ACK), (load, load)],
         reply_framing="echo",
         reply_timeout_s=0.05,
     )

@@ -2,7 +2,8 @@
 that says how far the cycle got; the simulator confirms the stylus stopped and struck nothing after.
 
 Frame numbers (``@msg:N``) count frames the marker received: with the A1 job below they are
-1 = I (handshake), 2 = I, 3 = P, 4 = V01, 5 = I, 6 = G, 7.. = I polls.
+1 = I (handshake; still fresh when the job starts, so not asked again), 2 = P, 3 = V01,
+4 = I (check before Go), 5 = G, 6.. = I polls.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def assert_stopped(sim: TelesisSimulator) -> None:
 
 
 async def test_one_nak_is_retransmitted_and_the_job_completes(telesis_rig) -> None:
-    async with telesis_rig(program=A1, faults="nak@msg:3") as rig:
+    async with telesis_rig(program=A1, faults="nak@msg:2") as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.DONE
         assert rig.sim.naks_sent == 1 and rig.sim.workpiece.strikes == 28
@@ -46,7 +47,7 @@ async def test_one_nak_is_retransmitted_and_the_job_completes(telesis_rig) -> No
 
 
 async def test_naks_on_every_try_are_a_device_error_before_any_dot(telesis_rig) -> None:
-    async with telesis_rig(program=A1, faults="nak@msg:3,nak@msg:4,nak@msg:5") as rig:
+    async with telesis_rig(program=A1, faults="nak@msg:2,nak@msg:3,nak@msg:4") as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.ERROR and result.code == "NAK"
         assert "refused P (load pattern 'SERIAL') (NAK) 3 times" in result.message
@@ -55,7 +56,7 @@ async def test_naks_on_every_try_are_a_device_error_before_any_dot(telesis_rig) 
 
 
 async def test_one_lost_reply_is_retransmitted(telesis_rig) -> None:
-    async with telesis_rig(program=A1, faults="noreply@msg:6", profile=quick()) as rig:
+    async with telesis_rig(program=A1, faults="noreply@msg:5", profile=quick()) as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.DONE
         # the lost G was never acted on, so exactly one cycle ran
@@ -64,7 +65,7 @@ async def test_one_lost_reply_is_retransmitted(telesis_rig) -> None:
 
 async def test_three_lost_replies_are_link_down(telesis_rig) -> None:
     async with telesis_rig(
-        program=A1, faults="noreply@msg:4,noreply@msg:5,noreply@msg:6", profile=quick()
+        program=A1, faults="noreply@msg:3,noreply@msg:4,noreply@msg:5", profile=quick()
     ) as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.TIMEOUT and result.code == "link-down"
@@ -125,7 +126,7 @@ async def test_link_drop_mid_cycle_is_unconfirmed_and_blocks_new_jobs(telesis_ri
 
 
 async def test_link_drop_on_a_frame(telesis_rig) -> None:
-    async with telesis_rig(program=A1, faults="drop@msg:4", profile=quick()) as rig:
+    async with telesis_rig(program=A1, faults="drop@msg:3", profile=quick()) as rig:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.CONNECTION_LOST and (result.done, result.total) == (0, 2)
         assert not result.safe_state_confirmed and rig.sim.workpiece.strikes == 0
