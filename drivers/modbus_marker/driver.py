@@ -422,10 +422,16 @@ class ModbusMarkerDriver(Driver):
         for _ in range(max(3, round(self.poll_hz * 3))):
             st = await self.read_status()
             if st.state != "busy":
-                inputs = await self.read_inputs() if "busy" in self.map.discrete_inputs else {}
-                if inputs.get("busy", False):
-                    continue
+                confirm = f"status {st.state}"
+                if "busy" in self.map.discrete_inputs:
+                    # A second, independent signal: the busy output as a discrete input.
+                    address = self.map.discrete_inputs["busy"]
+                    bits = await self.link.read_discrete_inputs(
+                        address, 1, what=self._what("busy", address, "discrete input")
+                    )
+                    if bits[0]:
+                        continue
+                    confirm += ", busy input off"
                 self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
-                confirm = f"status {st.state}" + (", busy input off" if inputs else "")
                 return f"{how} written; {confirm}"
         raise SafetyError(f"{self.name}: still busy after {how}", address=self.name)
