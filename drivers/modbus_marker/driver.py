@@ -291,7 +291,10 @@ class ModbusMarkerDriver(Driver):
         first = program.fields[0]
         if m.field_origins and len(program.fields) > m.field_origins:
             raise ValueError(f"{len(program.fields)} fields, the map has origins for {m.field_origins}")
+        fonts = self.profile.dot_peen.fonts if self.profile.dot_peen else ()
         for i, f in enumerate(program.fields, 1):
+            if fonts and f.font not in fonts:
+                raise ValueError(f"field {i}: font {f.font!r} is not one of this machine's fonts {fonts}")
             if (f.height_mm, f.dot_pitch_mm, f.force_pct) != (
                 first.height_mm,
                 first.dot_pitch_mm,

@@ -152,6 +152,9 @@ async def test_programs_the_map_cannot_carry_are_refused(peen_rig) -> None:
         requests = len(rig.sim.requests)
         with pytest.raises(ValueError, match="fields, the map has origins for 8"):
             rig.driver.run(PatternProgram("1", tuple(PatternField("A", 3.0, 0, i) for i in range(9))))
+        code = PatternField("KE KDF 26 GP-000417", 6.0, 30.0, 5.0, font="datamatrix", dot_pitch_mm=0.3)
+        with pytest.raises(ValueError, match="font 'datamatrix' is not one of this machine's fonts"):
+            rig.driver.run(PatternProgram("1", (A1.fields[0], code)))
         with pytest.raises(ValueError, match="x = -1.0 mm does not fit"):
             rig.driver.run(PatternProgram("1", (PatternField("A", 3.0, -1.0, 0),)))
         with pytest.raises(ValueError, match="share them"):
