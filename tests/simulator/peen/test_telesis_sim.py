@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
@@ -95,3 +97,26 @@ def test_unknown_fault_kinds_are_refused() -> None:
         TelesisSimulator(load_profile("telesis-tmp"), clock=make_clock("instant"), faults="garble@byte:3")
     with pytest.raises(ValueError, match="telesis protocol"):
         TelesisSimulator(load_profile("peen-modbus"), clock=make_clock("instant"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(max_size=40), max_size=12), framing=st.sampled_from(["xor-binary", "sum-hex"])
+)
+def test_arbitrary_bytes_never_break_the_simulated_marker(chunks: list[bytes], framing: str) -> None:
+    bcc, encoding = framing.split("-")
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def feed() -> None:
+            sim, out = sim_with(bcc=bcc, bcc_encoding=encoding)
+            await sim.start()
+            for chunk in chunks:
+                sim.receive(chunk)
+            # every answer is one control byte or one complete frame
+            assert all(o in (ACK, NAK) or (o[:1] == b"\x01" and o.endswith(b"\r")) for o in out)
+            await sim.stop()
+
+        loop.run_until_complete(feed())
+    finally:
+        loop.close()
