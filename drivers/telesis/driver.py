@@ -102,11 +102,26 @@ class TelesisDriver(Driver):
         self.last_status: codec.IOStatus | None = None
         self._next_poll = 0.0  # loop time before which no status request may leave
         self._last_status_at = -1e9
+        self._interrupted = False  # an exchange was cancelled while waiting for its answer
 
     # --- requests --------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        """Forget stale bytes (a late answer to a cancelled request) before a new exchange."""
+    async def _drain(self) -> None:
+        """Forget stale input before a new exchange.
+
+        After an exchange was interrupted (a job aborted while waiting for an answer), the answer
+        may still be on its way; it is given a short grace time and dropped, so an ACK for the
+        interrupted frame is not taken as the ACK of the next one (the safe state's ``O``).
+        """
+        if self._interrupted:
+            self._interrupted = False
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + min(0.05, self.proto.reply_timeout_s)
+            while (remaining := deadline - loop.time()) > 0:
+                data = await self.transport.read(timeout=remaining)
+                if data:
+                    self.log("rx", data)
+                    self._decoder.feed(data)
         while True:
             try:
                 if self._decoder.next_event() is None:
@@ -118,7 +133,7 @@ class TelesisDriver(Driver):
         """Send ``frame`` until it is answered; the I/O status for ``status`` requests."""
         proto = self.proto
         async with self._lock:
-            self._drain()
+            await self._drain()
             failures: list[str] = []
             naks = 0
             for attempt in range(1, proto.retries + 1):
@@ -127,6 +142,9 @@ class TelesisDriver(Driver):
                 started = time.monotonic()
                 try:
                     answer = await self._answer(frame, status)
+                except asyncio.CancelledError:
+                    self._interrupted = True
+                    raise
                 finally:
                     self.exchange_s += time.monotonic() - started
                 if isinstance(answer, codec.IOStatus) or answer == "ok":
