@@ -3,8 +3,9 @@
 The machine is a :class:`~markctl.simulator.peen.PeenMarker`; this module exposes it through the
 profile's :class:`~markctl.profiles.ModbusRegisterMap` (markctl's own map, §5.6) on a real
 ``pymodbus`` server, so any standard Modbus client (``mbpoll``, a PLC, pymodbus) can read and
-drive it, over TCP (:meth:`ModbusMarkerSimulator.serve_tcp`) or RTU on a pseudo-terminal
-(:meth:`ModbusMarkerSimulator.serve_rtu_pty`, a pty pair bridged like a null-modem cable, §6.3).
+drive it, over TCP (:meth:`ModbusMarkerSimulator.serve_tcp`), RTU on a pseudo-terminal
+(:meth:`ModbusMarkerSimulator.serve_rtu_pty`, a pty pair bridged like a null-modem cable, §6.3) or
+RTU framing over TCP (:meth:`ModbusMarkerSimulator.serve_rtu_tcp`, like a serial gateway).
 
 Built on the 3.12+ datastore (``SimDevice`` + ``SimData`` with an ``action`` coroutine, §6.2), not
 the legacy ``ModbusDeviceContext`` whose application-side get/set silently returns "device busy"
@@ -334,6 +335,20 @@ class ModbusMarkerSimulator:
     async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve Modbus TCP; returns the bound port (``port=0`` picks a free one)."""
         server = ModbusTcpServer(self.device, address=(host, port), framer=FramerType.SOCKET)
+        await self._serve(server)
+        sockets = getattr(server.transport, "sockets", None)
+        if not sockets:
+            raise OSError("the pymodbus server has no listening socket")
+        return int(sockets[0].getsockname()[1])
+
+    async def serve_rtu_tcp(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve Modbus RTU framing over TCP (a serial-to-Ethernet gateway, §6.3); returns the port.
+
+        A client reaches it as ``peen+modbus-rtu://socket://host:port`` (pyserial's socket URL).
+        """
+        server = ModbusSerialServer(
+            self.device, framer=FramerType.RTU, port=f"socket://{host}:{port}", baudrate=self.proto.baud
+        )
         await self._serve(server)
         sockets = getattr(server.transport, "sockets", None)
         if not sockets:

@@ -11,8 +11,9 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from markctl.drivers.base import Outcome
-from markctl.drivers.modbus_marker import ModbusMarkerOptions
+from markctl.drivers.modbus_marker import ModbusMarkerDriver, ModbusMarkerOptions
 from markctl.drivers.modbus_marker.driver import pack_text, unpack_text
+from markctl.drivers.transports.modbus import ModbusRTULink
 from markctl.layouts.program import PatternField, PatternProgram
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
@@ -158,3 +159,19 @@ async def test_a_map_without_origins_leaves_positions_to_the_pattern(peen_rig) -
         assert (await rig.driver.run(A1)).outcome is Outcome.DONE
         assert_a1_marked(rig.sim)  # from the stored pattern
         assert not any(60 <= r.address < 76 for r in rig.sim.requests)
+
+
+async def test_rtu_framing_over_tcp_through_a_socket_url() -> None:
+    profile = load_profile("peen-modbus")
+    sim = ModbusMarkerSimulator(profile, clock=make_clock("instant"))
+    port = await sim.serve_rtu_tcp()
+    link = ModbusRTULink(f"socket://127.0.0.1:{port}")
+    driver = ModbusMarkerDriver(link, profile)
+    try:
+        await driver.connect()
+        result = await driver.run(A1)
+        assert result.outcome is Outcome.DONE and result.safe_state_confirmed
+        assert_a1_marked(sim)
+    finally:
+        await driver.close()
+        await sim.stop()
