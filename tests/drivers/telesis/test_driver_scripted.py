@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from markctl.drivers.base import Outcome, SafeStateReached, State
@@ -156,3 +158,42 @@ async def test_programs_it_cannot_mark_are_refused_before_any_byte() -> None:
         driver.run(PatternProgram("S", tuple(PatternField("A", 3.0, 0, i) for i in range(9))))
     await driver.close()
     t.assert_done()
+
+
+class LateMarker:
+    """A transport whose marker answers each frame after a delay chosen per frame type."""
+
+    options_model = ScriptedTransport.options_model
+
+    def __init__(self, answers: dict[bytes, tuple[float, bytes]]) -> None:
+        self.answers = answers
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.is_open = False
+        self.description = "late"
+
+    async def open(self) -> None:
+        self.is_open = True
+
+    async def close(self) -> None:
+        self.is_open = False
+
+    async def write(self, data: bytes) -> None:
+        delay, reply = self.answers[data[:2]]
+        asyncio.get_running_loop().call_later(delay, self.inbox.put_nowait, reply)
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        try:
+            return await asyncio.wait_for(self.inbox.get(), timeout)
+        except TimeoutError:
+            return b""
+
+
+async def test_a_late_answer_to_an_interrupted_frame_is_not_taken_for_the_next() -> None:
+    # P is answered ACK after 30 ms, but the job is cancelled after 10 ms; O is refused (NAK, 40 ms).
+    # Without the grace time the late ACK of P would be read as the ACK of O.
+    transport = LateMarker({b"\x01P": (0.03, ACK), b"\x01O": (0.04, NAK), b"\x01I": (0.0, status(READY))})
+    driver = TelesisDriver(transport, telesis_profile(reply_timeout_s=0.2))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(driver._command(encode_frame(F, "P", None, b"X"), "P"), 0.01)
+    with pytest.raises(DeviceError, match="refused O .* 3 times"):
+        await driver._command(O_, "O")
