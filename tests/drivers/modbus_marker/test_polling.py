@@ -7,6 +7,8 @@ over a real TCP connection. (A lower bound on an interval, not a wall-clock dura
 
 from __future__ import annotations
 
+import pytest
+
 from markctl.drivers.base import Outcome
 from markctl.drivers.modbus_marker import ModbusMarkerOptions
 from markctl.layouts.program import PatternField, PatternProgram
@@ -42,3 +44,15 @@ async def test_a_faster_option_is_capped_and_a_slower_one_honoured(peen_rig) -> 
         await rig.driver.run(LONG)
         times = status_reads(rig)
         assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.25 * 0.98
+
+
+def test_poll_delay_is_slow_far_from_the_end_and_fast_near_it() -> None:
+    from markctl.drivers.modbus_marker.driver import poll_delay
+
+    period, slow = 0.1, 1.0
+    assert poll_delay(0.0, 0.0, expected=10.0, period=period, slow=slow) == slow  # start of a long cycle
+    assert poll_delay(2.0, 0.2, expected=10.0, period=period, slow=slow) == slow  # 8 s left
+    assert poll_delay(2.0, 0.8, expected=10.0, period=period, slow=slow) == pytest.approx(0.125)  # 0.5 s left
+    assert poll_delay(9.9, 0.99, expected=10.0, period=period, slow=slow) == period  # never under the period
+    assert poll_delay(12.0, 0.0, expected=10.0, period=period, slow=slow) == period  # overdue: fastest
+    assert poll_delay(0.0, 0.0, expected=10.0, period=2.0, slow=slow) == 2.0  # slow never beats the limit
