@@ -105,6 +105,10 @@ class ModbusMarkerSimulator:
         self.map = profile.protocol.registers
         self.clock = clock
         self.faults: tuple[Fault, ...] = parse_faults(faults, FAULT_KINDS)
+        known = {int(code) for code in ExcCodes}
+        for fault in self.faults:
+            if fault.kind == "exception" and fault.arg_int(int(ExcCodes.DEVICE_FAILURE)) not in known:
+                raise ValueError(f"fault {fault}: not a Modbus exception code ({sorted(known)})")
         self.marker = PeenMarker(
             profile,
             clock=clock,
@@ -120,7 +124,6 @@ class ModbusMarkerSimulator:
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
         self._ptys: list[int] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._command_taken = False
         self._stalled: list[asyncio.Event] = []
         # What the host wrote, by address: pymodbus stores a write only after the action returns,
@@ -318,7 +321,6 @@ class ModbusMarkerSimulator:
 
     async def _serve(self, server: ModbusTcpServer | ModbusSerialServer) -> None:
         self._server = server
-        self._loop = asyncio.get_running_loop()
         await self.marker.start_background()
         self._serve_task = asyncio.get_running_loop().create_task(
             server.serve_forever(), name="peen modbus server"

@@ -45,6 +45,7 @@ EXCEPTION_NAMES = {
     4: "server device failure",
     5: "acknowledge",
     6: "server device busy",
+    7: "negative acknowledge",
     8: "memory parity error",
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
