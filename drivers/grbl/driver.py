@@ -161,6 +161,7 @@ class GRBLDriver(Driver):
         self._last_rx = time.monotonic()
         self._last_poll = 0.0
         self._protocol_error: ProtocolError | None = None
+        self._polling = False
         self._job_lines = 0
 
     # --- reading -----------------------------------------------------------------------------
@@ -171,12 +172,11 @@ class GRBLDriver(Driver):
         self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name} reader")
 
     async def _stop_tasks(self) -> None:
-        for task in (self._poller, self._reader):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._poller = self._reader = None
+        await self._stop_poller()
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=2.0)
 
     async def _read_loop(self) -> None:
         try:
@@ -339,10 +339,13 @@ class GRBLDriver(Driver):
 
     async def _poll_loop(self) -> None:
         hz = min(self.opts.poll_hz, self.proto.status_poll_hz_max)
+        # The flag, not only cancel(): Python 3.11's wait_for can swallow a cancellation that
+        # races with the awaited event, and a poller that survives would poll forever.
         with contextlib.suppress(MachineConnectionError):
-            while True:
+            while self._polling:
                 await asyncio.sleep(1.0 / hz)
-                await self.query_status(timeout=1.0 / hz)
+                if self._polling:
+                    await self.query_status(timeout=1.0 / hz)
 
     # --- connect -----------------------------------------------------------------------------
 
@@ -581,15 +584,29 @@ class GRBLDriver(Driver):
             if result is not None:
                 return result
         if self.opts.poll_hz > 0:
+            self._polling = True
             self._poller = asyncio.create_task(self._poll_loop(), name=f"{self.name} poller")
         try:
             return await self._stream(lines, job, check=False)
+        except MachineConnectionError as exc:
+            # What the operator needs to resume: the last line the machine confirmed.
+            return JobResult(
+                Outcome.CONNECTION_LOST,
+                f"{exc} (last acknowledged line {self.last_acked})",
+                None,
+                self.last_acked or None,
+                self.last_acked,
+                len(lines),
+            )
         finally:
-            if self._poller is not None:
-                self._poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._poller
-                self._poller = None
+            await self._stop_poller()
+
+    async def _stop_poller(self) -> None:
+        self._polling = False
+        poller, self._poller = self._poller, None
+        if poller is not None and not poller.done():
+            poller.cancel()
+            await asyncio.wait({poller}, timeout=2.0)
 
     async def _check_run(self, lines: list[str], job: JobHandle) -> JobResult | None:
         """``$C`` dry run: every line parsed by the firmware, nothing moves, nothing fires."""
@@ -669,8 +686,8 @@ class GRBLDriver(Driver):
                 )
             if in_flight and self._idle_streak >= 3 and self._status_seq - self._quiet_since >= 3:
                 raise MachineTimeoutError(
-                    f"{self.name}: the machine is idle but line {in_flight[0].index + 1} was never "
-                    "acknowledged (lost ok)",
+                    f"{self.name}: the machine is idle but {len(in_flight)} of {sent} lines sent were "
+                    f"never acknowledged (lost ok; last acknowledged line {self.last_acked})",
                     address=self.name,
                 )
             # 3. send what fits
