@@ -112,7 +112,7 @@ class _Motion:
     def unit(self) -> tuple[float, float, float]:
         if self.length == 0:
             return (0.0, 0.0, 0.0)
-        return tuple((e - s) / self.length for s, e in zip(self.start, self.end, strict=True))  # type: ignore[return-value]
+        return _p3([(e - s) / self.length for s, e in zip(self.start, self.end, strict=True)])
 
 
 @dataclass
@@ -154,6 +154,10 @@ class BurnRecord:
     y1: float
     line_energy_j_per_mm: float
     line: int
+
+
+def _p3(values: list[float] | tuple[float, ...]) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 def _profile(
@@ -366,7 +370,7 @@ class GrblSimulator:
     @property
     def position(self) -> tuple[float, float, float]:
         """Machine position now."""
-        return tuple(self._position_now())  # type: ignore[return-value]
+        return _p3(self._position_now())
 
     @property
     def beam_on(self) -> bool:
@@ -701,12 +705,12 @@ class GrblSimulator:
                 head = self._planner[0]
                 self._planner[0] = _Motion(
                     head.kind,
-                    tuple(self._pos),
+                    _p3(self._pos),
                     head.end,
                     head.feed_mm_min,
                     head.spindle,
                     head.s,
-                    head.line,  # type: ignore[arg-type]
+                    head.line,
                 )
         self._exec = None
         self._interrupt()
@@ -819,7 +823,7 @@ class GrblSimulator:
             stop = min(head.length, v * v / (2 * a))
             u = head.unit()
             target = [p + ui * stop for p, ui in zip(self._pos, u, strict=True)]
-            decel = _Motion("rapid", tuple(self._pos), tuple(target), v * 60, "M5", 0.0, head.line)  # type: ignore[arg-type]
+            decel = _Motion("rapid", _p3(self._pos), _p3(target), v * 60, "M5", 0.0, head.line)
             ex = _Exec(decel, self.clock.now(), [(v / a if stop < head.length else 2 * stop / v, v, -a)], 0.0)
             self._exec = ex
             await self._sleep_interruptible(ex.duration)
@@ -835,12 +839,12 @@ class GrblSimulator:
                 else:
                     self._planner[0] = _Motion(
                         head.kind,
-                        tuple(target),
+                        _p3(target),
                         head.end,
                         head.feed_mm_min,
                         head.spindle,
                         head.s,
-                        head.line,  # type: ignore[arg-type]
+                        head.line,
                     )
         self._last_exit_v = 0.0
         if kind == "Hold" and self.state == "Hold":
@@ -1166,7 +1170,7 @@ class GrblSimulator:
     async def _home(self, number: int) -> None:
         self.state = "Home"
         target = (0.0, 0.0, 0.0)
-        block = _Motion("home", tuple(self._pos), target, self.settings.get(25, 500.0), "M5", 0.0, number)  # type: ignore[arg-type]
+        block = _Motion("home", _p3(self._pos), target, self.settings.get(25, 500.0), "M5", 0.0, number)
         self._planner.append(block)
         self._kick_motion()
         while self._planner and self.state == "Home":
@@ -1194,8 +1198,8 @@ class GrblSimulator:
         if self.settings.get(20, 0) and not self._within_travel(target):
             return 15
         self._enqueue_now(
-            _Motion("jog", tuple(start), tuple(target), blk.values["F"] * scale, self.spindle, self.s, number)
-        )  # type: ignore[arg-type]
+            _Motion("jog", _p3(start), _p3(target), blk.values["F"] * scale, self.spindle, self.s, number)
+        )
         self.state = "Jog"
         self._kick_motion()
         return 0
@@ -1351,8 +1355,8 @@ class GrblSimulator:
             feed = self.feed
         vmax = min(self.settings.get(110, 6000.0), self.settings.get(111, 6000.0))
         block = _Motion(
-            kind, tuple(start), tuple(target), vmax if kind == "rapid" else feed, self.spindle, self.s, number
-        )  # type: ignore[arg-type]
+            kind, _p3(start), _p3(target), vmax if kind == "rapid" else feed, self.spindle, self.s, number
+        )
         if block.length == 0:
             return
         # Grbl blocks here (plan_check_full_buffer) until a slot frees: the ok waits with it.
