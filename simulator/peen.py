@@ -563,11 +563,8 @@ class PeenMarker:
             record.outcome = "done"
             self.status = MarkerStatus.DONE
             self.job_counter = (self.job_counter + 1) & 0xFFFF
-        else:
-            kind, code = self._stop_reason
-            record.outcome = kind
-            record.fault_code = code
-            self._set_fault(code)
+        # else: _stop() already recorded the outcome and set the status; a reset() since then
+        # (the host's "reset and put online") must not be overridden by the stopped cycle.
 
     def _stop(self, reason: tuple[str, int]) -> None:
         # The cycle task sees the reason before its next strike; no dot is struck after this call.

@@ -175,3 +175,23 @@ async def test_timed_estop_faults_an_idle_machine() -> None:
 def test_default_store_serves_any_pattern_name() -> None:
     m = PeenMarker(load_profile("telesis-tmp"), clock=make_clock("instant"))
     assert m.load_pattern("ANYTHING") and m.pattern is not None and len(m.pattern.fields) == 8
+
+
+async def test_reset_during_a_cycle_stops_it_and_stays_online() -> None:
+    m = PeenMarker(
+        load_profile("telesis-tmp"),
+        clock=make_clock("scaled:50"),
+        patterns={"*": Pattern((FieldSlot(1, 1),))},
+    )
+    m.load_pattern("X")
+    m.set_text(1, "ABCDEFGH")
+    assert m.start()
+    while m.cycles[-1].dots_struck < 5:
+        await asyncio.sleep(0.001)
+    m.reset()
+    struck = m.workpiece.strikes
+    await asyncio.sleep(0.05)  # the stopped cycle task winds down
+    assert m.workpiece.strikes == struck
+    assert m.status is MarkerStatus.IDLE and m.fault_code == 0 and m.ready
+    assert m.cycles[-1].outcome == "aborted" and m.cycles[-1].fault_code == 7
+    await m.stop_background()
