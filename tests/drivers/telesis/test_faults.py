@@ -164,3 +164,13 @@ async def test_host_abort_mid_cycle_stops_the_stylus(telesis_rig) -> None:
         struck = rig.sim.workpiece.strikes
         await asyncio.sleep(0.3)
         assert rig.sim.workpiece.strikes == struck  # nothing struck after the abort
+
+
+async def test_unknown_pattern_is_caught_before_go(telesis_rig) -> None:
+    async with telesis_rig(program=A1) as rig:  # the store holds "SERIAL" only
+        result = await rig.driver.run(PatternProgram("OTHER", A1.fields))
+        assert result.outcome is Outcome.ERROR and result.code == "fault:5"
+        assert "marker faulted before Go: Pattern not found" in result.message
+        assert rig.sim.marker.cycles == [] and result.safe_state_confirmed
+        # the safe state's O cleared the fault: the right pattern marks next
+        assert (await rig.driver.run(A1)).outcome is Outcome.DONE
