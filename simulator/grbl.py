@@ -232,6 +232,7 @@ class GrblSimulator:
         self.lines_received = 0
         self.responses_sent = 0
         self.planner_underruns = 0
+        self.lookahead_starved_blocks = 0
         self.status_reports = 0
         self.resets = 0
         self.burn_log: list[BurnRecord] = []
@@ -645,10 +646,14 @@ class GrblSimulator:
         sin_half = math.sqrt(0.5 * (1.0 - cos_theta))
         return math.sqrt(self.accel * JUNCTION_DEVIATION_MM * sin_half / (1.0 - sin_half))
 
-    def _plan_exit(self) -> float:
-        """Exit speed of the head block: the most the queued blocks allow while still able to stop."""
+    def _plan_exit(self, end_speed: float = 0.0) -> float:
+        """Exit speed of the head block: the most the queued blocks allow while still able to stop.
+
+        ``end_speed`` is the speed allowed at the end of the last queued block: 0 (Grbl must be
+        able to stop there), or infinity to ask what the path alone would allow.
+        """
         a = self.accel
-        v_next = 0.0
+        v_next = end_speed
         blocks = list(self._planner)
         for blk in reversed(blocks[1:]):
             v_next = min(self._nominal(blk), blk.junction_v, math.sqrt(v_next * v_next + 2 * a * blk.length))
@@ -751,6 +756,12 @@ class GrblSimulator:
             block = self._planner[0]
             v0 = self._last_exit_v
             v_exit = self._plan_exit()
+            if (
+                len(self._planner) > 1
+                and v_exit < min(self._plan_exit(math.inf), self._nominal(block)) - 1e-6
+            ):
+                # Too few blocks queued: the head slows so it could stop at the end of the queue.
+                self.lookahead_starved_blocks += 1
             segs, v_exit = _profile(block.length, v0, self._nominal(block), v_exit, self.accel)
             ex = _Exec(block, self.clock.now(), segs, v_exit)
             self._exec = ex

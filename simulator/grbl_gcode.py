@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Block", "GCodeError", "parse_block", "parse_jog", "preprocess"]
+__all__ = ["Block", "GCodeError", "arc_points", "check_block", "parse_block", "parse_jog", "preprocess"]
 
 
 class GCodeError(Exception):

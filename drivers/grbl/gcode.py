@@ -18,7 +18,6 @@ a beam-off approach to the last position.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -248,7 +247,3 @@ def resume_lines(lines: Sequence[str], start: int) -> list[str]:
         raise ValueError(f"start must be 0-{len(lines)}, got {start}")
     state = ModalState().feed_lines(lines[:start])
     return state.restore_lines() + list(lines[start:])
-
-
-def path_length(points: Sequence[tuple[float, float]]) -> float:
-    return sum(math.dist(a, b) for a, b in zip(points, points[1:], strict=False))
