@@ -24,7 +24,7 @@ BoolArray = npt.NDArray[np.bool_]
 _MIN_GAIN_MM = 1e-9
 _MAX_MOVES = 20_000
 _BATCH = 64  # improving moves considered per round
-_MULTI_START_BUDGET = 400  # strokes x starts: several starts only for small programs
+_MULTI_START_BUDGET = 200  # strokes x starts: several starts only for small programs
 
 
 def _oriented(
@@ -136,28 +136,36 @@ def _or_opt_move(
     e_j = np.vstack((np.full((1, 2), np.nan), e))  # E[j]; NaN for j = -1
     s_next = np.vstack((s, np.full((1, 2), np.nan)))  # S[j+1]; NaN for j = n-1
     base = np.nan_to_num(np.hypot(*(e_j - s_next).T), nan=0.0)
+
+    def dist(a: FloatArray, b: FloatArray) -> FloatArray:
+        # Pairwise distances (runs x edges); a NaN point stands for "no neighbour" and costs 0.
+        d = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+        out: FloatArray = np.nan_to_num(d, nan=0.0)
+        return out
+
     for length in range(1, min(max_len, n - 1) + 1):
-        for i in range(0, n - length + 1):
-            last = i + length - 1
-            a, b = s[i], e[last]
-            prev_d = float(np.hypot(*(e[i - 1] - a))) if i > 0 else 0.0
-            next_d = float(np.hypot(*(b - s[last + 1]))) if last + 1 < n else 0.0
-            bridge = float(np.hypot(*(e[i - 1] - s[last + 1]))) if 0 < i and last + 1 < n else 0.0
-            removal = prev_d + next_d - bridge
-            if removal <= _MIN_GAIN_MM:
-                continue
-            for ra, rb, reverse in ((a, b, False), (b, a, True)):
-                cost = (
-                    np.nan_to_num(np.hypot(*(e_j - ra).T), nan=0.0)
-                    + np.nan_to_num(np.hypot(*(rb - s_next).T), nan=0.0)
-                    - base
-                )
-                valid = (pos < i - 1) | (pos > last)
-                cost = np.where(valid, cost, np.inf)
-                j = int(np.argmin(cost))
-                gain = removal - float(cost[j])
-                if gain > best_gain:
-                    best_gain, best_move = gain, (i, length, int(pos[j]), reverse)
+        first = np.arange(0, n - length + 1)  # every run [i, i + length)
+        last = first + length - 1
+        a, b = s[first], e[last]
+        prev_e = np.where((first > 0)[:, None], e[np.maximum(first - 1, 0)], np.nan)
+        next_s = np.where((last + 1 < n)[:, None], s[np.minimum(last + 1, n - 1)], np.nan)
+        removal = (
+            np.nan_to_num(np.hypot(*(prev_e - a).T), nan=0.0)
+            + np.nan_to_num(np.hypot(*(b - next_s).T), nan=0.0)
+            - np.nan_to_num(np.hypot(*(prev_e - next_s).T), nan=0.0)
+        )
+        keep = removal > _MIN_GAIN_MM  # only runs whose removal saves travel can gain
+        if not keep.any():
+            continue
+        first, last, a, b, removal = first[keep], last[keep], a[keep], b[keep], removal[keep]
+        valid = (pos[None, :] < first[:, None] - 1) | (pos[None, :] > last[:, None])
+        for reverse, (ra, rb) in ((False, (a, b)), (True, (b, a))):
+            cost = dist(ra, e_j) + dist(rb, s_next) - base[None, :]
+            gain = np.where(valid, removal[:, None] - cost, -np.inf)
+            cell = int(np.argmax(gain))
+            i, j = divmod(cell, n + 1)
+            if gain[i, j] > best_gain:
+                best_gain, best_move = float(gain[i, j]), (int(first[i]), length, int(pos[j]), reverse)
     if best_move is None:
         return None
     i, length, j, reverse = best_move
