@@ -563,6 +563,43 @@ def _fit(
     raise _no_fit_error(rules, smallest, request.options.rotation_deg, min(legal, height), free, fits_at)
 
 
+def _check_glyphs(
+    rules: RuleProfile, font: Font, texts: list[tuple[str, tuple[str, ...]]], values: dict[str, str]
+) -> None:
+    """Every character is drawn by the font; a missing glyph is an error, never a substitute (ENG-GLYPH)."""
+    for text, names in texts:
+        missing = font.missing(text)
+        if missing:
+            culprit = next(
+                (n for n in names if any(ch in values[n] for ch in missing)), names[0] if names else ""
+            )
+            raise ComplianceError(
+                f"font {font.name!r} cannot draw {''.join(missing)!r}; no substitution is made",
+                rule=rules.glyph.rule,
+                field=f"fields.{culprit}",
+            )
+
+
+def _placed_lines(
+    block: _Block, angle: float, offset: tuple[float, float], kind: Literal["line", "dots"]
+) -> list[TextLine]:
+    """The block's lines moved into the component frame, each glyph's height measured there."""
+    up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
+    lines = []
+    for i, (text, names, (lx, ly), glyphs) in enumerate(block.lines):
+        placed = []
+        for ch, strokes in glyphs:
+            world = tuple(g.to_world(s, angle, offset) for s in strokes)
+            # The extent along the text's "up" direction, on the geometry that will be cut.
+            extent = float(np.ptp(np.concatenate(world) @ up)) if world else 0.0
+            placed.append(PlacedGlyph(ch, world, kind, extent))
+        origin = g.to_world(np.array([[lx, ly]]), angle, offset)[0]
+        lines.append(
+            TextLine(i, text, names, block.height, (float(origin[0]), float(origin[1])), angle, tuple(placed))
+        )
+    return lines
+
+
 # --- the entry point -------------------------------------------------------------------------
 
 
@@ -607,17 +644,7 @@ def compose(
             f"pattern machine {machine.id!r} has fonts {', '.join(machine.dot_peen.fonts)}, not {font.name!r}",
             field="options.font",
         )
-    for text, names in texts:
-        missing = font.missing(text)
-        if missing:
-            culprit = next(
-                (n for n in names if any(ch in values[n] for ch in missing)), names[0] if names else ""
-            )
-            raise ComplianceError(
-                f"font {font.name!r} cannot draw {''.join(missing)!r}; no substitution is made",
-                rule=profile.glyph.rule,
-                field=f"fields.{culprit}",
-            )
+    _check_glyphs(profile, font, texts, values)
 
     max_depth = profile.integrity.max_depth_fraction * request.component.wall_thickness_mm
     process = plan_process(
@@ -646,28 +673,11 @@ def compose(
         legal = max(legal, lo_mm)
 
     free = _free_region(request, profile)
-    fitted = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
-    block, offset = fitted
-    height = block.height
+    block, offset = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
 
     angle = request.options.rotation_deg
-    up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
     kind: Literal["line", "dots"] = "dots" if font.kind == "dot" or process.method == "dot-peen" else "line"
-    lines = []
-    for i, (text, names, (lx, ly), glyphs) in enumerate(block.lines):
-        placed = []
-        for ch, strokes in glyphs:
-            world = tuple(g.to_world(s, angle, offset) for s in strokes)
-            if world:
-                proj = np.concatenate(world) @ up
-                extent = float(proj.max() - proj.min())
-            else:
-                extent = 0.0
-            placed.append(PlacedGlyph(ch, world, kind, extent))
-        origin = g.to_world(np.array([[lx, ly]]), angle, offset)[0]
-        lines.append(
-            TextLine(i, text, names, height, (float(origin[0]), float(origin[1])), angle, tuple(placed))
-        )
+    lines = _placed_lines(block, angle, offset, kind)
     code = None
     if symbol is not None and block.code_origin is not None:
         corigin = g.to_world(np.array([block.code_origin]), angle, offset)[0]
