@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from markctl.drivers.base import Outcome, SafeStateReached
+from markctl.drivers.base import Outcome, SafeStateReached, SafeStateUnconfirmed
 from markctl.drivers.grbl import GRBLDriver, GRBLOptions
 from markctl.errors import MachineError, MachineTimeoutError, SafetyError
 from markctl.profiles import load_profile
@@ -203,3 +203,20 @@ async def test_overrides_are_realtime_bytes() -> None:
     await driver.set_override("power", 89)
     await driver.close()
     t.assert_done()
+
+
+async def test_silent_machine_mid_job_is_a_lost_link_and_unconfirmed() -> None:
+    # The machine stops talking (no EOF, no error): the watchdog declares the link lost, the safe
+    # state tries hold, status and reset, hears nothing, and says so instead of guessing.
+    steps = [*handshake(), (b"G0X1\n", b""), (b"!", b""), (b"?", b""), (b"\x18", b"")]
+    t = ScriptedTransport(steps, greeting=BANNER)
+    driver = driver_for(t, watchdog_s=0.3)
+    driver.safe_state_timeout_s = 2.5  # type: ignore[misc]
+    await driver.connect()
+    result = await driver.run_gcode(["G0X1"])
+    assert result.outcome is Outcome.CONNECTION_LOST and "no bytes from the machine" in result.message
+    assert not result.safe_state_confirmed
+    assert driver.events_of(SafeStateUnconfirmed)
+    t.assert_done()
+    await driver.close()  # tries once more, unconfirmed again; the link is closed either way
+    assert not t.is_open

@@ -397,3 +397,10 @@ def test_unknown_fault_kinds_are_refused() -> None:
 def test_non_grbl_profiles_are_refused() -> None:
     with pytest.raises(ValueError, match="not a GRBL-family profile"):
         GrblSimulator(load_profile("telesis-tmp"), clock=make_clock("instant"))
+
+
+async def test_host_latency_is_added_each_way(make_host) -> None:
+    host = await make_host(baud=0, host_latency_s=0.004)
+    t0 = host.sim.clock.now()
+    assert await host.command("G4P0") == ["ok"]
+    assert host.sim.clock.now() - t0 == pytest.approx(0.008)
