@@ -171,3 +171,20 @@ def test_cli_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "compliant" in capsys.readouterr().out
     assert main(["check", example, "--height", "1.2"]) == 1
     assert "CA-PHYS" in capsys.readouterr().out
+
+
+def test_json_and_toml_forms_give_the_same_request() -> None:
+    import json
+
+    data = request_dict("iti-stockpile")
+    from_json = MarkRequest.from_json(json.dumps(data))
+    assert from_json == request("iti-stockpile")
+    toml = (
+        'profile = "iti-stockpile"\nmachine = "grbl-1.1"\n'
+        '[fields]\nowner_country = "UG"\nagency = "UPF"\nserial = "0012345"\nyear = "26"\n'
+        '[component]\nname = "receiver"\nmaterial = "steel"\nwall_thickness_mm = 3.0\n'
+        "zone = [[0, 0], [60, 0], [60, 20], [0, 20]]\n"
+        "existing_marks = [[[0, 16], [25, 16], [25, 20], [0, 20]]]\n"
+        '[options]\ntoday = "2026-11-27"\n'
+    )
+    assert MarkRequest.from_toml(toml) == from_json
