@@ -256,6 +256,9 @@ class GrblSimulator:
         self._motion_origin: float | None = None
         # machine
         self._pos = [0.0, 0.0, 0.0]
+        # Physical head position = Grbl's machine position + this offset. It changes only when a
+        # power cycle (DTR reset on open) makes Grbl forget where the head is; homing clears it.
+        self._offset = [0.0, 0.0, 0.0]
         self._wcs = [[0.0, 0.0, 0.0] for _ in range(6)]
         self._g28 = [0.0, 0.0, 0.0]
         self._g30 = [0.0, 0.0, 0.0]
@@ -372,6 +375,11 @@ class GrblSimulator:
     def position(self) -> tuple[float, float, float]:
         """Machine position now."""
         return _p3(self._position_now())
+
+    @property
+    def physical_position(self) -> tuple[float, float, float]:
+        """Where the head really is (differs from :attr:`position` after a power cycle until homing)."""
+        return _p3(self._phys(self._position_now()))
 
     @property
     def beam_on(self) -> bool:
@@ -669,7 +677,8 @@ class GrblSimulator:
         p0 = [a + ui * s0 for a, ui in zip(block.start, u, strict=True)]
         p1 = [a + ui * s_end for a, ui in zip(block.start, u, strict=True)]
         ex.s_burned, ex.t_burned = s_end, t_end
-        self.travel_log.append((p0[0], p0[1], p1[0], p1[1], block.kind))
+        q0, q1 = self._phys(p0), self._phys(p1)
+        self.travel_log.append((q0[0], q0[1], q1[0], q1[1], block.kind))
         frac_unit = self._power_fraction(block, self._nominal(block))
         if frac_unit <= 0:
             return
@@ -680,9 +689,13 @@ class GrblSimulator:
             energy = self.power_w * frac_unit * max(0.0, t_end - t0)
         self._burn(p0, p1, energy, ex.t0 + t0, ex.t0 + t_end, block.line)
 
+    def _phys(self, p: list[float]) -> list[float]:
+        return [a + o for a, o in zip(p, self._offset, strict=True)]
+
     def _burn(self, p0: list[float], p1: list[float], energy: float, t0: float, t1: float, line: int) -> None:
         if energy <= 0:
             return
+        p0, p1 = self._phys(p0), self._phys(p1)  # the workpiece is burned where the head really is
         length = max(math.dist(p0[:2], p1[:2]), self.spot_mm)
         density = energy / length
         depth = DEPTH_MM_PER_J_PER_MM * density
@@ -804,7 +817,7 @@ class GrblSimulator:
         if self.state == "Jog":
             self._jog_cancel()
         elif self.state == "Run":
-            asyncio.get_running_loop().create_task(self._decelerate("Hold"))
+            self._start_decel("Hold")
         elif self.state == "Idle":
             self.state, self.substate = "Hold", 0
 
@@ -814,20 +827,25 @@ class GrblSimulator:
             return
 
         async def cancel() -> None:
-            await self._decelerate("Jog")
+            await self._decelerate("Jog", self._cut_motion())
             self._planner = deque(b for b in self._planner if b.kind != "jog")
             self.state, self.substate = "Idle", None
             self._kick_main()
 
         asyncio.get_running_loop().create_task(cancel())
 
-    async def _decelerate(self, kind: str) -> None:
-        """Feed hold / door / jog cancel: laser off at once, then slow to a stop (§1.3)."""
+    def _start_decel(self, kind: str) -> None:
+        """Hold or door: the laser goes off in the same instant the byte or the pin is seen."""
+        v = self._cut_motion()  # burn up to here, then the state change turns the laser off
         if kind == "Hold":
             self.state, self.substate = "Hold", 1
-        elif kind == "Door":
+        else:
             self.state, self.substate = "Door", 2
-        v = self._cut_motion()
+        task = asyncio.get_running_loop().create_task(self._decelerate(kind, v))
+        self._tasks.append(task)
+
+    async def _decelerate(self, kind: str, v: float) -> None:
+        """Feed hold / door / jog cancel: slow to a stop from ``v`` with the laser off (§1.3)."""
         a = self.accel
         if v > 0 and self._planner:
             head = self._planner[0]
@@ -841,7 +859,8 @@ class GrblSimulator:
             if self._exec is not ex:
                 return  # a reset or an alarm took over
             self._exec = None
-            self.travel_log.append((self._pos[0], self._pos[1], target[0], target[1], "decel"))
+            q0, q1 = self._phys(self._pos), self._phys(target)
+            self.travel_log.append((q0[0], q0[1], q1[0], q1[1], "decel"))
             self._pos = target
             rest = head.length - stop
             if self._planner and self._planner[0] is head:
@@ -883,7 +902,7 @@ class GrblSimulator:
         if self.state in ("Alarm", "Sleep", "Check"):
             return
         if self.state in ("Run", "Jog", "Hold"):
-            asyncio.get_running_loop().create_task(self._decelerate("Door"))
+            self._start_decel("Door")
         elif self.state != "Door":
             self.state, self.substate = "Door", 1 if self._door_open else 0
 
@@ -912,6 +931,10 @@ class GrblSimulator:
         self._cut_motion()
         prior = self.state
         alarm: int | None = None
+        if power_cycle:
+            # A power cycle forgets the position: Grbl starts at 0,0,0 wherever the head is.
+            self._offset = self._phys(self._pos)
+            self._pos = [0.0, 0.0, 0.0]
         if moving and not power_cycle and prior not in ("Alarm", "Sleep"):
             alarm = 6 if homing else 3
         keep_settings = self.settings
@@ -1180,13 +1203,16 @@ class GrblSimulator:
 
     async def _home(self, number: int) -> None:
         self.state = "Home"
-        target = (0.0, 0.0, 0.0)
+        # The switches sit at the physical origin; after homing Grbl's position is true again.
+        target = _p3([-o for o in self._offset])
         block = _Motion("home", _p3(self._pos), target, self.settings.get(25, 500.0), "M5", 0.0, number)
         self._planner.append(block)
         self._kick_motion()
         while self._planner and self.state == "Home":
             await self._wait_main()
         if self.state == "Home":
+            self._pos = [0.0, 0.0, 0.0]
+            self._offset = [0.0, 0.0, 0.0]
             self.state = "Idle"
 
     async def _jog(self, number: int, body: str) -> int:

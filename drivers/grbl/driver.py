@@ -563,6 +563,15 @@ class GRBLDriver(Driver):
             frame_lines(bounds, speed_mm_min=speed_mm_min, power_s=s_value, repeat=repeat), name="frame"
         )
 
+    def resume_point(self) -> int:
+        """Index into :attr:`last_lines` from which a resume leaves no gap after a reset or power loss.
+
+        Only acknowledged lines are known, and an acknowledged motion line may still have been
+        waiting in the planner when the machine lost it (PROTOCOLS.md §8 theme 4): step back by
+        what the planner holds, plus the block being executed. Some segments may be marked twice.
+        """
+        return max(0, self.last_acked - self.planner_blocks - 1)
+
     def resume_from_line(self, lines: Sequence[str], start: int) -> JobHandle:
         """Continue ``lines`` at index ``start`` after modal state is restored (beam off approach)."""
         return self.run_gcode(resume_lines(lines, start), name="resume")

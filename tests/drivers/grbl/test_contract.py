@@ -143,7 +143,7 @@ async def test_abort_stops_the_beam_at_once(rig, profile_id: str) -> None:
     # The first thing the machine heard was the feed hold; burning stopped the moment it did.
     hold_at, first = r.sim.realtime_log[0]
     assert first == ord("!")
-    assert r.sim.burn_log and not r.sim.burned_after(hold_at)
+    assert r.sim.burn_log and not r.sim.burned_after(hold_at + 1e-3)  # 1 ms: scaled-clock reading noise
 
 
 async def test_pause_holds_with_the_beam_off_and_resume_finishes(rig, profile_id: str) -> None:

@@ -207,3 +207,50 @@ async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(wait(), timeout)
+
+
+async def test_after_a_power_cycling_reconnect_home_then_resume_from_the_last_acknowledged_line() -> None:
+    # The whole recovery story of PROTOCOLS.md §9.3: the link drops mid-job, the one reopen pulses
+    # DTR (the board power-cycles: beam off, position forgotten), the driver confirms the safe
+    # state, the operator homes, and the job resumes from the last acknowledged line with its
+    # modal state restored. The mark ends up where the program says, in physical coordinates.
+    profile = fast(load_profile("grbl-1.1"))
+    sim = GrblSimulator(
+        profile,
+        clock=make_clock("instant"),
+        faults="disconnect@line:60",
+        workpiece=Workpiece(60, 40, px_per_mm=20),
+    )
+    await sim.start()
+    link = ReopenablePipe(sim)
+    driver = GRBLDriver(link, profile, GRBLOptions(poll_hz=20))
+    program = long_program(120)  # ends at x = 53 mm, inside the 60 mm plate
+    try:
+        await driver.connect()
+        await driver.set_setting(22, 1)  # homing enabled: a power-cycled Grbl comes up locked
+        first = await driver.run(program)
+        assert first.outcome is Outcome.CONNECTION_LOST and first.safe_state_confirmed
+        assert first.line is not None and first.line == driver.last_acked
+        assert driver.state is State.ALARM and sim.position == (0.0, 0.0, 0.0)
+        assert sim.physical_position != (0.0, 0.0, 0.0)  # Grbl forgot where the head is
+        await driver.home()
+        assert sim.physical_position == (0.0, 0.0, 0.0)
+        lines = driver.last_lines
+        # Acknowledged is not executed: up to a planner's worth of acknowledged lines died with
+        # the power cycle, so the resume point steps back by that much.
+        start = driver.resume_point()
+        assert start == first.line - profile.protocol.planner_blocks - 1  # type: ignore[union-attr]
+        second = await driver.resume_from_line(lines, start)
+        assert second.ok and not sim.beam_on
+        # Every segment of the program was burned by one of the two runs, nowhere else.
+        xs = program.strokes[0].points[:, 0]
+        burned_xs = sorted({round(b.x1, 3) for b in sim.burn_log})
+        assert min(burned_xs) > xs[0] and max(burned_xs) == pytest.approx(xs[-1], abs=1e-3)
+        wp = sim.workpiece
+        for x, y in program.strokes[0].points[1:]:
+            col, row = (int(v) for v in wp.to_px(x, y))
+            assert wp.marked()[row - 1 : row + 2, col - 1 : col + 2].any(), f"({x:.1f}, {y:.1f}) not marked"
+        assert not [b for b in sim.burn_log if b.x0 < xs[0] - 0.01 or b.x1 > xs[-1] + 0.01]
+    finally:
+        await driver.close()
+        await sim.stop()
