@@ -231,3 +231,26 @@ min_mm = 2.5
     assert layout.process.bottom_height(layout.lines[0].centre_extent_mm) >= 2.5
     errors, _ = failing(request("iti-import", profile="xx-import", options={"char_height_mm": 2.0}), book)
     assert errors == {"XX-1"}
+
+
+@pytest.mark.parametrize(
+    ("text", "loc", "words"),
+    [
+        ('schema_version = 1\nid = "yy"\nextends = "nope"\nname = "x"\n', "extends", "unknown profile"),
+        ('schema_version = 2\nid = "yy"\nextends = "iti-import"\n', "schema_version", "not supported"),
+        ('schema_version = 1\nid = "yy"\nextends = "iti-import"\ncolour = 1\n', "colour", "Extra inputs"),
+        (
+            'schema_version = 1\nid = "yy"\nextends = "iti-import"\nlines = ["{nope}"]\n',
+            "",
+            "unknown field 'nope'",
+        ),
+        ("id = ", "", "not valid TOML"),
+    ],
+)
+def test_broken_user_profile_is_refused_naming_the_key(text: str, loc: str, words: str) -> None:
+    from markctl.errors import ProfileError
+
+    with pytest.raises(ProfileError) as info:
+        BOOK.with_texts([("my-rules.toml", text)])
+    assert info.value.path == "my-rules.toml" and info.value.loc == loc
+    assert words in str(info.value)
