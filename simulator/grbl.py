@@ -125,6 +125,7 @@ class _Exec:
     v_exit: float
     s_burned: float = 0.0  # distance already burned into the workpiece
     t_burned: float = 0.0
+    alone: bool = False  # planned to stop because nothing followed it in the planner
 
     @property
     def duration(self) -> float:
@@ -233,6 +234,7 @@ class GrblSimulator:
         self.responses_sent = 0
         self.planner_underruns = 0
         self.lookahead_starved_blocks = 0
+        self._starved_pending = 0
         self.status_reports = 0
         self.resets = 0
         self.burn_log: list[BurnRecord] = []
@@ -774,9 +776,10 @@ class GrblSimulator:
                 and v_exit < min(self._plan_exit(math.inf), self._nominal(block)) - 1e-6
             ):
                 # Too few blocks queued: the head slows so it could stop at the end of the queue.
-                self.lookahead_starved_blocks += 1
+                # It counts once more motion follows (the end of a job is no starvation).
+                self._starved_pending += 1
             segs, v_exit = _profile(block.length, v0, self._nominal(block), v_exit, self.accel)
-            ex = _Exec(block, self.clock.now(), segs, v_exit)
+            ex = _Exec(block, self.clock.now(), segs, v_exit, alone=len(self._planner) == 1)
             self._exec = ex
             interrupted = await self._sleep_interruptible(ex.duration)
             if interrupted or self._exec is not ex:
@@ -1258,6 +1261,7 @@ class GrblSimulator:
         while self._planner or self._exec is not None or self.state in ("Hold", "Door"):
             await self._wait_main()
         self._starved_at = None  # an intended stop, not an underrun
+        self._starved_pending = 0
 
     async def _gcode(self, number: int, text: str) -> int:
         blk = parse_block(text)
@@ -1412,6 +1416,13 @@ class GrblSimulator:
         if self._starved_at is not None and not self._planner and self._exec is None:
             self.planner_underruns += 1  # the head stopped for lack of blocks and now goes on
         self._starved_at = None
+        ex = self._exec
+        if ex is not None and ex.alone and len(self._planner) == 1:
+            # The block being run was planned to stop at its end, and more motion arrived after all.
+            self._starved_pending += 1
+            ex.alone = False
+        self.lookahead_starved_blocks += self._starved_pending
+        self._starved_pending = 0
         block.junction_v = self._junction_speed(prev, block)
         self._planner.append(block)
 
