@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from markctl.address import parse_address
 from markctl.config import MachineEntry, Settings
 from markctl.errors import ConfigError, MarkctlError
@@ -367,7 +369,8 @@ def verify_item(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
         return verify_workpiece(prepared.program, sim.workpiece, spot_mm=spot, code=code).as_dict()
     assert prepared.request is not None
     ox, oy = prepared.request.options.origin_mm
-    x0, y0, x1, y1 = layout.text_geometry().bounds
+    dots = np.concatenate([stroke for line in layout.lines for stroke in line.strokes()])
+    (x0, y0), (x1, y1) = dots.min(axis=0) - layout.half_width_mm, dots.max(axis=0) + layout.half_width_mm
     tolerance = 0.2 * layout.char_height_mm + 0.3  # a controller's own font differs in detail
     return verify_extent(
         (x0 + ox, y0 + oy, x1 + ox, y1 + oy), sim.workpiece, tolerance_mm=tolerance

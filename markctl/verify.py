@@ -52,13 +52,14 @@ class Verification:
     detail: str
 
     def as_dict(self) -> dict[str, object]:
+        # Plain Python types: the result goes into a JSON record (numpy scalars would not).
         return {
-            "coverage": round(self.coverage, 4),
-            "spill": round(self.spill, 4),
+            "coverage": round(float(self.coverage), 4),
+            "spill": round(float(self.spill), 4),
             "code_expected": self.code_expected,
             "code_read": self.code_read,
-            "passed": self.passed,
-            "detail": self.detail,
+            "passed": bool(self.passed),
+            "detail": str(self.detail),
         }
 
 

@@ -117,7 +117,6 @@ class ModbusMarkerSimulator:
             hardness_hb=hardness_hb,
             faults=[f for f in self.faults if f.trigger in ("cycle", "t") and f.kind != "slow"],
         )
-        self.workpiece = self.marker.workpiece
         self.marker.on_drop = self._drop
         self.requests: list[RequestRecord] = []
         self.device = SimDevice(self.proto.unit, simdata=self._blocks(), action=self._action)
@@ -131,6 +130,15 @@ class ModbusMarkerSimulator:
         self._written: dict[int, int] = {}
 
     # --- the datastore ---------------------------------------------------------------------
+
+    @property
+    def workpiece(self) -> Workpiece:
+        """The plate under the stylus (the marker model's); assign a new one to load the next part."""
+        return self.marker.workpiece
+
+    @workpiece.setter
+    def workpiece(self, plate: Workpiece) -> None:
+        self.marker.workpiece = plate
 
     def _holding(self) -> set[int]:
         m = self.map

@@ -79,7 +79,6 @@ class TelesisSimulator:
             faults=[f for f in self.faults if f.trigger in ("cycle", "t") and f.kind != "slow"],
             text_fields=self.proto.text_fields,
         )
-        self.workpiece = self.marker.workpiece
         self.marker.on_drop = self._drop
         self._send: Send | None = None
         self._hang_up: HangUp | None = None
@@ -91,6 +90,15 @@ class TelesisSimulator:
         self._pending_replies: set[asyncio.Task[None]] = set()
 
     # --- ByteDevice ------------------------------------------------------------------------
+
+    @property
+    def workpiece(self) -> Workpiece:
+        """The plate under the stylus (the marker model's); assign a new one to load the next part."""
+        return self.marker.workpiece
+
+    @workpiece.setter
+    def workpiece(self, plate: Workpiece) -> None:
+        self.marker.workpiece = plate
 
     def attach(self, send: Send, hang_up: HangUp) -> None:
         self._send, self._hang_up = send, hang_up
