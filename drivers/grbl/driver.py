@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -383,13 +384,14 @@ class GRBLDriver(Driver):
                     hint="check the port, the baud rate and that the machine is powered",
                 )
         assert self.welcome is not None
-        if self.welcome.dialect != self.proto.dialect:
-            raise MachineError(
-                f"{self.name}: the machine is {self.welcome.dialect} ({self.welcome.text!r}), "
-                f"but profile {self.profile.id!r} is for {self.proto.dialect}",
-                address=self.name,
-                code="dialect",
-                hint="pick the profile that matches the firmware",
+        # grblHAL at COMPATIBILITY_LEVEL >= 1 prints the classic Grbl banner (§2.1): then $I's
+        # [FIRMWARE:grblHAL] has to settle it, below.
+        classic_hal = self.welcome.dialect == "grbl" and self.proto.dialect == "grblhal"
+        if self.welcome.dialect != self.proto.dialect and not classic_hal:
+            raise self._dialect_error(f"the machine is {self.welcome.dialect} ({self.welcome.text!r})")
+        if not classic_hal and not re.search(self.proto.banner_regex, self.welcome.text):
+            raise self._dialect_error(
+                f"the banner {self.welcome.text!r} does not match the profile's banner_regex"
             )
         report = await self.query_status(timeout=self.opts.response_timeout_s)
         if report is None:
@@ -408,11 +410,10 @@ class GRBLDriver(Driver):
                     self.planner_blocks = item.planner_blocks
             elif isinstance(item, Bracket) and item.tag == "FIRMWARE" and item.body.lower() == "grblhal":
                 if self.proto.dialect != "grblhal":
-                    raise MachineError(
-                        f"{self.name}: $I says grblHAL, profile {self.profile.id!r} is {self.proto.dialect}",
-                        address=self.name,
-                        code="dialect",
-                    )
+                    raise self._dialect_error("$I says [FIRMWARE:grblHAL]")
+                classic_hal = False
+        if classic_hal:
+            raise self._dialect_error(f"the machine is grbl ({self.welcome.text!r}) and $I names no grblHAL")
         if self.opts.rx_buffer_bytes is not None:
             self.rx_buffer_bytes = self.opts.rx_buffer_bytes
         await self.refresh_settings()
@@ -429,6 +430,14 @@ class GRBLDriver(Driver):
                 "laser_mode": self.settings.get(32),
                 "s_max": self.settings.get(30),
             },
+        )
+
+    def _dialect_error(self, what: str) -> MachineError:
+        return MachineError(
+            f"{self.name}: {what}, but profile {self.profile.id!r} is for {self.proto.dialect}",
+            address=self.name,
+            code="dialect",
+            hint="pick the profile that matches the firmware",
         )
 
     async def refresh_settings(self) -> dict[int, float]:

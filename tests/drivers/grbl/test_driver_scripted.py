@@ -220,3 +220,21 @@ async def test_silent_machine_mid_job_is_a_lost_link_and_unconfirmed() -> None:
     t.assert_done()
     await driver.close()  # tries once more, unconfirmed again; the link is closed either way
     assert not t.is_open
+
+
+async def test_grblhal_with_the_classic_banner_is_recognised_by_dollar_i() -> None:
+    # grblHAL at COMPATIBILITY_LEVEL >= 1 prints "Grbl 1.1f [...]"; [FIRMWARE:grblHAL] settles it.
+    opt = b"[OPT:VNMSL,35,1024,3,0]\r\n[FIRMWARE:grblHAL]"
+    t = ScriptedTransport(handshake(opt=opt) + CLOSE_IDLE, greeting=b"\r\nGrbl 1.1f ['$' for help]\r\n")
+    driver = driver_for(t, "grblhal")
+    info = await driver.connect()
+    assert info.details["rx_buffer_bytes"] == 1024 and info.details["planner_blocks"] == 35
+    await driver.close()
+    t.assert_done()
+
+
+async def test_classic_banner_without_grblhal_firmware_is_refused_for_a_grblhal_profile() -> None:
+    t = ScriptedTransport(handshake(), greeting=b"\r\nGrbl 1.1f ['$' for help]\r\n")
+    with pytest.raises(MachineError, match="names no grblHAL") as info:
+        await driver_for(t, "grblhal").connect()
+    assert info.value.code == "dialect"
