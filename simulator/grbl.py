@@ -21,7 +21,10 @@ One model object per machine, configured by the same firmware profile as the dri
   block with Grbl-style look-ahead: junction speeds from junction deviation ($11, 0.01 mm) and
   exit speeds that can always stop by the end of what is queued, so a starved planner slows the
   head down, as on a real machine. :attr:`GrblSimulator.planner_underruns` counts the times the
-  head had to stop for lack of blocks and then started again.
+  head had to stop for lack of blocks and then started again,
+  :attr:`GrblSimulator.lookahead_starved_blocks` the blocks run slower than the path allows
+  because too few blocks were queued behind them (neither counts a planned stop: M3/M4/M5
+  changes, dwells, program end).
 * **States** Idle, Run, Hold:0/1, Jog, Alarm, Door:0-2, Check, Home, Sleep with Grbl's rules:
   G-code in Alarm/Jog gives ``error:9``; ``$X`` unlocks; ^X while moving gives ``ALARM:3`` (or
   ``ALARM:6`` homing) and the machine stays in Alarm; ``$C`` check mode with the automatic reset
@@ -44,17 +47,24 @@ One model object per machine, configured by the same firmware profile as the dri
   and shade = ``min(1, E/L / SHADE_FULL_J_PER_MM)``. :attr:`burn_log` keeps every burned piece with
   its simulated start and end time and the program line it came from.
 * **Faults** (``faults="..."``, grammar in :mod:`markctl.simulator.faults`):
-  ``disconnect@line:N`` (the link drops when host line N arrives; the machine keeps executing what
-  it already queued, as real Grbl does), ``silence@line:N`` (the response to line N is lost),
+  ``disconnect@line:N`` (the link drops when host line N arrives, counting every line since
+  power-on, handshake commands included; the machine keeps executing what it already queued, as
+  real Grbl does), ``silence@line:N`` (the response to line N is lost),
   ``garble@byte:N[=mask]`` (the N-th byte sent is XORed with ``mask``, default 0x80),
   ``alarm@t:T=N`` (``ALARM:N``; 1 and 2 are critical: ``[MSG:Reset to continue]`` and only ^X is
   served), ``door@t:T[=seconds open]``, ``slow@t:T=S`` (S more seconds before the host reads each
   reply). ``t`` counts simulated seconds from the first planned motion (job start), so one spec
   means the same under every clock; ``t:0`` means from power-on.
 
+* **Power cycles**: attaching a host to a running simulator pulses "DTR" (``reset_on_attach``): the
+  board resets and forgets its position, so :attr:`GrblSimulator.position` (what Grbl reports)
+  and :attr:`GrblSimulator.physical_position` (where the head is, where burns land) differ until
+  ``$H`` homes to the physical origin.
+
 Not modelled: probing, tool changes, arcs outside the XY plane, spindle ramp-up, $N startup-line
-execution errors beyond ``>line:ok``, flash-string timing; homing moves straight to the origin;
-feed overrides take effect at the next block.
+execution errors beyond ``>line:ok``, flash-string timing, limit switches other than by the alarm
+fault; homing moves straight to the origin; feed overrides take effect at the next block; a feed
+hold decelerates within the current block; a stationary M3 beam burns only during G4 dwells.
 """
 
 from __future__ import annotations
