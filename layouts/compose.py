@@ -376,8 +376,10 @@ def _layout_block(
 
 
 def _free_region(request: MarkRequest, rules: RuleProfile) -> g.Geom:
-    """Zone minus margin, keep-outs and existing marks with their clearances (cached: a manifest
-    marks the same part geometry over and over)."""
+    """Zone minus margin, keep-outs and existing marks with their clearances.
+
+    Cached on the part geometry: a manifest marks the same part over and over.
+    """
     opts = request.options
     comp = request.component
     # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).

@@ -76,9 +76,11 @@ class Report:
         return frozenset(f.rule for f in self.errors)
 
     def __iter__(self) -> Iterator[Finding]:
+        """Iterate over the findings (so a Report can go wherever findings are expected)."""
         return iter(self.findings)
 
     def __len__(self) -> int:
+        """Number of findings."""
         return len(self.findings)
 
     def to_dict(self) -> dict[str, Any]:
