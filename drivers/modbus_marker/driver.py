@@ -33,6 +33,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
+from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay
 from markctl.drivers.transports.modbus import ModbusLink
 from markctl.errors import DeviceError, MachineTimeoutError, ProtocolError, SafetyError
 from markctl.layouts.program import PatternProgram, Program
@@ -43,39 +44,17 @@ __all__ = [
     "ModbusMarkerDriver",
     "ModbusMarkerOptions",
     "pack_text",
-    "poll_delay",
     "unpack_text",
 ]
 
 
-class ModbusMarkerOptions(DriverOptions):
+class ModbusMarkerOptions(PatternOptions):
     """Address options (``peen+modbus-tcp://host:502?unit=1&use_coils=true``)."""
 
     use_coils: bool = Field(
         default=False, description="Start and abort through the coils, not the command register."
     )
     speed_pct: int = Field(default=100, ge=1, le=100, description="Head speed written to speed_pct.")
-    poll_hz: float | None = Field(
-        default=None, gt=0, le=100, description="Capped at the profile's poll_hz_max."
-    )
-    cycle_margin: float = Field(
-        default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected x this + 10 s."
-    )
-    slow_poll_s: float = Field(
-        default=1.0, gt=0, le=10, description="Poll interval far from the cycle's expected end."
-    )
-
-
-def poll_delay(elapsed: float, fraction: float, expected: float, period: float, slow: float) -> float:
-    """Seconds to wait before the next status poll during a cycle.
-
-    Far from the end, poll every ``slow`` seconds (progress still moves); as the estimated remaining
-    time shrinks, poll faster, down to ``period`` (1 / the profile's maximum rate), so Done is seen
-    within one period while the bus carries a fraction of the traffic of constant fast polling.
-    The remaining time comes from the reported progress when there is some, else from the profile.
-    """
-    remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0 else expected - elapsed
-    return min(max(slow, period), max(period, remaining / 4.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,9 +296,7 @@ class ModbusMarkerDriver(Driver):
                 raise ValueError(f"{name} {value} mm does not fit a register at scale {m.length_scale:g}")
 
     def _expected_s(self, program: PatternProgram) -> float:
-        spec = self.profile.dot_peen
-        cps = spec.chars_per_s if spec else 2.0
-        return sum(len(f.text.replace(" ", "")) * max(1.0, f.height_mm / 3.175) for f in program.fields) / cps
+        return expected_marking_s(self.profile, program)
 
     async def _execute(self, program: Program, job: JobHandle) -> JobResult:
         assert isinstance(program, PatternProgram)

@@ -26,9 +26,8 @@ import math
 import time
 from typing import ClassVar
 
-from pydantic import Field
-
 from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
+from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay
 from markctl.drivers.telesis import codec
 from markctl.errors import (
     DeviceError,
@@ -40,33 +39,11 @@ from markctl.errors import (
 from markctl.layouts.program import PatternProgram, Program
 from markctl.profiles import FirmwareProfile, TelesisProtocol
 
-__all__ = ["TelesisDriver", "TelesisOptions", "poll_delay"]
+__all__ = ["TelesisDriver", "TelesisOptions"]
 
 
-class TelesisOptions(DriverOptions):
+class TelesisOptions(PatternOptions):
     """Address options of a Telesis machine (``telesis+serial:///dev/ttyS0?poll_hz=2``)."""
-
-    poll_hz: float | None = Field(
-        default=None, gt=0, le=50, description="Status polls per second; capped at the profile's maximum."
-    )
-    cycle_margin: float = Field(
-        default=3.0, ge=1.0, le=100.0, description="Cycle timeout = expected marking time x this + 10 s."
-    )
-    slow_poll_s: float = Field(
-        default=1.0, gt=0, le=10, description="Poll interval far from the cycle's expected end."
-    )
-
-
-def poll_delay(elapsed: float, fraction: float, expected: float, period: float, slow: float) -> float:
-    """Seconds to wait before the next status poll during a cycle.
-
-    Far from the end, poll every ``slow`` seconds (progress still moves); as the estimated remaining
-    time shrinks, poll faster, down to ``period`` (1 / the profile's maximum rate), so Done is seen
-    within one period while the bus carries a fraction of the traffic of constant fast polling.
-    The remaining time comes from the reported progress when there is some, else from the profile.
-    """
-    remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0 else expected - elapsed
-    return min(max(slow, period), max(period, remaining / 4.0))
 
 
 class TelesisDriver(Driver):
@@ -280,10 +257,7 @@ class TelesisDriver(Driver):
                 raise ValueError(f"field {i}: font {f.font!r} is not one of this machine's fonts {fonts}")
 
     def _expected_s(self, program: PatternProgram) -> float:
-        """Marking time the profile predicts: chars_per_s is for 3.175 mm text; taller text is slower."""
-        spec = self.profile.dot_peen
-        cps = spec.chars_per_s if spec else 2.0
-        return sum(len(f.text.replace(" ", "")) * max(1.0, f.height_mm / 3.175) for f in program.fields) / cps
+        return expected_marking_s(self.profile, program)
 
     async def _execute(self, program: Program, job: JobHandle) -> JobResult:
         assert isinstance(program, PatternProgram)

@@ -47,7 +47,7 @@ async def test_a_faster_option_is_capped_and_a_slower_one_honoured(peen_rig) -> 
 
 
 def test_poll_delay_is_slow_far_from_the_end_and_fast_near_it() -> None:
-    from markctl.drivers.modbus_marker.driver import poll_delay
+    from markctl.drivers.pattern import poll_delay
 
     period, slow = 0.1, 1.0
     assert poll_delay(0.0, 0.0, expected=10.0, period=period, slow=slow) == slow  # start of a long cycle
