@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from markctl.errors import ComplianceError, LayoutError
 from markctl.layouts import MarkRequest, compose, request_from_flags
@@ -188,3 +190,24 @@ def test_json_and_toml_forms_give_the_same_request() -> None:
         '[options]\ntoday = "2026-11-27"\n'
     )
     assert MarkRequest.from_toml(toml) == from_json
+
+
+_ALLOWED = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet=_ALLOWED + "abz_#.Ж ", min_size=1, max_size=24))
+def test_serial_is_accepted_exactly_when_charset_and_length_allow(serial: str) -> None:
+    data = request_dict("iti-stockpile")
+    data["fields"]["serial"] = serial
+    value = serial.strip()
+    ok = bool(value) and len(value) <= 20 and all(ch in _ALLOWED for ch in value)
+    try:
+        layout = compose(MarkRequest.parse(data))
+    except ComplianceError as exc:
+        assert not ok, exc
+        assert exc.field == "fields.serial"
+        assert exc.rule in ("ITI-7", "ITI-8d")  # charset (ITI-7 default) or the field's own rule
+        return
+    assert ok
+    assert layout.values["serial"] == value

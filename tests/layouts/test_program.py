@@ -233,3 +233,18 @@ def test_cli_layout_writes_outputs_and_check_json(tmp_path: Path, capsys: pytest
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and {f["rule"] for f in out["findings"] if f["severity"] == "error"} == {"XX-1"}
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+def test_every_sample_request_is_compliant_and_programs(example: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    from markctl.layouts import render_svg
+
+    layout = compose(_example(example))
+    report = check(layout)
+    assert report.passed, [(f.rule, f.message) for f in report.errors]
+    prog = program(layout)
+    assert program_from_json(json.loads(json.dumps(prog.to_dict()))).digest == prog.digest
+    root = ET.fromstring(render_svg(layout, report.findings))  # well-formed XML
+    assert root.tag.endswith("svg")
