@@ -105,6 +105,9 @@ class MarkOptions(_Frozen):
         default=None, description="Laser mode: ablate (default), anneal, foam, carbonise."
     )
     passes: int | None = Field(default=None, ge=1, le=1000)
+    code_passes: int | None = Field(
+        default=None, ge=1, le=1000, description="Laser passes for the Data Matrix; default: as the text."
+    )
     power_pct: float | None = Field(default=None, gt=0, le=100)
     speed_mm_min: float | None = Field(default=None, gt=0, le=100_000)
     force_pct: float | None = Field(default=None, ge=0, le=100)

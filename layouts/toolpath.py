@@ -98,7 +98,14 @@ def _motion(
         text = ProcessParams(
             speed_mm_min=p.speed_mm_min, passes=p.passes, power_pct=p.power_pct, pulse_khz=p.pulse_khz
         )
-        code = text  # the hatch is cut like the text: the same depth rules apply (DM-130 DPM)
+        # The code is optional (never a required mark), so no depth rule binds it; by default it is
+        # cut as deep as the text anyway, for the same durability, unless code_passes says otherwise.
+        code = ProcessParams(
+            speed_mm_min=p.speed_mm_min,
+            passes=layout.request.options.code_passes or p.passes,
+            power_pct=p.power_pct,
+            pulse_khz=p.pulse_khz,
+        )
     else:
         pitch = p.dot_pitch_mm
         if pitch is None:

@@ -68,6 +68,10 @@ def test_motion_program_content() -> None:
     p = prog.params[0]
     assert p.passes == layout.process.passes and p.power_pct == 100 and p.speed_mm_min == 300
     assert all(s.kind is StrokeKind.LINE for s in prog.strokes)
+    assert prog.params[1].passes == p.passes  # the code is cut like the text by default
+    shallow = program(compose(_example("iti-import-steel-frame.toml", datamatrix=True, code_passes=2)))
+    assert isinstance(shallow, MotionProgram) and shallow.params[1].passes == 2
+    assert shallow.marking_length_mm < prog.marking_length_mm
     stats = program_stats(prog, layout.machine)
     assert stats.marking_length_mm == pytest.approx(prog.marking_length_mm)
     assert stats.cycle_time_s > prog.marking_length_mm / (300 / 60)  # never faster than the marking feed
