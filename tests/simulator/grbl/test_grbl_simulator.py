@@ -11,6 +11,7 @@ import re
 import pytest
 
 from markctl.profiles import load_profile
+from markctl.simulator.base import ByteDevice
 from markctl.simulator.clock import make_clock
 from markctl.simulator.faults import FaultSpecError
 from markctl.simulator.grbl import GrblSimulator
@@ -404,3 +405,13 @@ async def test_host_latency_is_added_each_way(make_host) -> None:
     t0 = host.sim.clock.now()
     assert await host.command("G4P0") == ["ok"]
     assert host.sim.clock.now() - t0 == pytest.approx(0.008)
+
+
+async def test_is_a_byte_device_and_coalesces_duplicate_status_requests(make_host) -> None:
+    host = await make_host()
+    assert isinstance(host.sim, ByteDevice)
+    host.send(b"???")  # three requests before the first report goes out: one report (§1.3)
+    await host.responses(0)
+    await host.command("G4P0")  # a round trip later every report that was coming has come
+    assert sum(1 for line in host.lines if line.startswith("<")) == 1
+    assert host.sim.status_reports == 1
