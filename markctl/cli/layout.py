@@ -52,6 +52,12 @@ HeightOpt = Annotated[float | None, typer.Option("--height", help="Character hei
 FontOpt = Annotated[str | None, typer.Option("--font", help="hershey:futural, 5x7 or 7x9.")]
 CodeOpt = Annotated[bool | None, typer.Option("--datamatrix/--no-datamatrix", help="Add a Data Matrix.")]
 RotationOpt = Annotated[float | None, typer.Option("--rotation", help="Text angle, degrees.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Any mark option as KEY=VALUE, e.g. passes=30, process=anneal, origin_mm=100,100."
+    ),
+]
 RulesOpt = Annotated[
     list[Path] | None, typer.Option("--rules", help="Extra rule-profile TOML file (repeatable).")
 ]
@@ -62,6 +68,24 @@ def _read(path: Path, what: str) -> str:
         return path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise LayoutError(f"cannot read {path}: {exc}", field=what) from exc
+
+
+def _settings(items: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs for MarkOptions; pydantic converts the strings ("30", "true", a date)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LayoutError(f"expected KEY=VALUE, got {item!r}", field="--set")
+        text = value.strip()
+        # A point such as origin_mm is written "x,y".
+        out[key.strip()] = [part.strip() for part in text.split(",")] if "," in text else text
+    return out
+
+
+def _options(items: list[str] | None, **flags: Any) -> dict[str, Any]:
+    """``--set`` values, overridden by the dedicated flags that were given."""
+    return {**_settings(items), **{k: v for k, v in flags.items() if v is not None}}
 
 
 def _book(rules: list[Path] | None) -> RuleBook:
@@ -207,13 +231,14 @@ def check_cmd(
     datamatrix: CodeOpt = None,
     rotation: RotationOpt = None,
     rules: RulesOpt = None,
+    set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ) -> int:
     """Compose a mark and print its findings; exit 1 when any finding is an error."""
     req = _request(
         request, profile=profile, machine=machine, field=field, fact=fact, component=component,
         material=material, wall=wall, zone=zone, keepout=keepout, existing=existing,
-        options={"char_height_mm": height, "font": font, "datamatrix": datamatrix, "rotation_deg": rotation},
+        options=_options(set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation),
     )  # fmt: skip
     layout = compose(req, _book(rules))
     report = check(layout)
@@ -241,6 +266,7 @@ def layout_cmd(
     datamatrix: CodeOpt = None,
     rotation: RotationOpt = None,
     rules: RulesOpt = None,
+    set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("layout-out"),
     name: Annotated[str, typer.Option("--name", help="Base name of the output files.")] = "mark",
     px_per_mm: Annotated[float, typer.Option("--px-per-mm", help="PNG resolution.")] = 20.0,
@@ -249,7 +275,7 @@ def layout_cmd(
     req = _request(
         request, profile=profile, machine=machine, field=field, fact=fact, component=component,
         material=material, wall=wall, zone=zone, keepout=keepout, existing=existing,
-        options={"char_height_mm": height, "font": font, "datamatrix": datamatrix, "rotation_deg": rotation},
+        options=_options(set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation),
     )  # fmt: skip
     if not 1 <= px_per_mm <= 200:
         raise LayoutError("must be 1-200", field="--px-per-mm")

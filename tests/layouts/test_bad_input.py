@@ -173,6 +173,13 @@ def test_cli_check_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "compliant" in capsys.readouterr().out
     assert main(["check", example, "--height", "1.2"]) == 1
     assert "CA-PHYS" in capsys.readouterr().out
+    assert main(["check", example, "--set", "char_height_mm=1.2"]) == 1  # --set reaches every option
+    assert "CA-PHYS" in capsys.readouterr().out
+    assert main(["check", example, "--set", "char_height_mm=1.2", "--height", "2"]) == 0  # a flag wins
+    assert main(["check", example, "--set", "passes=1", "--json"]) == 1
+    assert '"rule": "CA-PHYS"' in capsys.readouterr().out
+    assert main(["check", example, "--set", "pases=1"]) == 2
+    assert "options.pases" in capsys.readouterr().err
 
 
 def test_json_and_toml_forms_give_the_same_request() -> None:
