@@ -75,7 +75,7 @@ def _depth(layout: Layout) -> list[Finding]:
                 f">= {rule.min_mm:g} mm",
                 _sev(ok),
                 "depth ok" if ok else "the process does not cut deep enough",
-            )  # fmt: skip
+            )
         )
     dp = layout.rules.depth_process
     if not p.removes_material:
@@ -88,7 +88,7 @@ def _depth(layout: Layout) -> list[Finding]:
                 "a material-removing process",
                 Severity.ERROR,
                 f"{p.mode} changes colour only; it counts as depth 0",
-            )  # fmt: skip
+            )
         )
     elif p.method == "dot-peen" and not layout.material.dot_peen_ok:
         out.append(
@@ -100,7 +100,7 @@ def _depth(layout: Layout) -> list[Finding]:
                 "a metal surface",
                 Severity.WARNING,
                 "dot peen is not suited to polymers: the impression relaxes, the depth is not assured",
-            )  # fmt: skip
+            )
         )
     else:
         out.append(
@@ -121,7 +121,7 @@ def _depth(layout: Layout) -> list[Finding]:
             f"<= {limit:.4f} mm ({integ.max_depth_fraction:.0%} of the wall)",
             _sev(ok),
             "depth is safe for the wall" if ok else "too deep for the wall thickness at the mark",
-        )  # fmt: skip
+        )
     )
     return out
 
@@ -143,7 +143,7 @@ def _placement(layout: Layout) -> list[Finding]:
             " or ".join(c.value for c in rules.placement.components),
             _sev(ok),
             "component ok" if ok else "this mark belongs on another component",
-        )  # fmt: skip
+        )
     )
     # Exact tests on centre lines and dot centres (distance to the zone edge >= half the stroke),
     # so no stroke has to be buffered into polygons; the spill area is computed only on failure.
@@ -169,7 +169,7 @@ def _placement(layout: Layout) -> list[Finding]:
             _sev(inside),
             "inside the marking zone" if inside else "part of the mark is outside the zone",
             _bounds(spill),
-        )  # fmt: skip
+        )
     )
     for i, k in enumerate(layout.keepouts):
         d = layout.clearance_to(k)
@@ -184,7 +184,7 @@ def _placement(layout: Layout) -> list[Finding]:
                 _sev(not over),
                 "clear of keep-out" if not over else "mark overlaps a keep-out zone",
                 g.bounds(k) if over else None,
-            )  # fmt: skip
+            )
         )
     gaps = []
     for i, e in enumerate(layout.existing):
@@ -201,7 +201,7 @@ def _placement(layout: Layout) -> list[Finding]:
                 _sev(not over),
                 "existing mark untouched" if not over else "the mark would overwrite an existing mark",
                 g.bounds(e) if over else None,
-            )  # fmt: skip
+            )
         )
     adj = rules.adjacent
     if adj is not None:
@@ -224,7 +224,7 @@ def _placement(layout: Layout) -> list[Finding]:
                         else "not adjacent to existing marks"
                     ),
                     g.bounds(layout.footprint),
-                )  # fmt: skip
+                )
             )
         else:
             out.append(
@@ -236,7 +236,7 @@ def _placement(layout: Layout) -> list[Finding]:
                     "outlines of existing marks",
                     Severity.INFO,
                     "no existing marks given: adjacency not checked",
-                )  # fmt: skip
+                )
             )
     out.extend(_plate(layout))
     return out
@@ -259,7 +259,7 @@ def _plate(layout: Layout) -> list[Finding]:
                 "a metal plate",
                 _sev(ok),
                 "embedded metal plate" if ok else "an embedded plate must be metal",
-            )  # fmt: skip
+            )
         )
         # LV-182: the plate keeps room for later marks at the minimum size.
         h = layout.rules.min_height_mm
@@ -279,7 +279,7 @@ def _plate(layout: Layout) -> list[Finding]:
                 if fits
                 else "the plate is too small for future marks at minimum size",
                 g.bounds(layout.zone),
-            )  # fmt: skip
+            )
         )
     elif comp.name in plate.components and not layout.material.metal:
         out.append(
@@ -291,7 +291,7 @@ def _plate(layout: Layout) -> list[Finding]:
                 "an embedded metal plate",
                 Severity.ERROR,
                 "non-metal frame/receiver: mark the embedded metal plate (component 'embedded-plate')",
-            )  # fmt: skip
+            )
         )
     else:
         out.append(
@@ -303,7 +303,7 @@ def _plate(layout: Layout) -> list[Finding]:
                 "metal, or an embedded plate",
                 Severity.PASS,
                 "metal component",
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -329,13 +329,26 @@ def _code(layout: Layout) -> list[Finding]:
     where = g.bounds(g.polygon_from_array(code.corners(quiet=True)))
     n_chars = len(code.symbol.content)
     checks = [
-        ("module", f"{code.module_mm:.3f} mm", f"{c.module_min_mm:g}-{c.module_max_mm:g} mm",
-         c.module_min_mm - _EPS <= code.module_mm <= c.module_max_mm + _EPS),
-        ("quiet zone", f"{code.quiet_zone_modules} module(s)", f">= {c.quiet_zone_min_modules} module(s)",
-         code.quiet_zone_modules >= c.quiet_zone_min_modules),
-        ("symbol", f"{code.symbol_mm:.2f} mm", f"<= {c.symbol_max_mm:g} mm", code.symbol_mm <= c.symbol_max_mm + _EPS),
+        (
+            "module",
+            f"{code.module_mm:.3f} mm",
+            f"{c.module_min_mm:g}-{c.module_max_mm:g} mm",
+            c.module_min_mm - _EPS <= code.module_mm <= c.module_max_mm + _EPS,
+        ),
+        (
+            "quiet zone",
+            f"{code.quiet_zone_modules} module(s)",
+            f">= {c.quiet_zone_min_modules} module(s)",
+            code.quiet_zone_modules >= c.quiet_zone_min_modules,
+        ),
+        (
+            "symbol",
+            f"{code.symbol_mm:.2f} mm",
+            f"<= {c.symbol_max_mm:g} mm",
+            code.symbol_mm <= c.symbol_max_mm + _EPS,
+        ),
         ("content", f"{n_chars} characters", f"<= {c.content_max_chars}", n_chars <= c.content_max_chars),
-    ]  # fmt: skip
+    ]
     out = [
         Finding(c.rule, c.clause, f"code {what}", measured, required, _sev(ok), f"Data Matrix {what}", where)
         for what, measured, required, ok in checks
@@ -357,7 +370,7 @@ def _code(layout: Layout) -> list[Finding]:
             _sev(intrusion <= _EPS),
             "quiet zone clear" if intrusion <= _EPS else "text intrudes into the quiet zone",
             where,
-        )  # fmt: skip
+        )
     )
     return out
 
@@ -375,7 +388,7 @@ def _glyphs(layout: Layout) -> list[Finding]:
             f"all by {layout.font.name}",
             _sev(not missing),
             "every character drawn, none substituted",
-        )  # fmt: skip
+        )
     ]
 
 

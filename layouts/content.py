@@ -81,35 +81,60 @@ def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, tod
         )
     if len(value) > spec.max_length:
         return _finding(
-            spec, name, f"{len(value)} characters", f"<= {spec.max_length}", Severity.ERROR,
+            spec,
+            name,
+            f"{len(value)} characters",
+            f"<= {spec.max_length}",
+            Severity.ERROR,
             f"{spec.label} is too long",
-        )  # fmt: skip
+        )
     digits = sum(ch.isdigit() for ch in value)
     if digits < spec.min_digits:
         return Finding(
-            cs.rule, cs.clause, f"fields.{name}", f"{digits} numerals", f">= {spec.min_digits} numeral(s)",
-            Severity.ERROR, f"{spec.label} needs at least {spec.min_digits} numeral(s)",
-        )  # fmt: skip
+            cs.rule,
+            cs.clause,
+            f"fields.{name}",
+            f"{digits} numerals",
+            f">= {spec.min_digits} numeral(s)",
+            Severity.ERROR,
+            f"{spec.label} needs at least {spec.min_digits} numeral(s)",
+        )
     if spec.kind is FieldKind.COUNTRY and _alpha2(value) is None:
         return _finding(
-            spec, name, repr(value), "ISO 3166-1 alpha-2 code", Severity.ERROR,
+            spec,
+            name,
+            repr(value),
+            "ISO 3166-1 alpha-2 code",
+            Severity.ERROR,
             f"{spec.label}: {value!r} is not an ISO 3166-1 alpha-2 country code",
-        )  # fmt: skip
+        )
     if spec.kind is FieldKind.COUNTRY_NAME and _country_by_name(value) is None:
         return _finding(
-            spec, name, repr(value), "an ISO 3166-1 country name", Severity.ERROR,
+            spec,
+            name,
+            repr(value),
+            "an ISO 3166-1 country name",
+            Severity.ERROR,
             f"{spec.label}: {value!r} is not the name of an ISO 3166-1 country",
-        )  # fmt: skip
+        )
     if spec.kind is FieldKind.US_STATE and not _us_state(value):
         return _finding(
-            spec, name, repr(value), "ISO 3166-2:US code", Severity.ERROR,
+            spec,
+            name,
+            repr(value),
+            "ISO 3166-2:US code",
+            Severity.ERROR,
             f"{spec.label}: {value!r} is not a US State code",
-        )  # fmt: skip
+        )
     if spec.kind is FieldKind.LITERAL and value not in spec.values:
         return _finding(
-            spec, name, repr(value), " or ".join(repr(v) for v in spec.values), Severity.ERROR,
+            spec,
+            name,
+            repr(value),
+            " or ".join(repr(v) for v in spec.values),
+            Severity.ERROR,
             f"{spec.label}: {value!r} is not allowed",
-        )  # fmt: skip
+        )
     if spec.kind is FieldKind.YEAR:
         return _check_year(rules, name, spec, value, today)
     return None

@@ -276,7 +276,10 @@ def program_stats(program: Program, machine: FirmwareProfile) -> ProgramStats:
     """Metrics of a program on a machine (pattern programs have no geometry: lengths are 0)."""
     if isinstance(program, MotionProgram):
         return ProgramStats(
-            program.marking_length_mm, program.travel_length_mm, program.dot_count, 0,
+            program.marking_length_mm,
+            program.travel_length_mm,
+            program.dot_count,
+            0,
             estimate_cycle_time_s(program, machine),
-        )  # fmt: skip
+        )
     return ProgramStats(0.0, 0.0, 0, program.char_count, estimate_cycle_time_s(program, machine))

@@ -236,10 +236,21 @@ def check_cmd(
 ) -> int:
     """Compose a mark and print its findings; exit 1 when any finding is an error."""
     req = _request(
-        request, profile=profile, machine=machine, field=field, fact=fact, component=component,
-        material=material, wall=wall, zone=zone, keepout=keepout, existing=existing,
-        options=_options(set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation),
-    )  # fmt: skip
+        request,
+        profile=profile,
+        machine=machine,
+        field=field,
+        fact=fact,
+        component=component,
+        material=material,
+        wall=wall,
+        zone=zone,
+        keepout=keepout,
+        existing=existing,
+        options=_options(
+            set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation
+        ),
+    )
     layout = compose(req, _book(rules))
     report = check(layout)
     if as_json:
@@ -273,10 +284,21 @@ def layout_cmd(
 ) -> int:
     """Compose and check a mark, then write NAME.svg, NAME.png, NAME.program.json and NAME.findings.json."""
     req = _request(
-        request, profile=profile, machine=machine, field=field, fact=fact, component=component,
-        material=material, wall=wall, zone=zone, keepout=keepout, existing=existing,
-        options=_options(set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation),
-    )  # fmt: skip
+        request,
+        profile=profile,
+        machine=machine,
+        field=field,
+        fact=fact,
+        component=component,
+        material=material,
+        wall=wall,
+        zone=zone,
+        keepout=keepout,
+        existing=existing,
+        options=_options(
+            set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation
+        ),
+    )
     if not 1 <= px_per_mm <= 200:
         raise LayoutError("must be 1-200", field="--px-per-mm")
     layout = compose(req, _book(rules))

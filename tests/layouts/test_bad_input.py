@@ -133,9 +133,14 @@ def test_flags_build_the_same_request_as_a_file() -> None:
     assert req == request("iti-import")
     with pytest.raises(LayoutError) as info:
         request_from_flags(
-            profile="iti-import", machine="grbl-1.1", fields=["import_country"], component="frame",
-            material="steel", wall_thickness_mm=3, zone="10x10",
-        )  # fmt: skip
+            profile="iti-import",
+            machine="grbl-1.1",
+            fields=["import_country"],
+            component="frame",
+            material="steel",
+            wall_thickness_mm=3,
+            zone="10x10",
+        )
     assert info.value.field == "fields"
 
 

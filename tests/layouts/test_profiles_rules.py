@@ -20,9 +20,16 @@ PROFILES = sorted(EXAMPLES)
 
 def test_every_part1_profile_ships() -> None:
     assert set(BOOK.ids) == {
-        "iti-import", "iti-manufacture", "iti-stockpile", "iti-transfer", "iti-found",
-        "us-import", "eu-manufacture", "eu-import", "ca-import",
-    }  # fmt: skip
+        "iti-import",
+        "iti-manufacture",
+        "iti-stockpile",
+        "iti-transfer",
+        "iti-found",
+        "us-import",
+        "eu-manufacture",
+        "eu-import",
+        "ca-import",
+    }
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -75,21 +82,33 @@ def _breakers(profile: str) -> dict[str, Callable[[], Broken]]:
         elif spec.required_unless:
             # Required unless a fact holds: state the fact as false and leave the field out.
             out[f"field:{name}"] = lambda n=name, s=spec: (
-                s.rule, "error", request(profile, fields={k: v for k, v in EXAMPLES[profile].items() if k != n},
-                                         facts={s.required_unless: False}), None,
-            )  # fmt: skip
+                s.rule,
+                "error",
+                request(
+                    profile,
+                    fields={k: v for k, v in EXAMPLES[profile].items() if k != n},
+                    facts={s.required_unless: False},
+                ),
+                None,
+            )
         else:
             out[f"field:{name}"] = lambda n=name, s=spec: (
-                s.rule, "error", _fields(rules, profile, **{n: _bad_value(s.kind, s.max_length)}), None,
-            )  # fmt: skip
+                s.rule,
+                "error",
+                _fields(rules, profile, **{n: _bad_value(s.kind, s.max_length)}),
+                None,
+            )
     for i, rule in enumerate(rules.any_of):
         # Drop every field that only the first group needs; the second group's pattern is not met.
         only_first = (
             set(rule.groups[0]) - set(rule.groups[1]) if len(rule.groups) > 1 else set(rule.groups[0])
         )
         out[f"any_of:{i}"] = lambda r=rule, d=only_first: (
-            r.rule, "error", _fields(rules, profile, **dict.fromkeys(d)), None,
-        )  # fmt: skip
+            r.rule,
+            "error",
+            _fields(rules, profile, **dict.fromkeys(d)),
+            None,
+        )
     text_field = next(
         n for n, s in rules.fields.items() if s.kind in (FieldKind.SERIAL, FieldKind.TEXT, FieldKind.LITERAL)
     )
@@ -134,8 +153,11 @@ def _breakers(profile: str) -> dict[str, Callable[[], Broken]]:
     # Placement inside the zone, clear of keep-outs and existing marks is guaranteed by compose;
     # the check must still catch a layout that breaks it (e.g. a zone edited after composing).
     out["zone"] = lambda: (
-        rules.zone.rule, "error", dataclasses.replace(composed(), zone=g.rect(-1, -1, 0.5, 0.5)), None,
-    )  # fmt: skip
+        rules.zone.rule,
+        "error",
+        dataclasses.replace(composed(), zone=g.rect(-1, -1, 0.5, 0.5)),
+        None,
+    )
     out["overlap"] = lambda: (
         rules.overlap.rule,
         "error",

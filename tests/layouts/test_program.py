@@ -219,11 +219,26 @@ def test_cli_layout_writes_outputs_and_check_json(tmp_path: Path, capsys: pytest
     assert {f["rule"] for f in out["findings"] if f["severity"] == "error"} == {"CA-PHYS"}
     code = app(
         args=[
-            "check", "--profile", "ca-import", "--machine", "grblhal", "-f", "country=CA", "-f", "import_year=26",
-            "--component", "frame", "--material", "aluminium", "--wall", "4", "--zone", "20x6",
+            "check",
+            "--profile",
+            "ca-import",
+            "--machine",
+            "grblhal",
+            "-f",
+            "country=CA",
+            "-f",
+            "import_year=26",
+            "--component",
+            "frame",
+            "--material",
+            "aluminium",
+            "--wall",
+            "4",
+            "--zone",
+            "20x6",
         ],
         standalone_mode=False,
-    )  # fmt: skip
+    )
     assert code == 0
     rules = tmp_path.parent / f"{tmp_path.name}-xx.toml"
     rules.write_text(
