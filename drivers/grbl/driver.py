@@ -741,13 +741,11 @@ class GRBLDriver(Driver):
                     )
         if check:
             return JobResult(Outcome.DONE, "check passed", None, None, acked, total)
-        # "All lines acked" is not "job finished": wait for the planner to drain (§1.2).
+        # "All lines acked" is not "job finished": wait for the planner to drain (§1.2). Short
+        # polls, so an alarm (after which Grbl ignores '?') or a lost link ends the wait at once.
         while True:
-            report = await self.query_status(timeout=self.opts.watchdog_s)
-            if report is None:
-                raise MachineConnectionError(
-                    f"{self.name}: no status at the end of the job", address=self.name
-                )
+            report = await self.query_status(timeout=min(1.0, self.opts.watchdog_s))
+            self._raise_if_lost()
             if self._alarm is not None:
                 code = self._alarm
                 return JobResult(
@@ -758,6 +756,15 @@ class GRBLDriver(Driver):
                     acked,
                     total,
                 )
+            if self._resets != resets_before:
+                return JobResult(Outcome.FAULT, "the machine reset itself", "reset", None, acked, total)
+            if report is None:
+                if time.monotonic() - self._last_rx > self.opts.watchdog_s:
+                    raise MachineConnectionError(
+                        f"{self.name}: no status at the end of the job for {self.opts.watchdog_s:g} s",
+                        address=self.name,
+                    )
+                continue
             if report.state == "Door":
                 return JobResult(Outcome.ALARM, "safety door opened", "door", None, acked, total)
             if report.state == "Idle":

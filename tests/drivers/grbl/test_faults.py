@@ -254,3 +254,13 @@ async def test_after_a_power_cycling_reconnect_home_then_resume_from_the_last_ac
     finally:
         await driver.close()
         await sim.stop()
+
+
+async def test_alarm_after_every_line_was_acknowledged(rig) -> None:
+    # All three lines are acknowledged at once (the planner has room); the hard-limit alarm comes
+    # while the driver waits for Idle, when Grbl no longer answers '?'.
+    r = await rig("grbl-1.1", faults="alarm@t:1=1")
+    result = await r.driver.run_gcode(["G21G90", "M4S0", "G1X50F600S100"])
+    assert (result.outcome, result.code, result.done) == (Outcome.ALARM, "ALARM:1", 3)
+    assert result.safe_state_confirmed and not r.sim.beam_on
+    assert not r.sim.burned_after(r.sim.fault_times["alarm"])
