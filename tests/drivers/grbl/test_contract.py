@@ -16,7 +16,7 @@ from markctl.drivers.base import JobEnded, Outcome, Progress, SafeStateReached, 
 from markctl.drivers.grbl import GRBLDriver, GRBLOptions
 from markctl.drivers.transports import SerialTransport, TCPTransport
 from markctl.errors import AlarmError, SafetyError
-from markctl.layouts.program import MotionProgram
+from markctl.layouts.program import MotionProgram, ProcessParams, Stroke, StrokeKind
 from markctl.profiles import load_profile
 from markctl.registry import resolve_driver
 from markctl.simulator.clock import make_clock
@@ -281,3 +281,16 @@ async def test_over_tcp_with_the_tcp_transport(profile_id: str) -> None:
         server.close()
         await server.wait_closed()
         await sim.stop()
+
+
+async def test_laser_dots_fire_standing_still_and_nowhere_between(rig, profile_id: str) -> None:
+    r = await rig(profile_id)
+    points = np.array([[10.0, 10.0], [20.0, 12.0], [30.0, 14.0]])
+    program = MotionProgram(
+        (Stroke(StrokeKind.DOTS, points, 0),), (ProcessParams(speed_mm_min=600, power_pct=80),)
+    )
+    result = await r.driver.run(program)
+    assert result.ok and not r.sim.beam_on
+    dots = [(b.x0, b.y0) for b in r.sim.burn_log]
+    assert dots == [(10.0, 10.0), (20.0, 12.0), (30.0, 14.0)]
+    assert all(b.x0 == b.x1 and b.y0 == b.y1 for b in r.sim.burn_log)
