@@ -294,3 +294,15 @@ async def test_laser_dots_fire_standing_still_and_nowhere_between(rig, profile_i
     dots = [(b.x0, b.y0) for b in r.sim.burn_log]
     assert dots == [(10.0, 10.0), (20.0, 12.0), (30.0, 14.0)]
     assert all(b.x0 == b.x1 and b.y0 == b.y1 for b in r.sim.burn_log)
+
+
+async def test_counting_against_a_wrong_buffer_size_overflows_the_machine(rig, profile_id: str) -> None:
+    # The same driver told the RX buffer is 8 KiB (as a naive sender assumes): the simulator's
+    # buffer overflows, drops bytes, and the job cannot end well (lost lines, mangled lines).
+    if profile_id == "grblhal":
+        pytest.skip("1024-byte buffer and 35 blocks: a short job fits anyway")
+    r = await rig(profile_id, rx_buffer_bytes=8192, watchdog_s=2.0)
+    result = await r.driver.run(long_program(150))
+    assert r.sim.rx_overflow_bytes > 0
+    assert not result.ok
+    assert result.safe_state_confirmed and not r.sim.beam_on
