@@ -6,6 +6,7 @@ if the driver and the simulator shared a misunderstanding, these would still cat
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -415,3 +416,46 @@ async def test_is_a_byte_device_and_coalesces_duplicate_status_requests(make_hos
     await host.command("G4P0")  # a round trip later every report that was coming has come
     assert sum(1 for line in host.lines if line.startswith("<")) == 1
     assert host.sim.status_reports == 1
+
+
+async def test_work_offsets_g10_g92_and_wpos(make_host) -> None:
+    host = await make_host()
+    assert await host.command("G0X30Y20") == ["ok"]
+    await host.idle()
+    assert await host.command("G10L20P1X10Y5") == ["ok"]  # here is X10 Y5 in G54
+    lines = await host.command("$#")
+    assert lines[0] == "[G54:20.000,15.000,0.000]" and lines[-1] == "ok"
+    assert await host.command("G92X0Y0") == ["ok"]  # and now X0 Y0, on top of G54
+    assert "[G92:10.000,5.000,0.000]" in await host.command("$#")
+    assert await host.command("$10=0") == ["ok"]
+    report = await host.status()
+    assert report.startswith("<Idle|WPos:0.000,0.000,0.000|")
+    assert "WCO:30.000,20.000,0.000" in report  # an offset change shows WCO at once
+    assert await host.command("G0X1Y1") == ["ok"]
+    await host.idle()
+    assert host.sim.position[:2] == pytest.approx((31.0, 21.0))
+    assert await host.command("G53G0X0Y0") == ["ok"]  # machine coordinates for one block
+    await host.idle()
+    assert host.sim.position[:2] == pytest.approx((0.0, 0.0))
+
+
+async def test_arc_is_cut_into_chords_on_the_circle(make_host) -> None:
+    host = await make_host()
+    for line in ("G0X20Y20", "M4S800", "G2X30Y20I5J0F1200", "M5"):
+        host.send(line + "\n")
+    await host.responses(4)
+    pieces = host.sim.burn_log
+    assert len(pieces) > 10
+    for b in pieces:  # every chord end lies on the circle around (25, 20), radius 5
+        assert math.hypot(b.x1 - 25, b.y1 - 20) == pytest.approx(5.0, abs=1e-6)
+    assert max(b.y1 for b in pieces) == pytest.approx(25.0, abs=0.01)  # clockwise from the left: over the top
+    assert (pieces[-1].x1, pieces[-1].y1) == pytest.approx((30.0, 20.0))
+
+
+async def test_inches_and_program_end(make_host) -> None:
+    host = await make_host()
+    assert await host.command("G20G0X1Y0.5") == ["ok"]
+    await host.idle()
+    assert host.sim.position[:2] == pytest.approx((25.4, 12.7))
+    assert await host.command("M2") == ["[MSG:Pgm End]", "ok"]
+    assert await host.command("$G") == ["[GC:G1 G54 G17 G20 G90 G94 M5 M9 T0 F0 S0]", "ok"]
