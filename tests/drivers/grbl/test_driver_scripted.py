@@ -238,3 +238,23 @@ async def test_classic_banner_without_grblhal_firmware_is_refused_for_a_grblhal_
     with pytest.raises(MachineError, match="names no grblHAL") as info:
         await driver_for(t, "grblhal").connect()
     assert info.value.code == "dialect"
+
+
+async def test_unknown_codes_get_a_text_not_a_crash() -> None:
+    # grblHAL's error codes go to ~92 (PROTOCOLS.md §2.1); an unknown one is named, not fatal.
+    job = [
+        (b"G0X1\n", b"error:79\r\n"),
+        (b"!", b""),
+        (b"?", b"<Hold:0|MPos:0.000,0.000,0.000|FS:0,0>\r\n"),
+        (b"\x18", BANNER),
+        (b"?", IDLE),
+        (b"M5S0\n", b"ok\r\n"),
+        (b"?", IDLE),
+    ]
+    t = ScriptedTransport(handshake() + job + CLOSE_IDLE, greeting=BANNER)
+    driver = driver_for(t)
+    await driver.connect()
+    result = await driver.run_gcode(["G0X1"])
+    assert (result.code, result.line) == ("error:79", 1) and "unknown error 79" in result.message
+    await driver.close()
+    t.assert_done()
