@@ -163,7 +163,6 @@ class GRBLDriver(Driver):
         self._last_poll = 0.0
         self._protocol_error: ProtocolError | None = None
         self._polling = False
-        self._job_lines = 0
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -192,7 +191,7 @@ class GRBLDriver(Driver):
                 self._wake.set()
         except MachineConnectionError as exc:
             self._lost = exc
-            self.set_state(State.DISCONNECTED, raw=str(exc))
+            self._machine_state(State.DISCONNECTED, str(exc))
             for entry in self._pending:
                 if entry.future is not None and not entry.future.done():
                     entry.future.set_exception(exc)
@@ -224,7 +223,7 @@ class GRBLDriver(Driver):
             return
         if isinstance(item, AlarmMessage):
             self._alarm = item.code
-            self.set_state(State.ALARM, raw=f"ALARM:{item.code}")
+            self._machine_state(State.ALARM, f"ALARM:{item.code}")
             return
         if isinstance(item, Welcome):
             self._on_reset(item)
@@ -242,11 +241,16 @@ class GRBLDriver(Driver):
             self.wco = report.wco
         self._status_seq += 1
         self._idle_streak = self._idle_streak + 1 if report.state in ("Idle", "Check") else 0
-        state = _STATE.get(report.state, State.FAULT)
-        if self._state not in (State.NEEDS_RECOVERY, State.CONNECTING):
-            self.set_state(state, raw=report.raw_state)
+        if self._state is not State.CONNECTING:
+            self._machine_state(_STATE.get(report.state, State.FAULT), report.raw_state)
         if report.state != "Alarm":
             self._alarm = None  # unlocked or reset since the ALARM message
+
+    def _machine_state(self, state: State, raw: str) -> None:
+        # NEEDS_RECOVERY is the base class's verdict on an unconfirmed safe state: only
+        # recover() clears it, never a status report that happens to arrive.
+        if self._state is not State.NEEDS_RECOVERY:
+            self.set_state(state, raw=raw)
 
     def _on_reset(self, welcome: Welcome) -> None:
         """A banner: the machine reset; nothing sent before it will be answered."""
