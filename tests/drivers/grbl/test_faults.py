@@ -133,6 +133,7 @@ class ReopenablePipe:
     def __init__(self, sim: GrblSimulator) -> None:
         self.sim = sim
         self.opened = 0
+        self.refuse_opens = 0  # the next this-many opens fail, like a port that re-enumerates
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._lost: MachineConnectionError | None = None
         self._open = False
@@ -146,6 +147,9 @@ class ReopenablePipe:
         return "reopenable"
 
     async def open(self) -> None:
+        if self.refuse_opens:
+            self.refuse_opens -= 1
+            raise MachineConnectionError("reopenable: no such device (yet)")
         self.opened += 1
         self._lost = None
         self._queue = asyncio.Queue()
@@ -264,3 +268,32 @@ async def test_alarm_after_every_line_was_acknowledged(rig) -> None:
     assert (result.outcome, result.code, result.done) == (Outcome.ALARM, "ALARM:1", 3)
     assert result.safe_state_confirmed and not r.sim.beam_on
     assert not r.sim.burned_after(r.sim.fault_times["alarm"])
+
+
+async def test_unconfirmed_after_a_failed_reopen_until_recover() -> None:
+    profile = fast(load_profile("grbl-1.1"))
+    sim = GrblSimulator(
+        profile,
+        clock=make_clock("instant"),
+        faults="disconnect@line:40",
+        workpiece=Workpiece(60, 40, px_per_mm=20),
+    )
+    await sim.start()
+    link = ReopenablePipe(sim)
+    driver = GRBLDriver(link, profile, GRBLOptions(poll_hz=20))
+    try:
+        await driver.connect()
+        link.refuse_opens = 1  # the port is not back yet when the safe state tries
+        result = await driver.run(long_program(150))
+        assert result.outcome is Outcome.CONNECTION_LOST and not result.safe_state_confirmed
+        assert driver.state is State.NEEDS_RECOVERY
+        with pytest.raises(SafetyError):
+            driver.run(long_program(5))
+        info = await driver.recover()  # the operator plugs it back: reconnect, handshake, safe state
+        assert info.dialect == "grbl" and driver.state is State.IDLE
+        assert driver.events_of(SafeStateReached)[-1].reason == "recover"  # type: ignore[attr-defined]
+        assert not sim.beam_on
+        assert (await driver.run(long_program(5))).ok
+    finally:
+        await driver.close()
+        await sim.stop()
