@@ -59,7 +59,7 @@ from markctl.drivers.grbl.codec import (
     needs_send_response,
     override_bytes,
 )
-from markctl.drivers.grbl.gcode import GCodeProgram, frame_lines, program_lines, resume_lines
+from markctl.drivers.grbl.gcode import GCodeProgram, frame_lines, num, program_lines, resume_lines
 from markctl.errors import (
     AlarmError,
     DeviceError,
@@ -486,6 +486,16 @@ class GRBLDriver(Driver):
         """``$H`` homing cycle (needs ``$22=1``)."""
         await self.command("$H", timeout=120.0)
         await self.query_status()
+
+    async def jog(self, dx_mm: float, dy_mm: float, feed_mm_min: float) -> None:
+        """Relative jog (``$J=G91 ...``, §1.8); it inherits the laser state, so M5 first if unsure."""
+        if not feed_mm_min > 0:
+            raise ValueError("jog feed must be positive")
+        await self.command(f"$J=G21G91X{num(dx_mm)}Y{num(dy_mm)}F{num(feed_mm_min, 1)}")
+
+    async def jog_cancel(self) -> None:
+        """Stop a jog with 0x85 (not ``!``, which could leave Grbl suspended after the jog, §1.8)."""
+        await self.realtime(RT.JOG_CANCEL)
 
     async def set_override(self, kind: Literal["feed", "power"], percent: int) -> None:
         """Feed or laser-power override, 10-200 %, as realtime bytes (§1.3)."""

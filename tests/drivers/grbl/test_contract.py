@@ -306,3 +306,22 @@ async def test_counting_against_a_wrong_buffer_size_overflows_the_machine(rig, p
     assert r.sim.rx_overflow_bytes > 0
     assert not result.ok
     assert result.safe_state_confirmed and not r.sim.beam_on
+
+
+async def test_jog_and_jog_cancel(rig, profile_id: str) -> None:
+    r = await rig(profile_id, clock="scaled:20")
+    await r.driver.jog(5.0, 2.0, 3000)
+    for _ in range(200):
+        report = await r.driver.query_status()
+        if report is not None and report.state == "Idle":
+            break
+    assert r.sim.position[:2] == pytest.approx((5.0, 2.0))
+    await r.driver.jog(50.0, 0.0, 600)  # 5 s: long enough to cancel half way
+    await r.driver.jog_cancel()
+    for _ in range(200):
+        report = await r.driver.query_status()
+        if report is not None and report.state == "Idle":
+            break
+    assert 5.0 < r.sim.position[0] < 55.0 and not r.sim.burn_log
+    with pytest.raises(ValueError):
+        await r.driver.jog(1, 1, 0)
