@@ -225,6 +225,15 @@ def test_parse_status_raises_only_protocol_error(raw: bytes) -> None:
         pass
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120))
+def test_parse_status_on_arbitrary_bytes_raises_only_protocol_error(raw: bytes) -> None:
+    try:
+        parse_status(raw)
+    except ProtocolError:
+        pass
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=40), max_size=8))
 def test_decoder_never_raises(chunks: list[bytes]) -> None:
