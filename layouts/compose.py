@@ -16,6 +16,7 @@ zone that would work.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -384,11 +385,23 @@ def _free_region(request: MarkRequest, rules: RuleProfile) -> g.Geom:
     comp = request.component
     # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).
     gap = max(rules.adjacent.min_gap_mm if rules.adjacent else 0.0, opts.clearance_mm)
-    return _free_cached(comp.zone, comp.keepouts, comp.existing_marks, opts.margin_mm, opts.clearance_mm, gap)
+    key = (comp.zone, comp.keepouts, comp.existing_marks, opts.margin_mm, opts.clearance_mm, gap)
+    # One cache per thread: a prepared GEOS geometry keeps internal indexes that must not be used
+    # from two threads at once (the API service may compose in a thread pool).
+    cache: dict[tuple[object, ...], g.Geom] = _FREE_CACHE.__dict__.setdefault("regions", {})
+    free = cache.get(key)
+    if free is None:
+        if len(cache) >= _FREE_CACHE_SIZE:
+            cache.clear()
+        free = cache[key] = _free_geometry(*key)
+    return free
 
 
-@lru_cache(maxsize=64)
-def _free_cached(
+_FREE_CACHE = threading.local()
+_FREE_CACHE_SIZE = 64
+
+
+def _free_geometry(
     zone_pts: tuple[tuple[float, float], ...],
     keepout_pts: tuple[tuple[tuple[float, float], ...], ...],
     existing_pts: tuple[tuple[tuple[float, float], ...], ...],

@@ -191,3 +191,18 @@ def test_materials_table_is_complete() -> None:
     with pytest.raises(LayoutError) as info:
         get_material("cheese")
     assert info.value.field == "component.material"
+
+
+def test_composing_in_threads_gives_the_sequential_result() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from markctl.layouts import program
+
+    reqs = [
+        request("iti-stockpile", fields={**request_dict("iti-stockpile")["fields"], "serial": f"S{i:05d}"})
+        for i in range(16)
+    ]
+    expected = [program(compose(r)).digest for r in reqs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda r: program(compose(r)).digest, reqs))
+    assert got == expected
