@@ -368,6 +368,8 @@ class GrblSimulator:
             if fault.trigger == "t":
                 self._tasks.append(asyncio.create_task(self._timed_fault(fault)))
         self._banner()
+        if self.state == "Alarm":  # homing enabled: power-up locks until $H or $X (§1.5)
+            self._line_out("[MSG:'$H'|'$X' to unlock]")
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -962,7 +964,7 @@ class GrblSimulator:
         elif power_cycle:
             self.state = "Alarm" if self.settings.get(22, 0) else "Idle"
         else:
-            self.state = "Idle" if not self.settings.get(22, 0) or prior != "Alarm" else "Alarm"
+            self.state = "Idle"  # a soft reset does not re-lock for homing: only power-up does
         self._banner()
         if self.state == "Alarm":
             self._line_out("[MSG:'$H'|'$X' to unlock]")
