@@ -276,3 +276,23 @@ def test_broken_user_profile_is_refused_naming_the_key(text: str, loc: str, word
         BOOK.with_texts([("my-rules.toml", text)])
     assert info.value.path == "my-rules.toml" and info.value.loc == loc
     assert words in str(info.value)
+
+
+def test_us_import_identity_by_ffl_prefixed_serial() -> None:
+    # 27 CFR 478.92(a)(1)(i): name + city + State, or name + a serial prefixed 'NNNNNNNN-'.
+    fields = {k: v for k, v in EXAMPLES["us-import"].items() if k not in ("city", "state")}
+    assert failing(request("us-import", fields={**fields, "serial": "12345678-AB12"})) == (set(), set())
+    errors, _ = failing(request("us-import", fields={**fields, "serial": "1234567-AB12"}))
+    assert errors == {"US-ID"}
+
+
+def test_eu_year_may_live_in_the_serial_and_model_is_recommended() -> None:
+    fields = {k: v for k, v in EXAMPLES["eu-manufacture"].items() if k != "year"}
+    assert failing(request("eu-manufacture", fields=fields, facts={"serial_contains_year": True})) == (
+        set(),
+        set(),
+    )
+    errors, _ = failing(request("eu-manufacture", fields=fields))
+    assert errors == {"EU-CONT"}
+    no_model = {k: v for k, v in EXAMPLES["eu-manufacture"].items() if k != "model"}
+    assert failing(request("eu-manufacture", fields=no_model)) == (set(), {"EU-CONT"})
