@@ -159,8 +159,7 @@ async def _open_simulated(
         )
         machine._cleanup.append(sim.stop)
         return machine
-    pipe = PipeTransport(str(addr), sink=sim.receive)
-    sim.attach(pipe.feed, pipe.hang_up)
+    pipe = PipeTransport(str(addr), sink=sim.receive, on_open=lambda: sim.attach(pipe.feed, pipe.hang_up))
     await sim.start()
     machine = Machine(addr, prof, driver_cls(pipe, prof, _driver_options(opts.driver), name=str(addr)), sim)
     machine._cleanup.append(sim.stop)

@@ -2,7 +2,9 @@
 
 ``markctl`` wires it (drivers never import the simulator): whatever the driver writes goes to
 ``sink`` (the simulator's input), and the simulator calls :meth:`PipeTransport.feed` with what the
-machine sends back, or :meth:`PipeTransport.hang_up` when the simulated link drops.
+machine sends back, or :meth:`PipeTransport.hang_up` when the simulated link drops. ``on_open`` runs
+on every open, so the simulator attaches when the driver connects and again when it reopens a
+dropped link (as a USB cable plugged back in).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ class PipeTransport:
 
     options_model: ClassVar[type[TransportOptions]] = PipeOptions
 
-    def __init__(self, name: str, sink: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, name: str, sink: Callable[[bytes], None], *, on_open: Callable[[], None] | None = None
+    ) -> None:
         self._name = name
         self._sink = sink
+        self._on_open = on_open  # the far end plugs in (a simulator attaches, and may greet)
         self._inbound = Inbound(name)
         self._open = False
 
@@ -40,8 +45,10 @@ class PipeTransport:
 
     async def open(self) -> None:
         if self._inbound.lost is not None:
-            raise self._inbound.lost
+            self._inbound = Inbound(self._name)  # the cable is plugged back in
         self._open = True
+        if self._on_open is not None:
+            self._on_open()
 
     async def close(self) -> None:
         self._open = False

@@ -81,6 +81,8 @@ class SerialTransport:
     async def open(self) -> None:
         if self._port is not None:
             return
+        if self._inbound.lost is not None:
+            self._inbound = Inbound(self._url)  # a reopen after a lost link starts afresh
         loop = asyncio.get_running_loop()
         try:
             port = await loop.run_in_executor(None, self._open_blocking)

@@ -84,6 +84,53 @@ async def test_tcp_connection_refused() -> None:
         await TCPTransport(f"127.0.0.1:{port}").open()
 
 
+async def test_tcp_reopens_after_a_lost_link() -> None:
+    # An echo server (pyserial's socket:// open discards input already waiting, so no greeting).
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(writer)
+        while data := await reader.read(100):
+            writer.write(data)
+            await writer.drain()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    transport = TCPTransport(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        await transport.open()
+        await transport.write(b"one\n")
+        assert await _read_exactly(transport, 4) == b"one\n"
+        first = await asyncio.wait_for(accepted.get(), 5)
+        first.close()
+        with pytest.raises(MachineConnectionError):
+            for _ in range(100):
+                await transport.read(timeout=0.1)
+        await transport.close()
+        await transport.open()  # the cable is back: a fresh link, not the old loss
+        await transport.write(b"two\n")
+        assert await _read_exactly(transport, 4) == b"two\n"
+        second = await asyncio.wait_for(accepted.get(), 5)
+        await transport.close()
+        second.close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_pipe_reopens_and_calls_on_open() -> None:
+    opened: list[int] = []
+    pipe = PipeTransport("sim://x", lambda data: None, on_open=lambda: opened.append(1))
+    await pipe.open()
+    pipe.hang_up("unplugged")
+    with pytest.raises(MachineConnectionError, match="unplugged"):
+        await pipe.read(timeout=1)
+    await pipe.close()
+    await pipe.open()
+    pipe.feed(b"Grbl\r\n")
+    assert await pipe.read(timeout=1) == b"Grbl\r\n" and opened == [1, 1]
+
+
 async def test_pipe_feeds_and_hangs_up() -> None:
     sent: list[bytes] = []
     pipe = PipeTransport("sim://test", sent.append)
