@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from markctl.errors import LayoutError, ProfileError
+from markctl.profiles import deep_merge
 
 __all__ = [
     "AnyOfRule",
@@ -285,16 +286,6 @@ class RuleProfile(_Frozen):
         return tuple(sorted(ids))
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 class RuleBook:
     """A set of rule profiles: the bundled ones, plus any the caller adds."""
 
@@ -333,7 +324,7 @@ class RuleBook:
         if parent in chain:
             raise ProfileError(f"cycle: {' -> '.join((*chain, parent))}", path=origin, loc="extends")
         base = {k: v for k, v in self._resolve(parent, (*chain, parent)).items() if k != "abstract"}
-        merged = _deep_merge(base, data)
+        merged = deep_merge(base, data)
         merged["extends"] = parent
         return merged
 

@@ -51,6 +51,7 @@ __all__ = [
     "ProfileInfo",
     "Provenance",
     "TelesisProtocol",
+    "deep_merge",
     "json_schema",
     "list_profiles",
     "load_profile",
@@ -444,12 +445,12 @@ def _read_toml(path: str, text: str) -> dict[str, Any]:
         raise ProfileError(f"not valid TOML: {exc}", path=path) from exc
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Tables merge key by key; every other value (lists included) is replaced whole."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -479,7 +480,7 @@ def _resolve(
             loc="schema_version",
         )
     child = {k: v for k, v in raw.items() if k != "extends"}
-    merged = _deep_merge({k: v for k, v in parent_raw.items() if k not in ("extends", "provenance")}, child)
+    merged = deep_merge({k: v for k, v in parent_raw.items() if k not in ("extends", "provenance")}, child)
     merged["extends"] = parent
     return merged
 
