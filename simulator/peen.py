@@ -42,13 +42,14 @@ from enum import StrEnum
 
 from markctl.profiles import FirmwareProfile
 from markctl.simulator.clock import Clock
-from markctl.simulator.faults import Fault
+from markctl.simulator.faults import Fault, parse_faults
 from markctl.simulator.workpiece import Workpiece
 
 __all__ = [
     "FONTS",
     "DotFont",
     "FieldSlot",
+    "MarkerFrontEnd",
     "MarkerStatus",
     "Pattern",
     "PeenMarker",
@@ -579,3 +580,45 @@ class PeenMarker:
     def _set_fault(self, code: int) -> None:
         self.status = MarkerStatus.FAULT
         self.fault_code = code
+
+
+class MarkerFrontEnd:
+    """What every protocol front end of a :class:`PeenMarker` shares: faults, the model, the plate.
+
+    A front end (the framed serial protocol, the Modbus register map) parses its fault spec once;
+    faults timed by cycle or clock belong to the marker model, the rest to the front end's link.
+    """
+
+    def __init__(
+        self,
+        profile: FirmwareProfile,
+        *,
+        clock: Clock,
+        faults: str,
+        fault_kinds: Iterable[str],
+        workpiece: Workpiece | None,
+        patterns: Mapping[str, Pattern] | None,
+        hardness_hb: float,
+        text_fields: int = 8,
+    ) -> None:
+        self.profile = profile
+        self.clock = clock
+        self.faults: tuple[Fault, ...] = parse_faults(faults, fault_kinds)
+        self.marker = PeenMarker(
+            profile,
+            clock=clock,
+            workpiece=workpiece,
+            patterns=patterns,
+            hardness_hb=hardness_hb,
+            faults=[f for f in self.faults if f.trigger in ("cycle", "t") and f.kind != "slow"],
+            text_fields=text_fields,
+        )
+
+    @property
+    def workpiece(self) -> Workpiece:
+        """The plate under the stylus (the marker model's); assign a new one to load the next part."""
+        return self.marker.workpiece
+
+    @workpiece.setter
+    def workpiece(self, plate: Workpiece) -> None:
+        self.marker.workpiece = plate

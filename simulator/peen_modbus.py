@@ -50,8 +50,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from markctl.profiles import FirmwareProfile, ModbusProtocol
 from markctl.simulator.clock import Clock
-from markctl.simulator.faults import Fault, parse_faults
-from markctl.simulator.peen import MODEL_FAULT_KINDS, MarkerStatus, Pattern, PeenMarker
+from markctl.simulator.peen import MODEL_FAULT_KINDS, MarkerFrontEnd, MarkerStatus, Pattern
 from markctl.simulator.workpiece import Workpiece
 
 __all__ = ["FAULT_KINDS", "ModbusMarkerSimulator", "RequestRecord"]
@@ -85,7 +84,7 @@ def _runs(addresses: set[int]) -> list[tuple[int, int]]:
     return runs
 
 
-class ModbusMarkerSimulator:
+class ModbusMarkerSimulator(MarkerFrontEnd):
     """The register map of a ``protocol.kind = "peen"`` profile, served by pymodbus."""
 
     def __init__(
@@ -100,23 +99,14 @@ class ModbusMarkerSimulator:
     ) -> None:
         if not isinstance(profile.protocol, ModbusProtocol):
             raise ValueError(f"profile {profile.id} does not describe a Modbus marker")
-        self.profile = profile
+        super().__init__(profile, clock=clock, faults=faults, fault_kinds=FAULT_KINDS, workpiece=workpiece,
+                         patterns=patterns, hardness_hb=hardness_hb)  # fmt: skip
         self.proto: ModbusProtocol = profile.protocol
         self.map = profile.protocol.registers
-        self.clock = clock
-        self.faults: tuple[Fault, ...] = parse_faults(faults, FAULT_KINDS)
         known = {int(code) for code in ExcCodes}
         for fault in self.faults:
             if fault.kind == "exception" and fault.arg_int(int(ExcCodes.DEVICE_FAILURE)) not in known:
                 raise ValueError(f"fault {fault}: not a Modbus exception code ({sorted(known)})")
-        self.marker = PeenMarker(
-            profile,
-            clock=clock,
-            workpiece=workpiece,
-            patterns=patterns,
-            hardness_hb=hardness_hb,
-            faults=[f for f in self.faults if f.trigger in ("cycle", "t") and f.kind != "slow"],
-        )
         self.marker.on_drop = self._drop
         self.requests: list[RequestRecord] = []
         self.device = SimDevice(self.proto.unit, simdata=self._blocks(), action=self._action)
@@ -130,15 +120,6 @@ class ModbusMarkerSimulator:
         self._written: dict[int, int] = {}
 
     # --- the datastore ---------------------------------------------------------------------
-
-    @property
-    def workpiece(self) -> Workpiece:
-        """The plate under the stylus (the marker model's); assign a new one to load the next part."""
-        return self.marker.workpiece
-
-    @workpiece.setter
-    def workpiece(self, plate: Workpiece) -> None:
-        self.marker.workpiece = plate
 
     def _holding(self) -> set[int]:
         m = self.map

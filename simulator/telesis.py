@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from markctl.profiles import FirmwareProfile, TelesisProtocol
 from markctl.simulator.base import HangUp, Send
 from markctl.simulator.clock import Clock
-from markctl.simulator.faults import Fault, parse_faults
-from markctl.simulator.peen import MODEL_FAULT_KINDS, Pattern, PeenMarker
+from markctl.simulator.faults import Fault
+from markctl.simulator.peen import MODEL_FAULT_KINDS, MarkerFrontEnd, Pattern
 from markctl.simulator.workpiece import Workpiece
 
 __all__ = ["FAULT_KINDS", "TelesisSimulator"]
@@ -51,7 +51,7 @@ SOH, STX, ETX, CR = 0x01, 0x02, 0x03, 0x0D
 FAULT_KINDS = frozenset({"nak", "noreply", "badbcc", "drop", "slow"}) | MODEL_FAULT_KINDS
 
 
-class TelesisSimulator:
+class TelesisSimulator(MarkerFrontEnd):
     """A :class:`~markctl.simulator.base.ByteDevice` for profiles with ``protocol.kind = "telesis"``."""
 
     def __init__(
@@ -66,19 +66,10 @@ class TelesisSimulator:
     ) -> None:
         if not isinstance(profile.protocol, TelesisProtocol):
             raise ValueError(f"profile {profile.id} does not speak the telesis protocol")
-        self.profile = profile
+        super().__init__(profile, clock=clock, faults=faults, fault_kinds=FAULT_KINDS, workpiece=workpiece,
+                         patterns=patterns, hardness_hb=hardness_hb,
+                         text_fields=profile.protocol.text_fields)  # fmt: skip
         self.proto: TelesisProtocol = profile.protocol
-        self.clock = clock
-        self.faults: tuple[Fault, ...] = parse_faults(faults, FAULT_KINDS)
-        self.marker = PeenMarker(
-            profile,
-            clock=clock,
-            workpiece=workpiece,
-            patterns=patterns,
-            hardness_hb=hardness_hb,
-            faults=[f for f in self.faults if f.trigger in ("cycle", "t") and f.kind != "slow"],
-            text_fields=self.proto.text_fields,
-        )
         self.marker.on_drop = self._drop
         self._send: Send | None = None
         self._hang_up: HangUp | None = None
@@ -90,15 +81,6 @@ class TelesisSimulator:
         self._pending_replies: set[asyncio.Task[None]] = set()
 
     # --- ByteDevice ------------------------------------------------------------------------
-
-    @property
-    def workpiece(self) -> Workpiece:
-        """The plate under the stylus (the marker model's); assign a new one to load the next part."""
-        return self.marker.workpiece
-
-    @workpiece.setter
-    def workpiece(self, plate: Workpiece) -> None:
-        self.marker.workpiece = plate
 
     def attach(self, send: Send, hang_up: HangUp) -> None:
         self._send, self._hang_up = send, hang_up
