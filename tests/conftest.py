@@ -1,14 +1,23 @@
 """Shared fixtures and options.
 
 ``pytest --machine URL`` points the tests marked ``hardware`` at a real machine (e.g.
-``--machine grbl+serial:///dev/ttyUSB0``); without it they are skipped.
+``--machine grbl+serial:///dev/ttyUSB0``); without it they are skipped. With ``CI`` set, hypothesis
+runs derandomized.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs each submission once: the same examples every time, and no per-example deadline on a
+# shared, noisy machine. Local runs stay random so they keep finding new cases.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 
