@@ -15,6 +15,7 @@
     [defaults]
     machine = "laser"
     operator = "armourer-1"
+    mark_profile = "iti-import"              # for manifests without a mark_profile column
 
 Environment: ``MARKCTL_CONFIG`` (a file), ``MARKCTL_RECORDS`` (records URL or path),
 ``MARKCTL_MACHINE`` (a machine name or address), ``MARKCTL_OPERATOR``. An explicit argument
@@ -52,6 +53,7 @@ class RecordsSection(_Model):
 class DefaultsSection(_Model):
     machine: str | None = None
     operator: str | None = None
+    mark_profile: str | None = Field(default=None, description="Rule profile for manifests without one.")
 
 
 class Settings(_Model):

@@ -189,7 +189,9 @@ class MarkService:
     ) -> JobRun:
         """Pre-check a manifest and, if it may run, start marking it; returns the job at once."""
         job = self.new_job(machine, operator)
-        manifest = parse_manifest(manifest_csv, source="manifest")
+        manifest = parse_manifest(
+            manifest_csv, source="manifest", default_mark_profile=self.settings.defaults.mark_profile
+        )
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
         plan = await asyncio.to_thread(precheck, manifest, catalogue, load_profile(self.profile_of(machine)))
         return await self.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,

@@ -35,12 +35,15 @@ def _served(*args: str) -> Iterator[str]:
     ("profile", "option", "address"),
     [
         ("grbl-1.1", "--tcp", "grbl+tcp://{}"),
+        ("grbl-1.1", "--pty", "grbl+serial://{}"),
         ("telesis-tmp", "--tcp", "telesis+tcp://{}"),
         ("peen-modbus", "--modbus-tcp", "peen+modbus-tcp://{}"),
+        ("peen-modbus", "--modbus-rtu-pty", "peen+modbus-rtu://{}"),
     ],
 )
 async def test_served_simulator_answers_a_driver(profile: str, option: str, address: str) -> None:
-    with _served(profile, option, "127.0.0.1:0") as where:
+    extra = ("127.0.0.1:0",) if option in ("--tcp", "--modbus-tcp") else ()
+    with _served(profile, option, *extra) as where:
         machine = await open_machine(address.format(where), profile=profile)
         try:
             assert machine.driver.info is not None and machine.driver.state is State.IDLE

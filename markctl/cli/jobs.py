@@ -211,13 +211,18 @@ def _job_exit(job: JobRun, as_json: bool) -> int:
     return 0 if job.state == "done" else 1
 
 
-def jobs_cmd(records: RecordsOpt = None) -> int:
+def jobs_cmd(
+    records: RecordsOpt = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> int:
     """Batches in the records, with how many items ended in each state."""
     counts: dict[str, dict[str, int]] = {}
     with open_store(records) as store:
         for item in store.items():
             per = counts.setdefault(item.batch_id or "-", {})
             per[item.state.value] = per.get(item.state.value, 0) + 1
+    if as_json:
+        typer.echo(json.dumps(counts, indent=2))
+        return 0
     table = Table("batch", "planned", "started", "marked", "failed", "unknown")
     for batch_id, per in counts.items():
         table.add_row(

@@ -64,16 +64,25 @@ def _item_dict(r: ItemView) -> dict[str, object]:
 
 @records_app.command("show")
 def show_cmd(
-    what: Annotated[str, typer.Argument(metavar="SEQ|ITEM_KEY")],
+    what: Annotated[str, typer.Argument(metavar="SEQ|ITEM_KEY|WEAPON_KEY")],
     records: RecordsOpt = None,
 ) -> int:
-    """Show one record (by sequence number) or an item's whole history (by item key), as JSON."""
+    """Show a record (by number), an item's history (MAKER|SERIAL|component|profile) or a whole weapon (MAKER|SERIAL)."""
     with open_store(records) as store:
         if what.isdigit():
             record = store.get(int(what))
             if record is None:
                 raise ConfigError(f"no record {what}")
             typer.echo(json.dumps(record.as_dict(), indent=2, sort_keys=True))
+            return 0
+        if what.count("|") == 1:  # a weapon: every item (component and mark) tied to it
+            weapon = store.items(weapon_key=what)
+            if not weapon:
+                raise ConfigError(f"no weapon {what!r}", hint="weapon keys look like MAKER|SERIAL")
+            out = [
+                {**_item_dict(i), "history": [r.as_dict() for r in store.history(i.item_key)]} for i in weapon
+            ]
+            typer.echo(json.dumps({"weapon": what, "items": out}, indent=2, sort_keys=True))
             return 0
         history = store.history(what)
         if not history:

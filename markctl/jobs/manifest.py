@@ -75,6 +75,7 @@ class Manifest:
     rows: int = 0
     items: list[ManifestItem] = field(default_factory=list)
     issues: list[RowIssue] = field(default_factory=list)
+    default_mark_profile: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,17 +94,20 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).upper()
 
 
-def read_manifest(path: str | Path) -> Manifest:
+def read_manifest(path: str | Path, *, default_mark_profile: str | None = None) -> Manifest:
     """Read a manifest file; raises ManifestError only when no row can be judged."""
     file = Path(path)
     try:
         raw = file.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{file}: cannot read: {exc.strerror}") from exc
-    return parse_manifest(raw, source=str(file))
+    return parse_manifest(raw, source=str(file), default_mark_profile=default_mark_profile)
 
 
-def parse_manifest(raw: bytes, *, source: str = "<manifest>") -> Manifest:
+def parse_manifest(
+    raw: bytes, *, source: str = "<manifest>", default_mark_profile: str | None = None
+) -> Manifest:
+    """Parse manifest bytes; ``default_mark_profile`` fills a missing ``mark_profile`` column or cell."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]  # spreadsheet exports often start with a UTF-8 byte-order mark
     lines = raw.splitlines(keepends=True)
@@ -116,7 +120,7 @@ def parse_manifest(raw: bytes, *, source: str = "<manifest>") -> Manifest:
     except (StopIteration, csv.Error) as exc:
         raise ManifestError(f"{source}: line 1: no readable header ({exc})") from exc
     columns = tuple(h.strip().lower().replace(" ", "_").replace("-", "_") for h in header)
-    missing = [c for c in REQUIRED if c not in columns]
+    missing = [c for c in REQUIRED if c not in columns and not (c == "mark_profile" and default_mark_profile)]
     if missing:
         raise ManifestError(
             f"{source}: line 1: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'})"
@@ -125,7 +129,7 @@ def parse_manifest(raw: bytes, *, source: str = "<manifest>") -> Manifest:
     if bad or len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise ManifestError(f"{source}: line 1: bad or repeated column names {bad + dupes}")
-    manifest = Manifest(source, columns, issues=issues)
+    manifest = Manifest(source, columns, issues=issues, default_mark_profile=default_mark_profile)
     seen: dict[str, int] = {}
     undecodable = {i.line for i in issues}
     for line, row in _rows(reader, manifest):
@@ -173,6 +177,8 @@ def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int
         manifest.issues.append(RowIssue(line, "row", f"has {len(row)} cells, the header has {len(columns)}"))
         return
     values = {c: v.strip() for c, v in zip(columns, row, strict=True)}
+    if not values.get("mark_profile") and manifest.default_mark_profile:
+        values["mark_profile"] = manifest.default_mark_profile
     issues_before = len(manifest.issues)
     for column in REQUIRED:
         if not values[column]:

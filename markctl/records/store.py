@@ -408,10 +408,15 @@ class RecordStore:
             row = conn.execute(select(items).where(items.c.item_key == item_key)).first()
         return None if row is None else _item_view(row)
 
-    def items(self, *, batch_id: str | None = None, state: ItemState | None = None) -> list[ItemView]:
+    def items(
+        self, *, batch_id: str | None = None, state: ItemState | None = None, weapon_key: str | None = None
+    ) -> list[ItemView]:
+        """Items in record order, optionally of one batch, in one state, or of one weapon (all its components)."""
         query = select(items).order_by(items.c.last_seq)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
+        if weapon_key is not None:
+            query = query.where(items.c.weapon_key == weapon_key)
         if state is not None:
             query = query.where(items.c.state == state.value)
         with self.engine.connect() as conn:
