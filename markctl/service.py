@@ -57,6 +57,7 @@ class JobRun:
     error: str | None = None
     task: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _notifications: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def add_event(self, event: dict[str, Any]) -> None:
         async with self._changed:
@@ -241,7 +242,10 @@ class MarkService:
             job.events.append({"seq": len(job.events) + 1, "at": _now(), **event})
             if on_event is not None:
                 on_event(event)
-            asyncio.get_running_loop().create_task(_notify(job))
+            # Wake SSE followers; keep a reference so the task cannot be collected before it runs.
+            task = asyncio.get_running_loop().create_task(_notify(job))
+            job._notifications.add(task)
+            task.add_done_callback(job._notifications.discard)
 
         async with slot.lock:
             job.state = "running"
