@@ -8,9 +8,12 @@ A driver turns a :class:`~markctl.layouts.program.Program` into protocol traffic
   passes through :meth:`Driver.safe_state`, and so does :meth:`Driver.close`.
 * ``safe_state`` is shielded from cancellation, bounded in time, and shared by concurrent
   callers (one in-flight attempt). It emits :class:`SafeStateReached` naming how the beam or
-  stylus was made safe, or :class:`SafeStateUnconfirmed` with the reason, in which case the
-  driver lands in ``NEEDS_RECOVERY`` and refuses new jobs until :meth:`Driver.recover`.
-* Never auto-resume after a lost link: recovery is an explicit call.
+  stylus was made safe, or :class:`SafeStateUnconfirmed` with the reason, after one last
+  unacknowledged stop command (:meth:`Driver._last_resort`); the driver then lands in
+  ``NEEDS_RECOVERY`` and refuses new jobs until :meth:`Driver.recover`.
+* A job's end survives further cancellation: its result and JobEnded event are never lost.
+* Never auto-resume after a lost link: a job that lost its link leaves the driver in
+  ``NEEDS_RECOVERY`` even when the reset was confirmed, and recovery is an explicit call.
 
 A family implements four coroutines: ``_handshake`` (connect), ``_execute`` (one job),
 ``_make_safe`` (beam off / stylus retracted, confirmed) and optionally ``_pause``/``_resume``.
@@ -191,6 +194,7 @@ class JobHandle:
         self._task: asyncio.Task[JobResult] | None = None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._result: JobResult | None = None
+        self._ending = False  # the job's work is over; it is bringing the machine to its safe state
         self.done_units = 0
         self.total_units = 0
 
@@ -225,8 +229,10 @@ class JobHandle:
             return await asyncio.shield(self._task)
         except asyncio.CancelledError:
             # Whoever awaited us was cancelled (Ctrl-C, a closing service): abort the job and
-            # let it reach its safe state before the cancellation goes on.
-            self._task.cancel()
+            # let it reach its safe state before the cancellation goes on. Once the job is making
+            # the machine safe there is nothing left to abort.
+            if not self._ending:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({self._task}, timeout=self._driver.safe_state_timeout_s + 1)
             raise
@@ -242,7 +248,7 @@ class JobHandle:
     async def abort(self) -> JobResult:
         """Stop the job; returns its result once the machine is safe (or declared unconfirmed)."""
         assert self._task is not None
-        if not self._task.done():
+        if not self._task.done() and not self._ending:
             self._task.cancel()
         return await asyncio.shield(self._task)
 
@@ -280,6 +286,7 @@ class Driver(ABC):
     options_model: ClassVar[type[DriverOptions]] = DriverOptions
     transports: ClassVar[frozenset[str]] = frozenset()
     safe_state_timeout_s: ClassVar[float] = 5.0
+    last_resort_timeout_s: ClassVar[float] = 1.0
     history_size: ClassVar[int] = 20_000
 
     def __init__(
@@ -407,9 +414,9 @@ class Driver(ABC):
             raise MachineConnectionError(f"{self.name}: not connected", address=self.name)
         if self._state is State.NEEDS_RECOVERY:
             raise SafetyError(
-                f"{self.name}: the last safe state was not confirmed",
+                f"{self.name}: needs recovery (the last safe state was not confirmed, or the link was lost)",
                 address=self.name,
-                hint="inspect the machine, then call recover()",
+                hint="inspect the machine and re-establish its position, then call recover()",
             )
         if self._job is not None and not self._job.done():
             raise MachineError(f"{self.name}: a job is already running", address=self.name)
@@ -457,7 +464,12 @@ class Driver(ABC):
         except Exception as exc:  # a bug must still end in a safe state, and be reported
             result = self._ended(handle, Outcome.INTERNAL, f"{type(exc).__name__}: {exc}")
             reason = "internal error"
-        confirmed = await self.safe_state(reason)
+        handle._ending = True
+        confirmed = await self._safe_state_to_the_end(reason)
+        if result.outcome is Outcome.CONNECTION_LOST:
+            # Never auto-resume after a drop: even a confirmed reset may have lost position (a
+            # reopened USB link resets many boards), so the operator re-establishes it first.
+            self.set_state(State.NEEDS_RECOVERY, raw="the link was lost during a job")
         final = JobResult(
             outcome=result.outcome,
             message=result.message,
@@ -490,6 +502,24 @@ class Driver(ABC):
                 await asyncio.wait({task}, timeout=self.safe_state_timeout_s + 1)
             raise
 
+    async def _safe_state_to_the_end(self, reason: str) -> bool:
+        """The end of a job: wait for the shared safe-state attempt even if cancelled meanwhile.
+
+        A job's result and its JobEnded event must not be lost to a second abort or a Ctrl-C that
+        arrives while the machine is being made safe; the attempt is bounded in time anyway.
+        """
+        task = self._safe_task
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._safe_state_once(reason))
+            self._safe_task = task
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+
     async def _safe_state_once(self, reason: str) -> bool:
         try:
             method = await asyncio.wait_for(self._make_safe(reason), self.safe_state_timeout_s)
@@ -499,6 +529,12 @@ class Driver(ABC):
                 if isinstance(exc, TimeoutError) and not isinstance(exc, MarkctlError)
                 else f"{type(exc).__name__}: {exc}"
             )
+            try:
+                last = await asyncio.wait_for(self._last_resort(), self.last_resort_timeout_s)
+            except Exception as second:  # the link may be gone: nothing more software can do
+                last = f"last resort failed: {type(second).__name__}: {second}"
+            if last:
+                error = f"{error}; {last}"
             self.emit(SafeStateUnconfirmed(reason=reason, error=error))
             self.set_state(State.NEEDS_RECOVERY, raw=error)
             return False
@@ -518,6 +554,13 @@ class Driver(ABC):
     @abstractmethod
     async def _make_safe(self, reason: str) -> str:
         """Turn the beam off / retract the stylus and confirm it; return how. Raise if unconfirmed."""
+
+    async def _last_resort(self) -> str:
+        """When the safe state cannot be confirmed: one unacknowledged stop command, if the link allows.
+
+        Returns what was sent (for the SafeStateUnconfirmed event), or "" if the family has none.
+        """
+        return ""
 
     async def _pause(self) -> None:
         raise MachineError(f"{self.name}: pause is not supported", address=self.name)

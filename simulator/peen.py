@@ -276,6 +276,7 @@ class CycleRecord:
     dots_struck: int = 0
     started_t: float = 0.0
     ended_t: float | None = None
+    stopped_t: float | None = None  # when an abort, fault or drop stopped it (None: ran to the end)
     outcome: str = "running"  # done | fault | aborted | running
     fault_code: int = 0
 
@@ -573,6 +574,7 @@ class PeenMarker:
         record = self.cycle
         if record is not None and record.outcome == "running":
             record.outcome, record.fault_code = reason
+            record.stopped_t = self.clock.now()
             record.ended_t = self.clock.now()
         self.stylus_down = False
         self._set_fault(reason[1])

@@ -283,6 +283,13 @@ class GRBLDriver(Driver):
             self.log("tx", data)
             await self.transport.write(data)
 
+    async def _last_resort(self) -> str:
+        # A soft reset stops motion and turns the laser output off (§1.3); written straight to the
+        # transport, past a write lock that a stuck exchange may still hold.
+        await self.transport.write(bytes([RT.RESET]))
+        self.log("tx", bytes([RT.RESET]))
+        return "soft reset (^X) sent without confirmation"
+
     async def realtime(self, byte: int) -> None:
         """Send one realtime command byte (§1.3): not buffered, not counted, answered by nothing."""
         await self._write(bytes([byte]))

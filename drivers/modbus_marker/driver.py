@@ -162,6 +162,10 @@ class ModbusMarkerDriver(Driver):
             else:
                 await self.link.write_registers(start, run, what=self._what(label, start))
 
+    async def _last_resort(self) -> str:
+        await self._command("abort")  # the register write is acknowledged, the stop is not confirmed
+        return "abort command written; stop not confirmed"
+
     async def _command(self, name: str) -> None:
         if self.opts.use_coils and name in ("start", "abort") and name in self.map.coils:
             address = self.map.coils[name]

@@ -179,6 +179,14 @@ class TelesisDriver(Driver):
                 return "ok"
             # anything else (an unsolicited frame, an ACK in echo mode) is not our answer
 
+    async def _last_resort(self) -> str:
+        # "O" resets the marker and stops a running cycle (an assumption the profile states);
+        # sent once, without waiting for its ACK.
+        frame = codec.reset_online(self.framing)
+        await self.transport.write(frame)
+        self.log("tx", frame)
+        return "reset/online (O) sent without confirmation"
+
     async def _command(self, frame: bytes, what: str) -> None:
         await self._request(frame, what)
 

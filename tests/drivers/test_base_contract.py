@@ -239,3 +239,48 @@ async def test_wrong_program_is_refused_before_any_byte() -> None:
         driver.run(MotionProgram(strokes=(), params=(ProcessParams(speed_mm_min=100, power_pct=10),)))
     assert far.lines == []
     await driver.close()
+
+
+async def test_cancels_during_the_safe_state_do_not_lose_the_result() -> None:
+    # A second abort, a Ctrl-C on the awaiter and close() may all arrive while the job is already
+    # making the machine safe: the result and JobEnded must survive them.
+    gate = asyncio.Event()
+    far = FarEnd(lambda line: b"error:20\n" if line.startswith("MARK") else b"ok\n")
+    driver = EchoMarker(far.pipe)
+    driver.safe_state_timeout_s = 5.0
+    await driver.connect()
+    original = driver._make_safe
+
+    async def slow_make_safe(reason: str) -> str:
+        await gate.wait()
+        return await original(reason)
+
+    driver._make_safe = slow_make_safe  # type: ignore[method-assign]
+    job = driver.run(PROGRAM)
+    watcher = asyncio.create_task(_collect(job))
+    for _ in range(50):
+        if job._ending:
+            break
+        await asyncio.sleep(0.01)
+    assert job._ending
+    first = asyncio.create_task(job.abort())
+    second = asyncio.create_task(job.abort())
+    waiter = asyncio.create_task(job._wait())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    gate.set()
+    results = await asyncio.gather(first, second)
+    assert all(
+        r.outcome is Outcome.ERROR and r.code == "error:20" and r.safe_state_confirmed for r in results
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    events = await asyncio.wait_for(watcher, 5)
+    assert isinstance(events[-1], JobEnded) and events[-1].result.code == "error:20"
+    assert job.result is not None and job.result.outcome is Outcome.ERROR and not driver.beam_on
+    driver._make_safe = original  # type: ignore[method-assign]
+    await driver.close()
+
+
+async def _collect(job: JobHandle) -> list[object]:
+    return [event async for event in job.watch()]

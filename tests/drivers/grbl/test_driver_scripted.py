@@ -207,8 +207,9 @@ async def test_overrides_are_realtime_bytes() -> None:
 
 async def test_silent_machine_mid_job_is_a_lost_link_and_unconfirmed() -> None:
     # The machine stops talking (no EOF, no error): the watchdog declares the link lost, the safe
-    # state tries hold, status and reset, hears nothing, and says so instead of guessing.
-    steps = [*handshake(), (b"G0X1\n", b""), (b"!", b""), (b"?", b""), (b"\x18", b"")]
+    # state tries hold, status and reset, hears nothing, sends one last unconfirmed reset and says
+    # so instead of guessing.
+    steps = [*handshake(), (b"G0X1\n", b""), (b"!", b""), (b"?", b""), (b"\x18", b""), (b"\x18", b"")]
     t = ScriptedTransport(steps, greeting=BANNER)
     driver = driver_for(t, watchdog_s=0.3)
     driver.safe_state_timeout_s = 2.5  # type: ignore[misc]
@@ -216,7 +217,8 @@ async def test_silent_machine_mid_job_is_a_lost_link_and_unconfirmed() -> None:
     result = await driver.run_gcode(["G0X1"])
     assert result.outcome is Outcome.CONNECTION_LOST and "no bytes from the machine" in result.message
     assert not result.safe_state_confirmed
-    assert driver.events_of(SafeStateUnconfirmed)
+    unconfirmed = driver.events_of(SafeStateUnconfirmed)
+    assert unconfirmed and "soft reset (^X) sent without confirmation" in unconfirmed[-1].error  # type: ignore[attr-defined]
     t.assert_done()
     await driver.close()  # tries once more, unconfirmed again; the link is closed either way
     assert not t.is_open

@@ -199,6 +199,12 @@ async def test_disconnect_then_one_reopen_resets_the_machine_and_confirms() -> N
         assert link.opened == 2 and not sim.beam_on
         reopened_at = sim.realtime_log[-1][0]
         assert not sim.burned_after(reopened_at)
+        # The beam is off and confirmed, but the reopen reset the board: position is lost, so no
+        # new job until someone recovers the machine on purpose (never auto-resume).
+        assert driver.state is State.NEEDS_RECOVERY
+        with pytest.raises(SafetyError, match="not confirmed|recover"):
+            driver.run(long_program(10))
+        await driver.recover()
         assert driver.state is not State.NEEDS_RECOVERY
     finally:
         await driver.close()
@@ -235,6 +241,8 @@ async def test_after_a_power_cycling_reconnect_home_then_resume_from_the_last_ac
         first = await driver.run(program)
         assert first.outcome is Outcome.CONNECTION_LOST and first.safe_state_confirmed
         assert first.line is not None and first.line == driver.last_acked
+        assert driver.state is State.NEEDS_RECOVERY  # never auto-resume after a drop
+        await driver.recover()  # the operator's decision; the board comes up locked
         assert driver.state is State.ALARM and sim.position == (0.0, 0.0, 0.0)
         assert sim.physical_position != (0.0, 0.0, 0.0)  # Grbl forgot where the head is
         await driver.home()

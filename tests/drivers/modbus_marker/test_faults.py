@@ -35,9 +35,10 @@ def peen_profile(**protocol: object) -> FirmwareProfile:
 
 
 def assert_stopped(sim: ModbusMarkerSimulator) -> None:
+    """The cycle was stopped, and no dot was struck after the moment it was stopped."""
     cycle = sim.marker.cycles[-1]
-    assert not sim.marker.stylus_down and cycle.ended_t is not None
-    assert all(s.t <= cycle.ended_t for s in sim.marker.strikes if s.cycle == cycle.number)
+    assert cycle.ended_t is not None and cycle.stopped_t is not None, "the cycle was not stopped"
+    assert all(s.t <= cycle.stopped_t for s in sim.marker.strikes if s.cycle == cycle.number)
 
 
 async def test_exception_response_names_the_register(peen_rig) -> None:

@@ -29,11 +29,10 @@ def quick(**protocol: object) -> FirmwareProfile:
 
 
 def assert_stopped(sim: TelesisSimulator) -> None:
-    """The stylus is up and no dot was struck after the cycle ended."""
+    """The cycle was stopped, and no dot was struck after the moment it was stopped."""
     cycle = sim.marker.cycles[-1]
-    assert not sim.marker.stylus_down
-    assert cycle.ended_t is not None
-    assert all(s.t <= cycle.ended_t for s in sim.marker.strikes if s.cycle == cycle.number)
+    assert cycle.ended_t is not None and cycle.stopped_t is not None, "the cycle was not stopped"
+    assert all(s.t <= cycle.stopped_t for s in sim.marker.strikes if s.cycle == cycle.number)
     assert cycle.dots_struck == sum(1 for s in sim.marker.strikes if s.cycle == cycle.number)
 
 
