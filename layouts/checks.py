@@ -234,8 +234,10 @@ def _placement(layout: Layout) -> list[Finding]:
                     "component.existing_marks",
                     "none given",
                     "outlines of existing marks",
-                    Severity.INFO,
-                    "no existing marks given: adjacency not checked",
+                    # Not a pass: the rule could not be checked. A weapon without any marks is
+                    # rare; usually the outlines were just not entered.
+                    Severity.WARNING,
+                    "no existing marks given: adjacency to them could not be checked",
                 )
             )
     out.extend(_plate(layout))
@@ -265,7 +267,11 @@ def _plate(layout: Layout) -> list[Finding]:
         h = layout.rules.min_height_mm
         need_w = plate.room_chars * h * 0.9
         need_h = plate.room_lines * h * layout.request.options.line_spacing
-        free = layout.zone.difference(g.buffer(layout.footprint, layout.request.options.clearance_mm))
+        # Room that is really free: not under this mark, not under marks already there, not in a
+        # keep-out (each with the usual clearance).
+        clearance = layout.request.options.clearance_mm
+        taken = g.union_all([layout.footprint, *layout.existing, *layout.keepouts])
+        free = layout.zone.difference(g.buffer(taken, clearance))
         fits = _fits_rect(free, need_w, need_h)
         out.append(
             Finding(

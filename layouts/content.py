@@ -140,6 +140,9 @@ def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, tod
     return None
 
 
+_RECENT_EVENT_KINDS = frozenset({MarkKind.IMPORT, MarkKind.TRANSFER, MarkKind.FOUND})
+
+
 def _check_year(rules: RuleProfile, name: str, spec: FieldSpec, value: str, today: date) -> Finding | None:
     shapes = " or ".join(f"{d} digits" for d in spec.digits)
     if not re.fullmatch(r"[0-9]+", value) or len(value) not in spec.digits:
@@ -168,6 +171,20 @@ def _check_year(rules: RuleProfile, name: str, spec: FieldSpec, value: str, toda
         return _finding(
             spec, name, value, f"<= {today.year % 100:02d}", Severity.ERROR, f"{spec.label} is in the future"
         )
+    if rules.mark_kind in _RECENT_EVENT_KINDS:
+        # An import, transfer or found mark records an event of the last weeks (US-TIME 15 days,
+        # CA-TIME 60 days): a year before last is most likely a typing error. A warning, not an
+        # error: late marking of an old shipment is possible and the operator decides.
+        full = int(value) if len(value) == 4 else today.year - (today.year % 100 - int(value))
+        if full < today.year - 1:
+            return _finding(
+                spec,
+                name,
+                value,
+                f">= {today.year - 1}",
+                Severity.WARNING,
+                f"{spec.label} {value} is more than a year ago: check it",
+            )
     return None
 
 

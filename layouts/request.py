@@ -117,6 +117,15 @@ class MarkOptions(_Frozen):
     origin_mm: Point = Field(default=(0.0, 0.0), description="Component frame origin in the machine frame.")
     today: date | None = Field(default=None, description="Date for year plausibility; default: today.")
 
+    @field_validator("today")
+    @classmethod
+    def _not_after_today(cls, value: date | None) -> date | None:
+        # A request may date its checks in the past (reproducible goldens, re-checking an old
+        # record) but never in the future: that would let a future year pass the year check.
+        if value is not None and value > date.today():
+            raise ValueError(f"{value.isoformat()} is in the future")
+        return value
+
     @field_validator("origin_mm")
     @classmethod
     def _origin(cls, value: Point) -> Point:
