@@ -84,17 +84,17 @@ def test_data_matrix_quiet_zone_limit() -> None:
 
 
 def test_data_matrix_symbol_size_limit() -> None:
-    # This content is an 18 x 18 symbol: 1.5 mm modules make it 27 mm, over MIL-STD-130's 25.4 mm.
+    # This content is a 16 x 16 symbol: 1.7 mm modules make it 27.2 mm, over MIL-STD-130 25.4 mm.
     data = _request(
         "iti-stockpile-datamatrix.toml",
         **{
-            "options.module_mm": 1.5,
+            "options.module_mm": 1.7,
             "component.zone": [[0, 0], [120, 0], [120, 60], [0, 60]],
             "component.existing_marks": [[[0, 56], [25, 56], [25, 60], [0, 60]]],
         },
     )
     data["machine"] = "grbl-1.1"
     finding = _finding(data, "DM-130", "code symbol")
-    assert finding.severity is Severity.ERROR and finding.measured.startswith("27.00")
+    assert finding.severity is Severity.ERROR and finding.measured.startswith("27.20")
     module = _finding(data, "DM-130", "code module")
-    assert module.severity is Severity.ERROR  # 1.5 mm is also over the 0.64 mm module limit
+    assert module.severity is Severity.ERROR  # 1.7 mm is also over the 0.64 mm module limit
