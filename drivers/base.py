@@ -179,6 +179,9 @@ class JobResult:
     done: int = 0
     total: int = 0
     safe_state_confirmed: bool = False
+    # False only when the driver knows nothing that can cut was sent (it calls job.begin_cycle()
+    # right before the first such byte): then the weapon was not touched and may be marked again.
+    cycle_started: bool = True
 
     @property
     def ok(self) -> bool:
@@ -195,6 +198,7 @@ class JobHandle:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._result: JobResult | None = None
         self._ending = False  # the job's work is over; it is bringing the machine to its safe state
+        self.cycle_started = False  # set by begin_cycle(): something that can cut may have been sent
         self.done_units = 0
         self.total_units = 0
 
@@ -205,6 +209,11 @@ class JobHandle:
         self._events.put_nowait(event)
         if isinstance(event, JobEnded):
             self._result = event.result
+
+    def begin_cycle(self) -> None:
+        """Called by the driver right before it sends the first byte that can mark (a motion line,
+        Go, Start). Until then a failed job has certainly not touched the weapon."""
+        self.cycle_started = True
 
     def report(
         self, done: int, total: int, detail: str = "", position: tuple[float, float] | None = None
@@ -478,6 +487,7 @@ class Driver(ABC):
             done=result.done,
             total=result.total,
             safe_state_confirmed=confirmed,
+            cycle_started=result.ok or handle.cycle_started,
         )
         self.emit(JobEnded(job_id=handle.job_id, result=final))
         return final

@@ -100,7 +100,8 @@ class JobRun:
 class _Slot:
     entry: MachineEntry
     machine: Machine | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one job at a time
+    opening: asyncio.Lock = field(default_factory=asyncio.Lock)  # one connection per machine
 
 
 class MarkService:
@@ -138,9 +139,11 @@ class MarkService:
         return self._slots[name]
 
     async def machine(self, name: str) -> Machine:
+        """The opened machine of that name; opened on first use, once, however many callers race."""
         slot = self._slot(name)
-        if slot.machine is None:
-            slot.machine = await open_machine(slot.entry.address, profile=slot.entry.profile)
+        async with slot.opening:
+            if slot.machine is None:
+                slot.machine = await open_machine(slot.entry.address, profile=slot.entry.profile)
         return slot.machine
 
     def profile_of(self, name: str) -> str:

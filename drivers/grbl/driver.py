@@ -626,6 +626,7 @@ class GRBLDriver(Driver):
             self._polling = True
             self._poller = asyncio.create_task(self._poll_loop(), name=f"{self.name} poller")
         try:
+            job.begin_cycle()  # motion lines (with the laser) go out from here on
             return await self._stream(lines, job, check=False)
         except MachineConnectionError as exc:
             # What the operator needs to resume: the last line the machine confirmed.

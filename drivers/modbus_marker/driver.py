@@ -358,6 +358,7 @@ class ModbusMarkerDriver(Driver):
             )
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
         counter_before = st.job_counter
+        job.begin_cycle()  # Start sets the stylus going
         await self._command("start")
         self.set_state(State.RUN, raw="busy")
         return await self._watch_cycle(program, job, total, counter_before)

@@ -296,6 +296,7 @@ class TelesisDriver(Driver):
                 device_code=f"fault:{before.fault_code}",
                 address=self.name,
             )
+        job.begin_cycle()  # Go starts the stylus
         await self._command(codec.go(self.framing), "G (go)")
         self.set_state(State.RUN, raw="busy")
         return await self._watch_cycle(program, job, total, done_before=before.done)

@@ -200,15 +200,15 @@ LoadPart = Callable[[Prepared, Machine], Awaitable[None]]
 
 
 def _state_after(result: JobResult) -> ItemState:
+    """marked; failed only when the driver knows nothing that can cut was sent; else unknown.
+
+    Progress counts are no proof: a dot-peen cycle stopped inside its first character reports
+    0 characters done after striking dots. Unknown means a supervisor inspects the weapon before
+    anything marks it again, so the same serial is never marked twice by accident.
+    """
     if result.outcome is Outcome.DONE:
         return ItemState.MARKED
-    nothing_cut = result.done == 0 and result.outcome in (
-        Outcome.ERROR,
-        Outcome.ALARM,
-        Outcome.FAULT,
-        Outcome.ABORTED,
-    )
-    return ItemState.FAILED if nothing_cut else ItemState.UNKNOWN
+    return ItemState.UNKNOWN if result.cycle_started else ItemState.FAILED
 
 
 def _summary(prepared: Prepared) -> dict[str, Any]:
@@ -364,6 +364,7 @@ def _outcome(result: JobResult) -> dict[str, Any]:
         "done": result.done,
         "total": result.total,
         "safe_state_confirmed": result.safe_state_confirmed,
+        "cycle_started": result.cycle_started,
     }
 
 

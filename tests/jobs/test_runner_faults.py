@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from markctl.config import MachineEntry, Settings
@@ -36,3 +37,36 @@ async def test_link_drop_mid_cycle_stops_the_batch(repo: Path, tmp_path: Path) -
         assert store.items(state=ItemState.MARKED) == []
         assert store.verify().ok
         assert burned_after_drop > 0
+
+
+async def test_abort_inside_the_first_character_is_unknown_not_failed(repo: Path, tmp_path: Path) -> None:
+    # Progress counts whole characters: stopped during the first one it reads 0, yet dots were
+    # struck. "failed" would let a re-run strike the weapon again; it must be "unknown".
+    settings = Settings(machines={"peen": MachineEntry(address="sim://peen-modbus?clock=realtime")})
+    manifest = (repo / "examples/stockpile/manifest.csv").read_bytes()
+    with RecordStore.open(tmp_path / "records.db") as store:
+        service = MarkService(settings, store)
+        try:
+            job = await service.submit(manifest, (repo / "examples/stockpile/parts.toml").read_text(),
+                                       machine="peen", operator="op")  # fmt: skip
+            machine = await service.machine("peen")
+            for _ in range(500):
+                if machine.simulator.marker.strikes:
+                    break
+                await asyncio.sleep(0.01)
+            assert machine.simulator.marker.strikes, "the cycle never started"
+            await service.abort(job.id)
+            struck = len(machine.simulator.marker.strikes)
+        finally:
+            await service.close()
+        first = store.history("GLOCK|GP-000417|embedded-plate|iti-stockpile")
+        assert [r.event for r in first] == ["planned", "started", "unknown"]
+        assert first[-1].data["result"]["cycle_started"] is True and struck > 0
+        # A re-run refuses the weapon until a supervisor has inspected it.
+        service = MarkService(settings, store)
+        try:
+            rerun = await service.submit(manifest, (repo / "examples/stockpile/parts.toml").read_text(),
+                                         machine="peen", operator="op", wait=True)  # fmt: skip
+        finally:
+            await service.close()
+        assert rerun.report is not None and rerun.report.results[0].state == "refused"
