@@ -66,13 +66,18 @@ class Settings(_Model):
         """Where the records live: flag > MARKCTL_RECORDS > markctl.toml > the per-user default."""
         return explicit or os.environ.get("MARKCTL_RECORDS") or self.records.url or str(DEFAULT_RECORDS)
 
-    def machine(self, explicit: str | None = None) -> MachineEntry:
-        """A machine by name or address: flag > MARKCTL_MACHINE > [defaults] machine."""
+    def machine_name(self, explicit: str | None = None) -> str:
+        """Which machine (a name or an address): flag > MARKCTL_MACHINE > [defaults] machine."""
         name = explicit or os.environ.get("MARKCTL_MACHINE") or self.defaults.machine
         if not name:
             raise ConfigError(
                 "no machine given", hint="pass --machine NAME|ADDRESS or set [defaults] machine"
             )
+        return name
+
+    def machine(self, explicit: str | None = None) -> MachineEntry:
+        """A machine by name or address, chosen as :meth:`machine_name` says."""
+        name = self.machine_name(explicit)
         if name in self.machines:
             return self.machines[name]
         if "://" in name:

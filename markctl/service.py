@@ -266,6 +266,8 @@ class MarkService:
                 raise
             except MarkctlError as exc:
                 job.state, job.error = "failed", str(exc)
+            except Exception as exc:  # a bug: the job ends visibly, never "running" forever
+                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
             finally:
                 await _notify(job)
 

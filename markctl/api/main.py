@@ -13,7 +13,7 @@ from markctl import __version__
 from markctl.api.routers import jobs, machines, profiles, records
 from markctl.auth import TokenStore
 from markctl.config import Settings
-from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
+from markctl.errors import DuplicateMarkError, ItemStateError, MarkctlError
 from markctl.records import RecordStore
 from markctl.service import MarkService
 
@@ -46,8 +46,11 @@ def create_app(
 
     @app.exception_handler(MarkctlError)
     async def _markctl_error(request: Request, exc: MarkctlError) -> JSONResponse:
-        status = 409 if isinstance(exc, (DuplicateMarkError, ItemStateError)) else 422
-        if not isinstance(exc, (ConfigError, LayoutError, ItemStateError)):
+        if isinstance(exc, (DuplicateMarkError, ItemStateError)):
+            status = 409
+        elif isinstance(exc, ValueError):  # bad input: configuration, layout, manifest
+            status = 422
+        else:
             status = 502  # the machine failed, not the request
         return JSONResponse({"detail": str(exc), "code": exc.code}, status_code=status)
 

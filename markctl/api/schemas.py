@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,7 +18,7 @@ class JobIn(_In):
     )
     machine: str = Field(min_length=1, max_length=300, description="A configured machine name or an address.")
     exclude: list[int] = Field(default_factory=list, description="Manifest lines to leave out.")
-    overrides: dict[int, str] = Field(
+    overrides: dict[int, Annotated[str, Field(min_length=3, max_length=2000)]] = Field(
         default_factory=dict,
         description="Manifest line -> reason: mark despite compliance errors (supervisor).",
     )

@@ -34,6 +34,7 @@ from markctl.records import RecordStore
 from markctl.service import MarkService
 
 console = Console()
+DEMO_MARKER = ".markctl-demo"
 
 STEPS = (
     ("import shipment on the laser", "import", "laser"),
@@ -108,9 +109,15 @@ def demo(
         raise ConfigError(
             f"{examples}: no examples here", hint="run from the repository root, or pass --examples"
         )
-    if out.exists():
-        shutil.rmtree(out)  # a demo starts from a clean slate
-    out.mkdir(parents=True)
+    if out.exists() and any(out.iterdir()):
+        # A demo starts from a clean slate, but only ever deletes a folder it made itself.
+        if not (out / DEMO_MARKER).is_file():
+            raise ConfigError(
+                f"{out} is not empty and was not made by markctl demo", hint="choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by markctl demo; deleted by the next demo run\n")
     started = time.perf_counter()
     failures = asyncio.run(_session(examples, out))
     console.print(

@@ -17,7 +17,7 @@ from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store
 from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
-from markctl.jobs.manifest import Manifest
+from markctl.jobs.manifest import SERIAL_PATTERN, Manifest
 from markctl.jobs.runner import BatchReport
 from markctl.profiles import load_profile
 from markctl.service import JobRun, MarkService
@@ -123,11 +123,11 @@ def batch(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> int:
     """Pre-check a whole manifest, then mark it; exit 1 unless every item ended marked (or skipped)."""
+    _check_out(out)
     settings = load_settings()
-    entry = settings.machine(machine)
+    settings.machine(machine)  # refuses an unknown name before anything else
+    name = settings.machine_name(machine)
     who = settings.operator(operator)
-
-    name = machine or settings.defaults.machine or entry.address
 
     async def body(service: MarkService) -> JobRun:
         return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
@@ -154,17 +154,27 @@ def mark(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> int:
     """Mark one weapon from a request file; exit 1 unless it ended marked."""
+    _check_out(out)
     from markctl.jobs.manifest import ManifestItem, weapon_key_of
     from markctl.jobs.runner import Plan, prepare
     from markctl.layouts import MarkRequest
 
     text = request_file.read_text("utf-8")
     request = MarkRequest.from_json(text) if request_file.suffix == ".json" else MarkRequest.from_toml(text)
+    if not SERIAL_PATTERN.fullmatch(serial.strip()):
+        raise ConfigError(f"--serial {serial!r} is not a serial (letters, digits, space, - / . ; up to 40)")
+    if not manufacturer.strip():
+        raise ConfigError("--manufacturer is empty: the weapon's identity needs it")
+    engraved = request.fields.get("serial")
+    if engraved is not None and engraved.strip().upper() != serial.strip().upper():
+        raise ConfigError(
+            f"the request engraves serial {engraved!r} but --serial says {serial!r}",
+            hint="the records must name the weapon that is marked: make them agree",
+        )
     settings = load_settings()
-    entry = settings.machine(machine)
+    settings.machine(machine)  # refuses an unknown name before anything else
+    name = settings.machine_name(machine)
     who = settings.operator(operator)
-
-    name = machine or settings.defaults.machine or entry.address
 
     async def body(service: MarkService) -> JobRun:
         profile = load_profile(service.profile_of(name))
@@ -184,6 +194,11 @@ def mark(
         return job
 
     return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
+
+
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: not a folder")
 
 
 async def _with_service(
@@ -324,11 +339,8 @@ def serve(
     from markctl.api import create_app
 
     settings = load_settings()
-    if records:
-        settings = settings.model_copy(
-            update={"records": settings.records.model_copy(update={"url": records})}
-        )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    with open_store(records) as store:  # --records > MARKCTL_RECORDS > markctl.toml
+        uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info")
     return 0
 
 

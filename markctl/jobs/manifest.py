@@ -31,7 +31,7 @@ REQUIRED = ("serial", "manufacturer", "mark_profile", "components")
 IDENTITY = ("serial", "manufacturer", "model", "calibre", "country_of_manufacture")
 COMPONENTS = frozenset({"frame", "receiver", "upper-receiver", "lower-receiver", "slide", "barrel", "bolt",
                         "breech-block", "cylinder", "embedded-plate"})  # fmt: skip
-_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-/.]{0,39}")
+SERIAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-/.]{0,39}")
 _HEADER = re.compile(r"[a-z][a-z0-9_]{0,39}")
 MAX_ROWS = 1_000_000
 
@@ -187,7 +187,7 @@ def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int
         if any(ord(ch) < 0x20 for ch in value):
             manifest.issues.append(RowIssue(line, column, "contains control characters"))
     serial = values["serial"]
-    if serial and not _SERIAL.fullmatch(serial):
+    if serial and not SERIAL_PATTERN.fullmatch(serial):
         manifest.issues.append(
             RowIssue(line, "serial", f"{serial!r} is not a serial (letters, digits, space, - / . ; up to 40)")
         )

@@ -238,8 +238,11 @@ async def run_plan(
     """Mark every item of a pre-checked plan on ``machine``; records every step before reporting it."""
     exclude = exclude or set()
     overrides = overrides or {}
-    if overrides and not override_by:
+    if overrides and not (override_by and override_by.strip()):
         raise ConfigError("a compliance override names the supervisor who gave it (--override-by)")
+    for line, reason in overrides.items():
+        if len(reason.strip()) < 3:
+            raise ConfigError(f"the override of line {line} needs a reason (a few words at least)")
     blocked = plan.blocking(exclude, overrides)
     if blocked:
         lines = ", ".join(str(n) for n in sorted(blocked))
@@ -338,13 +341,23 @@ async def _run_item(
         raise
     state = _state_after(job_result)
     outcome = _outcome(job_result)
-    verification = None
-    image = None
+    # The machine has finished: nothing below may keep this result from being recorded.
+    verification: dict[str, Any] | None = None
+    image: str | None = None
     if state is ItemState.MARKED and verify is not None:
-        verification = verify(prepared, machine)
+        try:
+            verification = verify(prepared, machine)
+        except Exception as exc:  # a bug or bad data in the check must not lose the mark
+            verification = {
+                "passed": False,
+                "detail": f"verification could not run: {type(exc).__name__}: {exc}",
+            }
     if images is not None and machine.simulator is not None:
-        images.mkdir(parents=True, exist_ok=True)
-        image = str(machine.simulator.workpiece.save_png(images / f"{_file_name(key)}.png"))
+        try:
+            images.mkdir(parents=True, exist_ok=True)
+            image = str(machine.simulator.workpiece.save_png(images / f"{_file_name(key)}.png"))
+        except OSError as exc:
+            image = f"not saved: {exc}"
     record = store.append(key, state.value, operator, {"result": outcome, "verification": verification,
                                                         "image": image, "started": started.seq})  # fmt: skip
     message = job_result.message or state.value

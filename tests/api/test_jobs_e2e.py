@@ -131,3 +131,13 @@ def test_lifespan_closes_machines_to_a_safe_state(repo: Path, tmp_path: Path) ->
     reached = driver.events_of(SafeStateReached)
     assert reached and reached[-1].reason == "close"
     store.close()
+
+
+def test_api_statuses_for_bad_input_and_unknown_jobs(api: Api, repo: Path) -> None:
+    body = {"manifest_csv": "serial,manufacturer\nX,Y\n", "catalogue_toml": (repo / "examples/import/parts.toml").read_text(),
+            "machine": "laser"}  # fmt: skip
+    response = api.client.post("/jobs", json=body, headers=api.headers("operator"))
+    assert response.status_code == 422 and "missing column" in response.json()["detail"]
+    assert api.client.get("/jobs/nope", headers=api.headers("operator")).status_code == 404
+    blank = api.client.post("/jobs", json={**body, "overrides": {"2": ""}}, headers=api.headers("supervisor"))
+    assert blank.status_code == 422

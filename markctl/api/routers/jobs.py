@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from markctl.api.deps import Service, require
 from markctl.api.schemas import JobIn, OverrideIn, ResolveIn
 from markctl.auth import Identity
+from markctl.service import JobRun, MarkService
 
 router = APIRouter(tags=["jobs"])
 
@@ -45,18 +46,24 @@ async def list_jobs(
     ]
 
 
+def _job(service: MarkService, job_id: str) -> JobRun:
+    if job_id not in service.jobs:
+        raise HTTPException(404, f"no job {job_id!r} in this service")
+    return service.jobs[job_id]
+
+
 @router.get("/jobs/{job_id}")
 async def get_job(
     job_id: str, service: Service, who: Annotated[Identity, Depends(require("jobs:read"))]
 ) -> dict[str, Any]:
-    return service.job(job_id).summary()
+    return _job(service, job_id).summary()
 
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, service: Service, who: Annotated[Identity, Depends(require("jobs:read"))],
                      after: int = 0) -> StreamingResponse:  # fmt: skip
     """Progress as server-sent events until the job ends."""
-    job = service.job(job_id)
+    job = _job(service, job_id)
 
     async def stream() -> AsyncIterator[str]:
         async for event in job.follow(max(0, after)):
@@ -71,6 +78,7 @@ async def abort(
     job_id: str, service: Service, who: Annotated[Identity, Depends(require("jobs:run"))]
 ) -> dict[str, Any]:
     """Stop the job: the machine is made safe and the item in progress is recorded."""
+    _job(service, job_id)
     return (await service.abort(job_id)).summary()
 
 
