@@ -244,6 +244,13 @@ class RuleProfile(_Frozen):
             unused = set(self.fields) - {n for t in self.lines for n in _TEMPLATE_FIELD.findall(t)}
             if unused:
                 raise ValueError(f"fields {sorted(unused)} appear in no line: a code never replaces text")
+            # Nor may the code carry words of its own: only fields, joined by separators.
+            literal = _TEMPLATE_FIELD.sub("", self.code.content)
+            if re.search(r"[^\s\-/.:;|_+#]", literal):
+                raise ValueError(
+                    f"code content {self.code.content!r} holds text no line shows ({literal.strip()!r}):"
+                    " a code only repeats fields, joined by separators"
+                )
         for rule in self.any_of:
             for group in rule.groups:
                 for name in group:

@@ -98,3 +98,20 @@ def test_data_matrix_symbol_size_limit() -> None:
     assert finding.severity is Severity.ERROR and finding.measured.startswith("27.20")
     module = _finding(data, "DM-130", "code module")
     assert module.severity is Severity.ERROR  # 1.7 mm is also over the 0.64 mm module limit
+
+
+def test_a_code_cannot_carry_text_that_no_line_shows() -> None:
+    from markctl.errors import ProfileError
+    from markctl.layouts import bundled_rules
+
+    user = """schema_version = 1
+id = "xx-stockpile"
+extends = "iti-stockpile"
+name = "hidden text"
+[code]
+content = "HIDDEN-{serial}"
+"""
+    with pytest.raises((ProfileError, ValueError), match="holds text no line shows"):
+        bundled_rules().with_texts([("xx-stockpile.toml", user)]).get("xx-stockpile")
+    fine = user.replace("HIDDEN-{serial}", "{owner_country}/{serial}")
+    assert bundled_rules().with_texts([("xx-stockpile.toml", fine)]).get("xx-stockpile").code.content
