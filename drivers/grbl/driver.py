@@ -294,6 +294,12 @@ class GRBLDriver(Driver):
         """Send one realtime command byte (§1.3): not buffered, not counted, answered by nothing."""
         await self._write(bytes([byte]))
 
+    def _refuse_during_job(self, what: str) -> None:
+        # Operator actions between jobs only: a line slipped into a running stream would break the
+        # streamer's accounting and move the head while it marks.
+        if self._job is not None and not self._job.done():
+            raise MachineError(f"{self.name}: cannot {what} while a job runs", address=self.name)
+
     async def command(self, line: str, timeout: float | None = None) -> list[Message]:
         """Send one line send-response and return the push messages that came before its ``ok``.
 
@@ -464,6 +470,7 @@ class GRBLDriver(Driver):
 
     async def set_setting(self, number: int, value: float) -> None:
         """``$n=value``, always send-response (an EEPROM write, §1.2), then the cache is updated."""
+        self._refuse_during_job("change a setting")
         text = f"{value:g}" if value == int(value) else f"{value:.3f}"
         await self.command(f"${number}={text}")
         self.settings[number] = float(value)
@@ -485,17 +492,20 @@ class GRBLDriver(Driver):
 
     async def unlock(self) -> None:
         """``$X``: leave the alarm lock (the operator must know the position is still right)."""
+        self._refuse_during_job("unlock")
         await self.command("$X")
         self._alarm = None
         await self.query_status()
 
     async def home(self) -> None:
         """``$H`` homing cycle (needs ``$22=1``)."""
+        self._refuse_during_job("home")
         await self.command("$H", timeout=120.0)
         await self.query_status()
 
     async def jog(self, dx_mm: float, dy_mm: float, feed_mm_min: float) -> None:
         """Relative jog (``$J=G91 ...``, §1.8); it inherits the laser state, so M5 first if unsure."""
+        self._refuse_during_job("jog")
         if not feed_mm_min > 0:
             raise ValueError("jog feed must be positive")
         await self.command(f"$J=G21G91X{num(dx_mm)}Y{num(dy_mm)}F{num(feed_mm_min, 1)}")

@@ -325,3 +325,23 @@ async def test_jog_and_jog_cancel(rig, profile_id: str) -> None:
     assert 5.0 < r.sim.position[0] < 55.0 and not r.sim.burn_log
     with pytest.raises(ValueError):
         await r.driver.jog(1, 1, 0)
+
+
+async def test_operator_actions_wait_for_the_job(rig, profile_id: str) -> None:
+    # A jog, a setting or homing slipped into a running stream would move the head mid-mark and
+    # break the streamer's byte count: refused until the job has ended.
+    from markctl.errors import MachineError
+
+    r = await rig(profile_id)
+    job = r.driver.run(square_and_zigzag())
+    for action in (
+        r.driver.jog(1, 0, 500),
+        r.driver.set_setting(110, 5000),
+        r.driver.unlock(),
+        r.driver.home(),
+    ):
+        with pytest.raises(MachineError, match="while a job runs"):
+            await action
+    result = await job
+    assert result.ok
+    await r.driver.jog(1, 0, 500)  # fine again once the job is over
