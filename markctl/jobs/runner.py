@@ -277,6 +277,9 @@ async def run_plan(
     return report
 
 
+# Record writes wait for the disk (fsync) and checks crunch images: both run in a worker thread, each
+# awaited before the next step, so the order "recorded before reported" holds and the event loop
+# (other machines, the status endpoint) keeps going meanwhile.
 async def _run_item(
     prepared: Prepared,
     machine: Machine,
@@ -292,7 +295,7 @@ async def _run_item(
 ) -> ItemResult:
     item = prepared.item
     key = item.item_key
-    current = store.item(key)
+    current = await asyncio.to_thread(store.item, key)
     if current is not None and current.state is ItemState.MARKED:
         return ItemResult(key, item.line, "skipped", "already marked", current.last_seq)
     if current is not None and current.state in (ItemState.UNKNOWN, ItemState.STARTED):
@@ -300,9 +303,17 @@ async def _run_item(
             key, item.line, "refused", f"{current.state.value}: a supervisor must resolve it first"
         )
     if current is None:
-        store.append(key, "planned", operator, {"line": item.line, "identity": item.identity},
-                     weapon_key=item.weapon_key, component=item.component, mark_profile=item.mark_profile,
-                     batch_id=batch_id)  # fmt: skip
+        await asyncio.to_thread(
+            store.append,
+            key,
+            "planned",
+            operator,
+            {"line": item.line, "identity": item.identity},
+            weapon_key=item.weapon_key,
+            component=item.component,
+            mark_profile=item.mark_profile,
+            batch_id=batch_id,
+        )
     assert prepared.program is not None and prepared.report is not None
     data = {
         **_summary(prepared),
@@ -316,7 +327,7 @@ async def _run_item(
     if load_part is not None:
         await load_part(prepared, machine)
     try:
-        started = store.append(key, "started", operator, data, batch_id=batch_id)
+        started = await asyncio.to_thread(store.append, key, "started", operator, data, batch_id=batch_id)
     except DuplicateMarkError as exc:
         return ItemResult(key, item.line, "skipped", str(exc))
     except ItemStateError as exc:
@@ -325,7 +336,9 @@ async def _run_item(
     try:
         job = machine.driver.run(prepared.program)
     except (MarkctlError, ValueError) as exc:  # refused before any byte was sent
-        record = store.append(key, "failed", operator, {"error": str(exc), "started": started.seq})
+        record = await asyncio.to_thread(
+            store.append, key, "failed", operator, {"error": str(exc), "started": started.seq}
+        )
         return ItemResult(key, item.line, "failed", str(exc), record.seq)
     try:
         async for event in job.watch():
@@ -346,7 +359,7 @@ async def _run_item(
     image: str | None = None
     if state is ItemState.MARKED and verify is not None:
         try:
-            verification = verify(prepared, machine)
+            verification = await asyncio.to_thread(verify, prepared, machine)
         except Exception as exc:  # a bug or bad data in the check must not lose the mark
             verification = {
                 "passed": False,
@@ -358,8 +371,8 @@ async def _run_item(
             image = str(machine.simulator.workpiece.save_png(images / f"{_file_name(key)}.png"))
         except OSError as exc:
             image = f"not saved: {exc}"
-    record = store.append(key, state.value, operator, {"result": outcome, "verification": verification,
-                                                        "image": image, "started": started.seq})  # fmt: skip
+    final = {"result": outcome, "verification": verification, "image": image, "started": started.seq}
+    record = await asyncio.to_thread(store.append, key, state.value, operator, final)
     message = job_result.message or state.value
     if verification is not None and not verification.get("passed", True):
         message = f"marked, but verification failed: {verification.get('detail')}"
