@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from markctl.layouts.datamatrix import decode_datamatrix as read_datamatrix
 from markctl.layouts.program import MotionProgram, StrokeKind
 from markctl.simulator.workpiece import Workpiece
 
@@ -106,11 +107,9 @@ def compare_masks(expected: Mask, marked: Mask, *, tolerance_px: int = 2) -> tup
 
 
 def decode_datamatrix(image: Image.Image) -> str | None:
-    """Text of the first Data Matrix found in ``image``, or None."""
-    import zxingcpp
-
-    results = zxingcpp.read_barcodes(image.convert("L"), formats=zxingcpp.BarcodeFormat.DataMatrix)  # type: ignore[arg-type]
-    return results[0].text if results else None
+    """Text of the first Data Matrix found in ``image``, or None (the layouts' decoder, zxing-cpp)."""
+    found = read_datamatrix(image.convert("L"))
+    return found[0] if found else None
 
 
 def _code_image(workpiece: Workpiece) -> Image.Image:

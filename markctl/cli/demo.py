@@ -27,7 +27,7 @@ from markctl.config import load_settings
 from markctl.errors import ConfigError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import read_manifest
-from markctl.jobs.runner import precheck
+from markctl.jobs.runner import file_stem, precheck
 from markctl.layouts import render_png, render_svg
 from markctl.profiles import load_profile
 from markctl.records import RecordStore
@@ -53,7 +53,7 @@ def _previews(examples: Path, name: str, machine_profile: str, out: Path) -> int
     for prepared in plan.prepared:
         if prepared.layout is None or prepared.report is None:
             continue
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in prepared.item.item_key)
+        stem = file_stem(prepared.item.item_key)
         (out / f"{stem}.svg").write_text(
             render_svg(prepared.layout, prepared.report.findings), encoding="utf-8"
         )

@@ -368,7 +368,7 @@ async def _run_item(
     if images is not None and machine.simulator is not None:
         try:
             images.mkdir(parents=True, exist_ok=True)
-            image = str(machine.simulator.workpiece.save_png(images / f"{_file_name(key)}.png"))
+            image = str(machine.simulator.workpiece.save_png(images / f"{file_stem(key)}.png"))
         except OSError as exc:
             image = f"not saved: {exc}"
     final = {"result": outcome, "verification": verification, "image": image, "started": started.seq}
@@ -394,7 +394,8 @@ def _outcome(result: JobResult) -> dict[str, Any]:
     }
 
 
-def _file_name(key: str) -> str:
+def file_stem(key: str) -> str:
+    """An item key as a file name (previews, workpiece images)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
 
 
