@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from markctl.config import load_settings
 from markctl.errors import ConfigError
-from markctl.records import ItemState, ItemView, RecordStore
+from markctl.records import ItemState, RecordStore
 
 records_app = typer.Typer(help="Read, verify and export the mark records.", no_args_is_help=True)
 
@@ -41,7 +40,7 @@ def list_cmd(
     with open_store(records) as store:
         rows = store.items(batch_id=batch, state=ItemState(state) if state else None)
     if as_json:
-        typer.echo(json.dumps([_item_dict(r) for r in rows], indent=2))
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
     table = Table("item", "state", "attempts", "marks", "batch", "last record", "updated")
     for r in rows:
@@ -56,10 +55,6 @@ def list_cmd(
         )
     Console().print(table)
     return 0
-
-
-def _item_dict(r: ItemView) -> dict[str, object]:
-    return {k: (v.value if isinstance(v, ItemState) else v) for k, v in asdict(r).items()}
 
 
 @records_app.command("show")
@@ -80,7 +75,7 @@ def show_cmd(
             if not weapon:
                 raise ConfigError(f"no weapon {what!r}", hint="weapon keys look like MAKER|SERIAL")
             out = [
-                {**_item_dict(i), "history": [r.as_dict() for r in store.history(i.item_key)]} for i in weapon
+                {**i.as_dict(), "history": [r.as_dict() for r in store.history(i.item_key)]} for i in weapon
             ]
             typer.echo(json.dumps({"weapon": what, "items": out}, indent=2, sort_keys=True))
             return 0

@@ -152,6 +152,20 @@ class ItemView:
     last_seq: int
     updated_at: str
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item_key": self.item_key,
+            "weapon_key": self.weapon_key,
+            "component": self.component,
+            "mark_profile": self.mark_profile,
+            "batch_id": self.batch_id,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "marks": self.marks,
+            "last_seq": self.last_seq,
+            "updated_at": self.updated_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:

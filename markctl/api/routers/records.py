@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import io
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -32,7 +31,7 @@ async def list_records(service: Service, who: Annotated[Identity, Depends(requir
 @router.get("/items")
 async def list_items(service: Service, who: Annotated[Identity, Depends(require("records:read"))],
                      state: ItemState | None = None, batch: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    return [{**asdict(i), "state": i.state.value} for i in service.store.items(state=state, batch_id=batch)]
+    return [i.as_dict() for i in service.store.items(state=state, batch_id=batch)]
 
 
 @router.get("/verify")
