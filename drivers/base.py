@@ -532,7 +532,8 @@ class Driver(ABC):
 
     async def _safe_state_once(self, reason: str) -> bool:
         try:
-            method = await asyncio.wait_for(self._make_safe(reason), self.safe_state_timeout_s)
+            async with asyncio.timeout(self.safe_state_timeout_s):
+                method = await self._make_safe(reason)
         except Exception as exc:
             error = (
                 f"no confirmation within {self.safe_state_timeout_s:g} s"
@@ -540,7 +541,8 @@ class Driver(ABC):
                 else f"{type(exc).__name__}: {exc}"
             )
             try:
-                last = await asyncio.wait_for(self._last_resort(), self.last_resort_timeout_s)
+                async with asyncio.timeout(self.last_resort_timeout_s):
+                    last = await self._last_resort()
             except Exception as second:  # the link may be gone: nothing more software can do
                 last = f"last resort failed: {type(second).__name__}: {second}"
             if last:

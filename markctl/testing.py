@@ -79,7 +79,8 @@ class ScriptedTransport:
 
     async def read(self, timeout: float | None = None) -> bytes:
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._inbox.get()
         except TimeoutError:
             return b""
 

@@ -49,3 +49,20 @@ def test_scanner_sees_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
     sample.write_text("import os\nfrom markctl.drivers.grbl import codec\n")
     assert ("markctl.drivers.grbl") in [m for _, m in _imports(sample)]
+
+
+def test_no_asyncio_wait_for_in_the_package(repo: Path) -> None:
+    # On Python 3.11, asyncio.wait_for swallows a cancellation that arrives in the same loop turn as
+    # the inner result: an abort racing a machine's answer was lost and the job ran to its end.
+    # asyncio.timeout() has no such race.
+    bad = []
+    for folder in ("markctl", "drivers", "simulator", "layouts"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            if path.is_relative_to(repo / "markctl") and path.parent.is_symlink():
+                continue
+            tree = ast.parse(path.read_text("utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr == "wait_for":
+                    if isinstance(node.value, ast.Name) and node.value.id == "asyncio":
+                        bad.append(f"{path.relative_to(repo)}:{node.lineno}")
+    assert not bad, "use asyncio.timeout() instead of asyncio.wait_for: " + ", ".join(bad)

@@ -270,7 +270,8 @@ class GRBLDriver(Driver):
         """Wait for anything to arrive; False on timeout."""
         self._wake.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         except TimeoutError:
             return False
         return True
@@ -317,9 +318,8 @@ class GRBLDriver(Driver):
         await self._write(data)
         assert entry.future is not None
         try:
-            reply = await asyncio.wait_for(
-                asyncio.shield(entry.future), timeout or self.opts.response_timeout_s
-            )
+            async with asyncio.timeout(timeout or self.opts.response_timeout_s):
+                reply = await asyncio.shield(entry.future)
         except TimeoutError:
             with contextlib.suppress(ValueError):
                 self._pending.remove(entry)

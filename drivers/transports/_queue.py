@@ -32,7 +32,8 @@ class Inbound:
         if self._chunks.empty() and self._lost is not None:
             raise self._lost
         try:
-            chunk = await asyncio.wait_for(self._chunks.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                chunk = await self._chunks.get()
         except TimeoutError:
             return b""
         if not chunk:

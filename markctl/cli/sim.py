@@ -96,7 +96,8 @@ def serve(
             where = await sim.serve_rtu_pty()
         typer.echo(f"serving {profile.id} ({profile.family}) on {where}", err=False)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
         for close in cleanup:
             close()
         await sim.stop()

@@ -145,3 +145,18 @@ async def test_pipe_feeds_and_hangs_up() -> None:
         await pipe.read(timeout=1)
     with pytest.raises(MachineConnectionError):
         await pipe.write(b"?")
+
+
+async def test_a_cancelled_read_stays_cancelled_when_bytes_arrive_in_the_same_turn() -> None:
+    # asyncio.wait_for on Python 3.11 returns the inner result and swallows the cancellation when both
+    # happen in one loop turn; a job aborted just as the machine answered then ran on to its end.
+    from markctl.drivers.transports._queue import Inbound
+
+    inbound = Inbound("test")
+    reader = asyncio.create_task(inbound.read(5.0))
+    await asyncio.sleep(0)  # the reader is waiting
+    inbound.feed(b"ok\r\n")
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert await inbound.read(0.1) == b"ok\r\n"  # nothing was lost to the cancelled reader
