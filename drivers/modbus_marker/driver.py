@@ -403,6 +403,9 @@ class ModbusMarkerDriver(Driver):
 
     async def _make_safe(self, reason: str) -> str:
         await self._command("abort")
+        # The cycle's adaptive schedule may have set the next poll up to slow_poll_s away; confirming
+        # the stop must wait only for the poll limit, counted from the last answer.
+        self._next_poll = self._last_status_at + 1.0 / self.poll_hz
         how = "abort coil" if self.opts.use_coils and "abort" in self.map.coils else "command=abort"
         for _ in range(max(3, round(self.poll_hz * 3))):
             st = await self.read_status()

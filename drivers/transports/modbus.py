@@ -24,6 +24,7 @@ both the driver and the simulator.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
@@ -155,7 +156,7 @@ class ModbusLink:
         self.requests += 1
         started = time.monotonic()
         try:
-            response = await call()
+            response = await self._uncancelled(call)
         except ModbusIOException as exc:
             raise MachineTimeoutError(
                 f"{self.location}: no answer for {what} within {self.setting('timeout'):g} s "
@@ -184,6 +185,31 @@ class ModbusLink:
                 address=self.location,
             )
         return response
+
+    async def _uncancelled(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Await one request to its end even when our caller is cancelled meanwhile.
+
+        pymodbus keeps one transaction in flight per link. A request cancelled mid-flight leaves it
+        waiting for an answer that, when it comes, matches nothing ("received pdu without a
+        corresponding request"), and the next request -- typically the safe-state abort -- loses a
+        whole timeout before its retry. So the request runs in its own task and ends (bounded by its own
+        timeout and retries) before the cancellation goes on.
+        """
+
+        async def request() -> Any:
+            return await call()
+
+        task = asyncio.ensure_future(request())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            bound = float(self.setting("timeout")) * (int(self.setting("retries")) + 1)
+            await asyncio.wait({task}, timeout=bound)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the caller is gone, the cancellation is what matters
+            else:
+                task.cancel()
+            raise
 
     async def read_registers(self, address: int, count: int, *, what: str) -> list[int]:
         client = self._live(what)

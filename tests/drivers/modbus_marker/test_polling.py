@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from markctl.drivers.base import Outcome
+from markctl.drivers.base import Outcome, Progress
 from markctl.drivers.modbus_marker import ModbusMarkerOptions
 from markctl.layouts.program import PatternField, PatternProgram
 
@@ -56,3 +56,21 @@ def test_poll_delay_is_slow_far_from_the_end_and_fast_near_it() -> None:
     assert poll_delay(9.9, 0.99, expected=10.0, period=period, slow=slow) == period  # never under the period
     assert poll_delay(12.0, 0.0, expected=10.0, period=period, slow=slow) == period  # overdue: fastest
     assert poll_delay(0.0, 0.0, expected=10.0, period=2.0, slow=slow) == 2.0  # slow never beats the limit
+
+
+async def test_an_abort_is_confirmed_at_the_poll_limit_not_on_the_slow_schedule(peen_rig) -> None:
+    # Far from the end of a 12 s cycle the driver polls only every 3 s (a quarter of what is left).
+    # Confirming an abort must not wait for that schedule: it would outlast a 2 s safe-state bound.
+    three = PatternProgram("7", tuple(PatternField(t, 3.0, 10.0, y) for t, y in (("AB12-XY/7Z", 12.0),
+                                      ("CD34-UV/8W", 20.0), ("EF56-ST/9X", 28.0))))  # fmt: skip
+    async with peen_rig(
+        program=three, clock="scaled:0.5", options=ModbusMarkerOptions(slow_poll_s=10)
+    ) as rig:
+        rig.driver.safe_state_timeout_s = 2.0
+        handle = rig.driver.run(three)
+        async for event in handle.watch():
+            if isinstance(event, Progress) and event.detail.startswith("marking"):
+                break
+        result = await handle.abort()
+        assert result.outcome is Outcome.ABORTED and result.safe_state_confirmed, result
+        assert not rig.sim.marker.stylus_down
