@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from datetime import date
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -28,13 +29,22 @@ __all__ = [
     "CharsetRule",
     "CodeRule",
     "ComponentName",
+    "ExemptionRule",
     "FieldKind",
     "FieldSpec",
+    "HeightRule",
+    "InForceRule",
     "MarkKind",
+    "MeasuringPoint",
+    "MultiPieceRule",
     "RuleBook",
+    "RuleKind",
     "RuleProfile",
+    "RuleSource",
     "Severity",
+    "SmallComponentRule",
     "ThresholdRule",
+    "YearOf",
     "bundled_rules",
 ]
 
@@ -88,8 +98,46 @@ class FieldKind(StrEnum):
     LITERAL = "literal"
 
 
+class RuleKind(StrEnum):
+    """What kind of text a rule comes from, so nobody mistakes our practice for the law."""
+
+    LAW = "law"  # a statute, treaty or binding regulation (27 CFR, SOR, Firearms Protocol, a Directive)
+    IMPLEMENTING = "implementing-regulation"  # an implementing act (EU 2019/68, 2024/325)
+    INSTRUMENT = "instrument"  # politically binding, not a treaty (UN ITI)
+    STANDARD = "standard"  # ISACS, MIL-STD-130
+    GUIDANCE = "guidance"  # an authority's guide (ATF P 5320.8)
+    PRACTICE = "practice"  # markctl's own engineering or observed practice: overridable, never "the law"
+
+
+class MeasuringPoint(StrEnum):
+    """Where a character height is measured (each height rule names the one its clause uses)."""
+
+    IMPRESSION_BOTTOM = "impression-bottom"  # between the ends of the character bottoms (27 CFR 478.92)
+    SURFACE = "surface"  # the opening of the impression at the surface: what the eye reads
+    NOMINAL = "nominal"  # the font size the text is set in (cap height), as EU 2019/68 words it
+
+
+class YearOf(StrEnum):
+    """The event a year field records; a two-digit year resolves by it."""
+
+    MANUFACTURE = "manufacture"  # may be decades ago: '99' is 1999
+    IMPORT = "import"  # an event of the last weeks: '99' would be 2099, in the future
+    TRANSFER = "transfer"
+    MARKING = "marking"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleSource(_Frozen):
+    """Where a rule id comes from: shown by ``markctl profiles rules`` and attached to every finding."""
+
+    kind: RuleKind
+    document: str = Field(
+        min_length=1, description="Source document with its article, e.g. '27 CFR 478.92(a)(1)'."
+    )
+    text: str = Field(min_length=1, description="A short quotation (in quotes) or a paraphrase.")
 
 
 class _Cited(_Frozen):
@@ -111,11 +159,17 @@ class FieldSpec(_Cited):
     min_digits: int = Field(default=0, ge=0)
     digits: tuple[int, ...] = (2,)
     values: tuple[str, ...] = ()
+    year_of: YearOf | None = Field(default=None, description="Year fields: the event the year records.")
+    example: str = Field(default="", description="A valid value, shown by `markctl profiles rules`.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
         if self.kind is FieldKind.YEAR and not set(self.digits) <= {2, 4}:
             raise ValueError("digits of a year are 2 and/or 4")
+        if (self.kind is FieldKind.YEAR) != (self.year_of is not None):
+            raise ValueError(
+                "a year field states year_of (manufacture, import, transfer, marking); no other field does"
+            )
         if self.kind is FieldKind.LITERAL and not self.values:
             raise ValueError("a literal field lists its allowed values")
         if self.required and self.required_unless:
@@ -134,6 +188,46 @@ class ThresholdRule(_Cited):
 
     min_mm: float = Field(gt=0, le=50)
     fields: tuple[str, ...] = ()
+
+
+class HeightRule(ThresholdRule):
+    """A minimum character height, measured where its clause says (``measured_at``, ``measuring_clause``).
+
+    ``waived_for_small``: the rule does not bind a component marked as too small for it (EU 2019/68).
+    """
+
+    # A user profile that does not say gets the strictest point, and the finding says it was not stated.
+    measured_at: MeasuringPoint = MeasuringPoint.IMPRESSION_BOTTOM
+    measuring_clause: str = Field(
+        default="not stated by the profile: markctl measures at the impression bottom, the strictest point",
+        min_length=1,
+        description="The words that say where to measure, or why this reading where the text is silent.",
+    )
+    waived_for_small: bool = False
+
+
+class ExemptionRule(_Cited):
+    """A mark the profile lets a supervisor waive for a recorded reason (ITI 8(b): temporary imports)."""
+
+    kind: Literal["temporary-import"]
+    max_days: int = Field(default=365 * 3, ge=1, le=3650, description="Longest stay before re-export.")
+
+
+class SmallComponentRule(_Cited):
+    """A component too small for the full mark carries at least one of ``fields`` (EU 2019/68)."""
+
+    fields: tuple[str, ...] = Field(min_length=1)
+
+
+class MultiPieceRule(_Cited):
+    """Multi-piece frames/receivers: only the housing subpart carries the mark (27 CFR 478.92/479.102)."""
+
+
+class InForceRule(_Cited):
+    """The date from which the profile's regulation applies; a mark dated before it is warned about."""
+
+    since: date
+    assumption: str = Field(min_length=1, description="Why this date is assumed (deferrals are common).")
 
 
 class PlacementRule(_Cited):
@@ -214,7 +308,7 @@ class RuleProfile(_Frozen):
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     any_of: tuple[AnyOfRule, ...] = ()
     charset: CharsetRule
-    height: tuple[ThresholdRule, ...]
+    height: tuple[HeightRule, ...]
     depth: tuple[ThresholdRule, ...]
     placement: PlacementRule
     zone: _Cited
@@ -226,6 +320,11 @@ class RuleProfile(_Frozen):
     depth_process: _Cited
     adjacent: AdjacentRule | None = None
     plate: PlateRule | None = None
+    exemption: ExemptionRule | None = None
+    small_component: SmallComponentRule | None = None
+    multi_piece: MultiPieceRule | None = None
+    in_force: InForceRule | None = None
+    sources: dict[str, RuleSource] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleProfile:
@@ -262,7 +361,19 @@ class RuleProfile(_Frozen):
                     raise ValueError(f"height rule {threshold.rule} names unknown field {name!r}")
         if self.code.module_min_mm > self.code.module_max_mm:
             raise ValueError("code.module_min_mm exceeds code.module_max_mm")
+        if self.small_component:
+            for name in self.small_component.fields:
+                if name not in self.fields:
+                    raise ValueError(f"small_component names unknown field {name!r}")
         return self
+
+    def source(self, rule_id: str) -> RuleSource | None:
+        """Where a rule id of this profile comes from."""
+        return self.sources.get(rule_id)
+
+    def components(self) -> tuple[ComponentName, ...]:
+        """The components this profile marks."""
+        return self.placement.components
 
     @property
     def min_height_mm(self) -> float:
@@ -273,6 +384,24 @@ class RuleProfile(_Frozen):
     def min_depth_mm(self) -> float:
         """The largest depth minimum."""
         return max((t.min_mm for t in self.depth), default=0.0)
+
+    def for_component(self, *, too_small: bool) -> RuleProfile:
+        """The rules that bind one component: a too-small one (EU 2019/68) needs only the small-mark fields.
+
+        Height rules marked ``waived_for_small`` no longer apply; every other rule still does.
+        """
+        if not too_small or self.small_component is None:
+            return self
+        small = self.small_component
+        keep = set(small.fields)
+        relaxed = {"required": False, "required_unless": None, "recommended": False}
+        kept = {"required": True, "required_unless": None, "rule": small.rule, "clause": small.clause}
+        fields = {
+            name: spec.model_copy(update=kept if name in keep else relaxed)
+            for name, spec in self.fields.items()
+        }
+        height = tuple(h for h in self.height if not h.waived_for_small)
+        return self.model_copy(update={"fields": fields, "height": height, "any_of": ()})
 
     def line_fields(self, template: str) -> tuple[str, ...]:
         """Field names used by one line template, in order."""
@@ -290,6 +419,9 @@ class RuleProfile(_Frozen):
             ids.add(self.adjacent.rule)
         if self.plate:
             ids |= {self.plate.rule, self.plate.room_rule}
+        for extra in (self.exemption, self.small_component, self.multi_piece, self.in_force):
+            if extra is not None:
+                ids.add(extra.rule)
         return tuple(sorted(ids))
 
 
@@ -306,6 +438,8 @@ class RuleBook:
     def _build(self, pid: str, chain: tuple[str, ...]) -> RuleProfile:
         origin, data = self._raw[pid]
         merged = self._resolve(pid, chain)
+        # The bundled catalogue explains the rule ids once; a profile may add or replace entries.
+        merged["sources"] = {**rule_sources(), **merged.get("sources", {})}
         try:
             return RuleProfile.model_validate(merged)
         except ValidationError as exc:
@@ -375,6 +509,13 @@ class RuleBook:
                 f"unknown rule profile {profile_id!r}", field="profile", hint="known: " + ", ".join(self.ids)
             )
         return profile
+
+
+@cache
+def rule_sources() -> dict[str, dict[str, Any]]:
+    """The bundled catalogue of rule ids (``layouts/data/rule_sources.toml``): kind, document, text."""
+    text = (resources.files("markctl.layouts.data") / "rule_sources.toml").read_text("utf-8")
+    return dict(tomllib.loads(text))
 
 
 @cache
