@@ -18,7 +18,7 @@ import pycountry
 
 from markctl.errors import ComplianceError, LayoutError
 from markctl.layouts.findings import Finding
-from markctl.layouts.rules import FieldKind, FieldSpec, RuleProfile, Severity, YearOf
+from markctl.layouts.rules import FieldKind, FieldSpec, RuleProfile, Severity, YearOf, charset_summary
 
 __all__ = [
     "KNOWN_FACTS",
@@ -121,13 +121,13 @@ def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, tod
     cs = rules.charset
     allowed = set(cs.allowed) | ({" "} if spec.kind in (FieldKind.TEXT, FieldKind.COUNTRY_NAME) else set())
     bad = sorted({ch for ch in value if ch not in allowed})
-    if bad:
+    if bad and spec.kind is not FieldKind.YEAR:  # a year's own check says more ("not a year")
         return Finding(
             cs.rule,
             cs.clause,
             f"fields.{name}",
             f"characters {''.join(bad)!r}",
-            f"only {cs.allowed!r}" + (" and space" if " " in allowed else ""),
+            f"only {charset_summary(cs.allowed)}" + (" and space" if " " in allowed else ""),
             Severity.ERROR,
             f"{spec.label}: {value!r} has characters outside the profile's character set",
         )

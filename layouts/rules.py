@@ -82,6 +82,9 @@ class ComponentName(StrEnum):
     BARREL = "barrel"
     CYLINDER = "cylinder"
     BOLT = "bolt"
+    UPPER_RECEIVER = "upper-receiver"
+    LOWER_RECEIVER = "lower-receiver"
+    BREECH_BLOCK = "breech-block"
     EMBEDDED_PLATE = "embedded-plate"
     MAGAZINE = "magazine"  # not an essential component (EU-ESS); here so a misplaced mark can be named
 
@@ -403,6 +406,94 @@ class RuleProfile(_Frozen):
         height = tuple(h for h in self.height if not h.waived_for_small)
         return self.model_copy(update={"fields": fields, "height": height, "any_of": ()})
 
+    def describe(self, facts: Iterable[str] = ()) -> dict[str, Any]:
+        """What a user needs to fill in this profile, JSON-ready (``markctl profiles rules ID``).
+
+        ``facts``: the yes/no facts every profile understands (the manifest's fact columns).
+        """
+        fields = []
+        for name, spec in self.fields.items():
+            if spec.required:
+                need = "required"
+            elif spec.required_unless:
+                need = f"required unless {spec.required_unless}"
+            else:
+                need = "recommended" if spec.recommended else "optional"
+            fields.append(
+                {
+                    "name": name,
+                    "label": spec.label,
+                    "need": need,
+                    "kind": spec.kind.value,
+                    "characters": self._characters(spec),
+                    "example": spec.example,
+                    "year_of": spec.year_of.value if spec.year_of else None,
+                    "rule": spec.rule,
+                    "clause": spec.clause,
+                }
+            )
+        rules = []
+        for rule_id in self.rule_ids:
+            src = self.source(rule_id)
+            rules.append(
+                {
+                    "rule": rule_id,
+                    "kind": src.kind.value if src else "unstated",
+                    "document": src.document if src else "not stated by this profile",
+                    "text": src.text if src else "",
+                }
+            )
+        limits = [
+            {
+                "rule": h.rule,
+                "what": "character height" + (f" of lines with {', '.join(h.fields)}" if h.fields else ""),
+                "min_mm": h.min_mm,
+                "measured_at": h.measured_at.value,
+                "measuring_clause": h.measuring_clause,
+                "waived_for_small": h.waived_for_small,
+            }
+            for h in self.height
+        ]
+        limits += [
+            {"rule": d.rule, "what": "depth", "min_mm": d.min_mm, "measured_at": "from the surface"}
+            for d in self.depth
+        ]
+        used_facts = sorted({*facts, *(s.required_unless for s in self.fields.values() if s.required_unless)})
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mark_kind": self.mark_kind.value,
+            "components": [c.value for c in self.placement.components],
+            "lines": list(self.lines),
+            "fields": fields,
+            "facts": used_facts,
+            "limits": limits,
+            "small_component_fields": list(self.small_component.fields) if self.small_component else None,
+            "exemption": self.exemption.kind if self.exemption else None,
+            "in_force": (
+                {"since": self.in_force.since.isoformat(), "assumption": self.in_force.assumption}
+                if self.in_force
+                else None
+            ),
+            "rules": rules,
+        }
+
+    def _characters(self, spec: FieldSpec) -> str:
+        if spec.kind is FieldKind.COUNTRY:
+            return "ISO 3166-1 alpha-2 code"
+        if spec.kind is FieldKind.COUNTRY_NAME:
+            return "ISO 3166-1 country name"
+        if spec.kind is FieldKind.US_STATE:
+            return "USPS State code"
+        if spec.kind is FieldKind.LITERAL:
+            return " or ".join(spec.values)
+        if spec.kind is FieldKind.YEAR:
+            return " or ".join(f"{d} digits" for d in spec.digits)
+        return (
+            f"{charset_summary(self.charset.allowed)}{', space' if spec.kind is FieldKind.TEXT else ''}; up to {spec.max_length}"
+            + (f", at least {spec.min_digits} numeral(s)" if spec.min_digits else "")
+        )
+
     def line_fields(self, template: str) -> tuple[str, ...]:
         """Field names used by one line template, in order."""
         return tuple(_TEMPLATE_FIELD.findall(template))
@@ -423,6 +514,25 @@ class RuleProfile(_Frozen):
             if extra is not None:
                 ids.add(extra.rule)
         return tuple(sorted(ids))
+
+
+_RANGES = (
+    ("A-Z", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("0-9", "0123456789"),
+    ("Greek capitals", "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"),
+    ("Cyrillic capitals", "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"),
+)
+
+
+def charset_summary(allowed: str) -> str:
+    """'A-Z, 0-9, - . /' rather than 80 characters in a row."""
+    rest = set(allowed)
+    parts = []
+    for label, chars in _RANGES:
+        if set(chars) <= rest:
+            parts.append(label)
+            rest -= set(chars)
+    return ", ".join([*parts, *(ch for ch in allowed if ch in rest)])
 
 
 class RuleBook:

@@ -199,7 +199,7 @@ def _table(report: Report, layout: Layout) -> None:
     for f in report.findings:
         table.add_row(
             f"[{styles[f.severity.value]}]{f.severity.value}[/]",
-            f.rule,
+            f"{f.rule} ({f.kind})" if f.kind else f.rule,
             f.subject,
             f.measured,
             f.required,
