@@ -21,7 +21,6 @@ from markctl.layouts.findings import Finding, Report
 from markctl.layouts.request import MarkRequest
 from markctl.layouts.rules import (
     ComponentName,
-    MeasuringPoint,
     RuleBook,
     RuleProfile,
     Severity,
@@ -51,19 +50,12 @@ def _line_bounds(line: TextLine) -> tuple[float, float, float, float] | None:
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
-_POINT_WORDS = {
-    MeasuringPoint.IMPRESSION_BOTTOM: "at the impression bottom",
-    MeasuringPoint.SURFACE: "at the surface opening",
-    MeasuringPoint.NOMINAL: "nominal font size",
-}
-
-
 def _height(layout: Layout) -> list[Finding]:
     """Each height rule measured at its own measuring point, which the finding names with its clause."""
     out = []
     for rule in layout.rules.height:
         lines = [ln for ln in layout.lines if not rule.fields or set(rule.fields) & set(ln.fields)]
-        where = _POINT_WORDS[rule.measured_at]
+        where = rule.measured_at.words
         for ln in lines:
             height = layout.process.height_at(rule.measured_at, ln.centre_extent_mm, ln.height_mm)
             ok = height + _EPS >= rule.min_mm
@@ -233,10 +225,7 @@ def _placement(layout: Layout) -> list[Finding]:
     rules = layout.rules
     comp = layout.request.component
     out = []
-    allowed = set(rules.placement.components)
-    # A plate moulded into the frame is part of the frame/receiver (EU-POLY, LV-182).
-    effective = {ComponentName.FRAME} if comp.name is ComponentName.EMBEDDED_PLATE else {comp.name}
-    ok = bool(effective & allowed)
+    ok = comp.name in rules.components()  # a plate moulded into the frame is part of it
     out.append(
         Finding(
             rules.placement.rule,

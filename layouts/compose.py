@@ -498,7 +498,7 @@ def _no_fit_error(
     if fits_at is not None:
         return LayoutError(
             f"the mark does not fit the zone at the requested height; the largest height that fits is {fits_at:.2f} mm "
-            f"(profile minimum {rules.min_height_mm:g} mm at the impression bottom)",
+            f"(profile minimum: {rules.height_summary()})",
             field="options.char_height_mm",
         )
     fx0, fy0, fx1, fy1 = g.bounds(free) if not g.is_empty(free) else (0.0, 0.0, 0.0, 0.0)
@@ -622,7 +622,7 @@ def compose(
         raise LayoutError(
             "the request records an exemption: nothing is marked",
             field="exemption",
-            hint="judge it with exemption_report()",
+            hint="`markctl check` reports the exemption; the weapon is recorded, not marked",
         )
     if machine is None:
         machine = _load_machine(request.machine)

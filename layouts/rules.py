@@ -119,6 +119,15 @@ class MeasuringPoint(StrEnum):
     SURFACE = "surface"  # the opening of the impression at the surface: what the eye reads
     NOMINAL = "nominal"  # the font size the text is set in (cap height), as EU 2019/68 words it
 
+    @property
+    def words(self) -> str:
+        """How findings and messages say it."""
+        return {
+            "impression-bottom": "at the impression bottom",
+            "surface": "at the surface opening",
+            "nominal": "nominal font size",
+        }[self.value]
+
 
 class YearOf(StrEnum):
     """The event a year field records; a two-digit year resolves by it."""
@@ -375,8 +384,9 @@ class RuleProfile(_Frozen):
         return self.sources.get(rule_id)
 
     def components(self) -> tuple[ComponentName, ...]:
-        """The components this profile marks."""
-        return self.placement.components
+        """The components this profile marks (an embedded plate counts as its frame, EU-POLY, LV-182)."""
+        plate = (ComponentName.EMBEDDED_PLATE,) if ComponentName.FRAME in self.placement.components else ()
+        return (*self.placement.components, *plate)
 
     @property
     def min_height_mm(self) -> float:
@@ -388,10 +398,15 @@ class RuleProfile(_Frozen):
         """The largest depth minimum."""
         return max((t.min_mm for t in self.depth), default=0.0)
 
-    def for_component(self, *, too_small: bool) -> RuleProfile:
-        """The rules that bind one component: a too-small one (EU 2019/68) needs only the small-mark fields.
+    def height_summary(self) -> str:
+        """'1.58 mm at the surface opening', one clause per height rule, for messages."""
+        return "; ".join(f"{h.min_mm:g} mm {h.measured_at.words} ({h.rule})" for h in self.height) or "none"
 
-        Height rules marked ``waived_for_small`` no longer apply; every other rule still does.
+    def for_component(self, *, too_small: bool) -> RuleProfile:
+        """The rules that bind one component: a too-small one (EU 2019/68) carries only the small-mark fields.
+
+        Its lines are those with a small-mark field (other fields given are checked, not marked);
+        height rules marked ``waived_for_small`` no longer apply; every other rule still does.
         """
         if not too_small or self.small_component is None:
             return self
@@ -404,7 +419,9 @@ class RuleProfile(_Frozen):
             for name, spec in self.fields.items()
         }
         height = tuple(h for h in self.height if not h.waived_for_small)
-        return self.model_copy(update={"fields": fields, "height": height, "any_of": ()})
+        # The reduced mark carries the small-component fields only, one line each field's template.
+        lines = tuple(t for t in self.lines if set(self.line_fields(t)) & keep)
+        return self.model_copy(update={"fields": fields, "height": height, "any_of": (), "lines": lines})
 
     def describe(self, facts: Iterable[str] = ()) -> dict[str, Any]:
         """What a user needs to fill in this profile, JSON-ready (``markctl profiles rules ID``).
@@ -463,7 +480,7 @@ class RuleProfile(_Frozen):
             "id": self.id,
             "name": self.name,
             "mark_kind": self.mark_kind.value,
-            "components": [c.value for c in self.placement.components],
+            "components": [c.value for c in self.components()],
             "lines": list(self.lines),
             "fields": fields,
             "facts": used_facts,

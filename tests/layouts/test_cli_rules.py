@@ -25,7 +25,7 @@ def test_rules_lists_every_profile_with_its_components(capsys: pytest.CaptureFix
     assert main(["profiles", "rules", "--json"]) == 0
     listed = {d["id"]: d for d in json.loads(capsys.readouterr().out)}
     assert set(listed) == set(bundled_rules().ids)
-    assert listed["iti-import"]["components"] == ["frame", "receiver"]
+    assert listed["iti-import"]["components"] == ["frame", "receiver", "embedded-plate"]
     assert "slide" in listed["eu-import"]["components"]
 
 

@@ -18,7 +18,7 @@ from markctl.layouts import Layout, MarkRequest, bundled_rules, check, compose
 from markctl.layouts import _geom as g
 from markctl.layouts.findings import Finding
 from markctl.layouts.materials import get_material
-from markctl.layouts.rules import MeasuringPoint, Severity
+from markctl.layouts.rules import Severity
 from markctl.profiles import load_profile
 
 from .conftest import EXAMPLES, failing, request, request_dict
@@ -119,17 +119,9 @@ def test_height_boundary_at_its_measuring_point(profile: str, index: int, machin
         nominal = probe.process.nominal_for(rule.measured_at, rule.min_mm + side * DELTA, k)
         layout = _compose(profile, machine, font=font, char_height_mm=nominal)
         found = [f for f in _findings(layout, rule.rule, "line") if f"line {line.index + 1} " in f.subject]
-        assert found and all(f.measured.endswith(_where(rule.measured_at)) for f in found)
+        assert found and all(f.measured.endswith(rule.measured_at.words) for f in found)
         verdicts[side] = {f.severity for f in found}
     assert verdicts == {+1: {Severity.PASS}, -1: {Severity.ERROR}}
-
-
-def _where(point: MeasuringPoint) -> str:
-    return {
-        MeasuringPoint.IMPRESSION_BOTTOM: "at the impression bottom",
-        MeasuringPoint.SURFACE: "at the surface opening",
-        MeasuringPoint.NOMINAL: "nominal font size",
-    }[point]
 
 
 DEPTH_CASES = [(p, i) for p in PROFILES for i in range(len(BOOK.get(p).depth))]
