@@ -116,3 +116,16 @@ def test_batch_reports_every_bad_field_of_a_row_naming_line_and_column(
     assert any(p.startswith("column maker: [EU-CONT]") for p in problems)
     assert any(p.startswith("column country: [EU-CONT]") for p in problems)
     assert not job.get("results")  # nothing marked while a row is bad
+
+
+def test_user_profile_of_the_docs_explains_its_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "rule-profiles.md").read_text()
+    toml = docs.split("```toml\nschema_version")[1].split("```")[0]
+    (tmp_path / "xx.toml").write_text("schema_version" + toml)
+    assert main(["profiles", "rules", "xx-import", "--rules", str(tmp_path / "xx.toml"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {"rule": "XX-7", "kind": "law", "document": "Republic of X, Firearms Regulation 2024, s.7(2)",
+            "text": "Paraphrase: import marks at least 2.5 mm high, measured at the surface."} in d["rules"]  # fmt: skip
+    assert [lim["measured_at"] for lim in d["limits"] if lim["rule"] == "XX-7"] == ["surface"]
