@@ -9,6 +9,7 @@ two-digit EU year of manufacture).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from typing import Any
 
@@ -16,12 +17,14 @@ import pytest
 
 from markctl.layouts import Layout, MarkRequest, bundled_rules, check, compose
 from markctl.layouts import _geom as g
+from markctl.layouts.checks import exemption_report
+from markctl.layouts.content import validate_content
 from markctl.layouts.findings import Finding
 from markctl.layouts.materials import get_material
 from markctl.layouts.rules import Severity
 from markctl.profiles import load_profile
 
-from .conftest import EXAMPLES, failing, request, request_dict
+from .conftest import EXAMPLES, TODAY, failing, request, request_dict
 
 BOOK = bundled_rules()
 PROFILES = sorted(EXAMPLES)
@@ -191,3 +194,79 @@ def test_adjacency_gap_boundaries_say_how_distinct_is_modelled(profile: str) -> 
         (finding,) = _findings(moved, adj.rule, "placement")
         assert finding.severity is expected, (gap, finding)
         assert "visibly distinct" in finding.required
+
+
+LENGTH_CASES = [
+    (p, n)
+    for p in PROFILES
+    for n, s in BOOK.get(p).fields.items()
+    if s.kind.value in ("serial", "text") and n in EXAMPLES[p]
+]
+
+
+@pytest.mark.parametrize(("profile", "name"), LENGTH_CASES)
+def test_field_length_boundary(profile: str, name: str) -> None:
+    spec = BOOK.get(profile).fields[name]
+    digit = "1" * max(spec.min_digits, 1)
+    for length, ok in ((spec.max_length, True), (spec.max_length + 1, False)):
+        value = (digit + "A" * length)[:length]
+        rules = BOOK.get(profile)
+        _, findings = validate_content(rules, {**EXAMPLES[profile], name: value}, {}, TODAY)
+        (f,) = [f for f in findings if f.subject == f"fields.{name}"]
+        assert (f.severity is Severity.PASS) is ok, (length, f)
+
+
+YEAR_CASES = [(p, n) for p in PROFILES for n, s in BOOK.get(p).fields.items() if s.year_of is not None]
+
+
+@pytest.mark.parametrize(("profile", "name"), YEAR_CASES)
+def test_year_boundaries_by_meaning(profile: str, name: str) -> None:
+    spec = BOOK.get(profile).fields[name]
+    rules = BOOK.get(profile)
+
+    def severity(year: int) -> Severity:
+        value = str(year) if 4 in spec.digits else f"{year % 100:02d}"
+        _, findings = validate_content(rules, {**EXAMPLES[profile], name: value}, {}, TODAY)
+        (f,) = [f for f in findings if f.subject == f"fields.{name}"]
+        return f.severity
+
+    assert severity(TODAY.year) is Severity.PASS
+    recent = spec.year_of.value in ("import", "transfer", "marking")  # type: ignore[union-attr]
+    if 4 in spec.digits or recent:
+        assert severity(TODAY.year + 1) is Severity.ERROR  # in the future
+    else:
+        assert severity(TODAY.year + 1) is Severity.PASS  # '27' of manufacture is 1927
+    assert severity(TODAY.year - 1) is Severity.PASS
+    assert severity(TODAY.year - 2) is (Severity.WARNING if recent else Severity.PASS)
+
+
+@pytest.mark.parametrize("profile", [p for p in PROFILES if BOOK.get(p).in_force is not None])
+def test_in_force_date_boundary(profile: str) -> None:
+    since = BOOK.get(profile).in_force.since  # type: ignore[union-attr]
+    for day, expected in ((since, Severity.PASS), (since - dt.timedelta(days=1), Severity.WARNING)):
+        fields = {**EXAMPLES[profile], "import_year": f"{day.year % 100:02d}"}
+        layout = compose(request(profile, fields=fields, options={"today": day.isoformat()}))
+        (f,) = [f for f in check(layout).findings if f.rule == "CA-FORCE"]
+        assert f.severity is expected, (day, f)
+
+
+@pytest.mark.parametrize("profile", [p for p in PROFILES if BOOK.get(p).exemption is not None])
+def test_exemption_re_export_boundaries(profile: str) -> None:
+    limit = BOOK.get(profile).exemption.max_days  # type: ignore[union-attr]
+    for days, ok in ((0, True), (limit, True), (-1, False), (limit + 1, False)):
+        ex = {"kind": "temporary-import", "purpose": "trade fair demonstration", "recorded_by": "sup-1"}
+        ex["re_export_by"] = (TODAY + dt.timedelta(days=days)).isoformat()
+        assert exemption_report(request(profile, exemption=ex)).passed is ok, days
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_quiet_zone_boundary(profile: str) -> None:
+    need = BOOK.get(profile).code.quiet_zone_min_modules
+    for modules, expected in ((need, Severity.PASS), (need - 1, Severity.ERROR)):
+        data = request_dict(profile)
+        data["component"]["zone"] = [[0, 0], [80, 0], [80, 30], [0, 30]]
+        data["component"]["existing_marks"] = [[[0, 26], [25, 26], [25, 30], [0, 30]]]
+        data["options"].update(datamatrix=True, quiet_zone_modules=modules)
+        found = _findings(compose(MarkRequest.parse(data)), BOOK.get(profile).code.rule, "code quiet zone")
+        (f,) = [f for f in found if "module" in f.measured]  # the width, not the intrusion check
+        assert f.severity is expected
