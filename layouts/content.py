@@ -329,7 +329,11 @@ def validate_content(
             findings.append(problem)
             continue
         values[name] = value
-        findings.append(_finding(spec, name, repr(value), spec.kind.value, Severity.PASS, f"{spec.label} ok"))
+        measured, required = repr(value), spec.kind.value
+        if spec.year_of is not None:  # show how the digits were read
+            measured = f"{value!r} = {resolve_year(value, spec.year_of, today)}"
+            required = f"year of {spec.year_of.value}, not after {today.year}"
+        findings.append(_finding(spec, name, measured, required, Severity.PASS, f"{spec.label} ok"))
     for rule in rules.any_of:
         options: list[str] = []
         met = False
