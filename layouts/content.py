@@ -47,14 +47,14 @@ def parse_flag(value: str) -> bool:
     """A yes/no cell of a manifest or flag: yes/no, true/false, y/n, 1/0, x/- (case-insensitive).
 
     Raises:
-        ValueError: anything else ('maybe' is not silently false).
+        LayoutError: anything else ('maybe' is not silently false); a ValueError too.
     """
     text = value.strip().lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"{value!r} is not yes or no (use yes/no, true/false, 1/0)")
+    raise LayoutError(f"{value!r} is not yes or no", hint="use yes/no, true/false, 1/0")
 
 
 class ContentError(ComplianceError):
