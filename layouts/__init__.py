@@ -24,7 +24,7 @@ if not __name__.startswith("markctl."):
 # the function ``program`` below is defined: importing a submodule binds its name on the package,
 # so loading it later would shadow the function.
 import markctl.layouts.program as _program_types  # noqa: E402
-from markctl.layouts.checks import check  # noqa: E402
+from markctl.layouts.checks import check, exemption_report  # noqa: E402
 from markctl.layouts.compose import Layout, PlacedCode, PlacedGlyph, TextLine, compose  # noqa: E402
 from markctl.layouts.findings import Finding, Report, Severity  # noqa: E402
 from markctl.layouts.preview import render_png, render_svg  # noqa: E402
@@ -56,6 +56,7 @@ __all__ = [
     "TextLine",
     "bundled_rules",
     "check",
+    "exemption_report",
     "compose",
     "estimate_cycle_time_s",
     "program",

@@ -1,20 +1,33 @@
 """Checks: every requirement of COMPLIANCE.md Part 1 measured on the composed Layout.
 
 Each finding names the rule id and clause from the rule profile, what was measured and what is
-required. Heights are measured on the composed geometry (glyph centre lines, then the impression
-bottom from the process model), never taken from the requested font size.
+required. Heights are measured on the composed geometry (glyph centre lines, then the process
+model) at the point each height rule names: the impression bottom (27 CFR 478.92 says so), the
+surface opening, or the nominal font size (EU 2019/68 words its minimum as a font size).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
+
 import numpy as np
 
+from markctl.errors import LayoutError
 from markctl.layouts import _geom as g
 from markctl.layouts.compose import Layout, TextLine
+from markctl.layouts.content import resolve_year
 from markctl.layouts.findings import Finding, Report
-from markctl.layouts.rules import ComponentName, Severity
+from markctl.layouts.request import MarkRequest
+from markctl.layouts.rules import (
+    ComponentName,
+    RuleBook,
+    RuleProfile,
+    Severity,
+    bundled_rules,
+)
 
-__all__ = ["check"]
+__all__ = ["check", "exemption_report", "explain"]
 
 # Bounding boxes are compared with this tolerance (mm): shapely round-off, not a design margin.
 _EPS = 1e-6
@@ -38,25 +51,107 @@ def _line_bounds(line: TextLine) -> tuple[float, float, float, float] | None:
 
 
 def _height(layout: Layout) -> list[Finding]:
+    """Each height rule measured at its own measuring point, which the finding names with its clause."""
     out = []
     for rule in layout.rules.height:
         lines = [ln for ln in layout.lines if not rule.fields or set(rule.fields) & set(ln.fields)]
+        where = rule.measured_at.words
         for ln in lines:
-            bottom = layout.process.bottom_height(ln.centre_extent_mm)
-            ok = bottom + _EPS >= rule.min_mm
+            height = layout.process.height_at(rule.measured_at, ln.centre_extent_mm, ln.height_mm)
+            ok = height + _EPS >= rule.min_mm
             out.append(
                 Finding(
                     rule.rule,
-                    rule.clause,
+                    f"{rule.clause}; measured {where}: {rule.measuring_clause}",
                     f"line {ln.index + 1} {ln.text!r}",
-                    f"{bottom:.3f} mm at impression bottom",
-                    f">= {rule.min_mm:g} mm",
+                    f"{height:.3f} mm {where}",
+                    f">= {rule.min_mm:g} mm {where}",
                     _sev(ok),
-                    "character height ok" if ok else "characters too small at the bottom of the impression",
+                    f"character height ok ({where})" if ok else f"characters too small ({where})",
                     _line_bounds(ln),
                 )
             )
+    small = layout.rules.small_component
+    if layout.request.component.size_class == "too-small":
+        if small is None:
+            out.append(
+                Finding(
+                    "ENG-SMALL",
+                    "the profile has no provision for components too small for its mark",
+                    "component.size_class",
+                    "too-small",
+                    "a profile with a small-component rule",
+                    Severity.WARNING,
+                    "this profile has no small-component rule: every rule applies in full",
+                )
+            )
+        else:
+            carried = [n for n in small.fields if layout.values.get(n)]
+            out.append(
+                Finding(
+                    small.rule,
+                    small.clause,
+                    "component.size_class",
+                    "too-small; carries " + (", ".join(carried) or "none of " + ", ".join(small.fields)),
+                    "at least " + " or ".join(small.fields),
+                    _sev(bool(carried)),
+                    "too-small component: reduced mark, font-size minimum waived"
+                    if carried
+                    else "a too-small component still carries " + " or ".join(small.fields),
+                )
+            )
     return out
+
+
+def _multi_piece(layout: Layout) -> list[Finding]:
+    rule = layout.rules.multi_piece
+    subpart = layout.request.component.modular_subpart
+    if rule is None or subpart is None:
+        return []
+    ok = subpart in ("housing", "housing-half")
+    message = {
+        "housing": "the housing subpart carries the mark",
+        "housing-half": "one housing half: the other half carries the same serial and licensee marks",
+        "other": "this subpart is not the housing of the fire-control/breech-blocking component: mark the housing",
+    }[subpart]
+    return [
+        Finding(
+            rule.rule,
+            rule.clause,
+            "component.modular_subpart",
+            subpart,
+            "housing (or each housing half)",
+            Severity.PASS if subpart == "housing" else Severity.INFO if ok else Severity.ERROR,
+            message,
+        )
+    ]
+
+
+def _in_force(layout: Layout) -> list[Finding]:
+    rule = layout.rules.in_force
+    if rule is None:
+        return []
+    since = rule.since
+    dated = [("marking date", layout.today.isoformat(), layout.today < since)]
+    for name, spec in layout.rules.fields.items():
+        value = layout.values.get(name)
+        if spec.year_of is not None and value:
+            year = resolve_year(value, spec.year_of, layout.today)
+            dated.append((f"year of {spec.year_of.value}", str(year), year < since.year))
+    early = [(what, when) for what, when, before in dated if before]
+    return [
+        Finding(
+            rule.rule,
+            rule.clause,
+            "profile.in_force",
+            ", ".join(f"{what} {when}" for what, when, *_ in (early or dated)),
+            f"on or after {since.isoformat()} ({rule.assumption})",
+            Severity.WARNING if early else Severity.PASS,
+            "the mark's date precedes the assumed in-force date: the regulation may not apply yet"
+            if early
+            else "regulation in force on the mark's date (assumed)",
+        )
+    ]
 
 
 def _depth(layout: Layout) -> list[Finding]:
@@ -130,10 +225,7 @@ def _placement(layout: Layout) -> list[Finding]:
     rules = layout.rules
     comp = layout.request.component
     out = []
-    allowed = set(rules.placement.components)
-    # A plate moulded into the frame is part of the frame/receiver (EU-POLY, LV-182).
-    effective = {ComponentName.FRAME} if comp.name is ComponentName.EMBEDDED_PLATE else {comp.name}
-    ok = bool(effective & allowed)
+    ok = comp.name in rules.components()  # a plate moulded into the frame is part of it
     out.append(
         Finding(
             rules.placement.rule,
@@ -214,7 +306,7 @@ def _placement(layout: Layout) -> list[Finding]:
                     adj.clause,
                     "placement",
                     f"gap {gap:.2f} mm to existing marks",
-                    f"{adj.min_gap_mm:g}-{adj.max_gap_mm:g} mm (adjacent, distinct)",
+                    f"{adj.min_gap_mm:g}-{adj.max_gap_mm:g} mm (how markctl models 'adjacent, visibly distinct')",
                     _sev(ok, Severity(adj.severity)),
                     "adjacent to and distinct from existing marks"
                     if ok
@@ -398,12 +490,25 @@ def _glyphs(layout: Layout) -> list[Finding]:
     ]
 
 
+def explain(findings: list[Finding], rules: RuleProfile) -> tuple[Finding, ...]:
+    """Each finding with the kind, source document and text of its rule (from the profile's sources)."""
+    out = []
+    for f in findings:
+        src = rules.source(f.rule)
+        if src is None:  # a user profile's own rule id without a [sources.<id>] entry
+            out.append(replace(f, kind="unstated", source=f"not stated by profile {rules.id!r}"))
+        else:
+            out.append(replace(f, kind=src.kind.value, source=src.document, text=src.text))
+    return tuple(out)
+
+
 def check(layout: Layout) -> Report:
     """Run every check of the layout's rule profile.
 
     Returns:
         A :class:`Report`; ``report.passed`` is False when any finding is an error. Passing checks
         are included (severity ``pass``) so the report shows measured against required for all.
+        Each finding carries the kind and source of its rule (:func:`explain`).
     """
     findings = [
         *layout.content_findings,
@@ -411,6 +516,58 @@ def check(layout: Layout) -> Report:
         *_height(layout),
         *_depth(layout),
         *_placement(layout),
+        *_multi_piece(layout),
         *_code(layout),
+        *_in_force(layout),
     ]
-    return Report(tuple(findings))
+    return Report(explain(findings, layout.rules))
+
+
+def exemption_report(
+    request: MarkRequest, rules: RuleBook | None = None, *, today: date | None = None
+) -> Report:
+    """Judge a request that carries an exemption instead of a mark (ITI 8(b) temporary import).
+
+    Nothing is composed or cut. The report passes, with ``exempt`` set, when the profile allows
+    the exemption and it names a purpose, a supervisor and a re-export date within the profile's
+    limit; the caller records the weapon with the exemption's facts.
+
+    Raises:
+        LayoutError: the request has no exemption, or names an unknown profile.
+    """
+    ex = request.exemption
+    if ex is None:
+        raise LayoutError("the request carries no exemption", field="exemption")
+    profile = (rules or bundled_rules()).get(request.profile)
+    rule = profile.exemption
+    day = today or request.options.today or date.today()
+    if rule is None or rule.kind != ex.kind:
+        finding = Finding(
+            "ENG-EXEMPT",
+            f"profile {profile.id!r} allows no {ex.kind} exemption",
+            "exemption.kind",
+            ex.kind,
+            "an exemption the profile allows",
+            Severity.ERROR,
+            f"{profile.name}: a {ex.kind} is not exempt from this mark",
+        )
+        return Report((finding,))
+    days = (ex.re_export_by - day).days
+    ok = 0 <= days <= rule.max_days
+    finding = Finding(
+        rule.rule,
+        rule.clause,
+        "exemption",
+        f"{ex.kind} recorded by {ex.recorded_by}: {ex.purpose!r}, re-export by {ex.re_export_by.isoformat()}"
+        + (f", ref {ex.reference}" if ex.reference else ""),
+        f"re-export within 0-{rule.max_days} days of {day.isoformat()}",
+        Severity.INFO if ok else Severity.ERROR,
+        "exempt: no import mark; the weapon is recorded with this exemption"
+        if ok
+        else (
+            "the re-export date has passed: the weapon is no longer a temporary import; mark it"
+            if days < 0
+            else f"re-export more than {rule.max_days} days away is not a temporary import"
+        ),
+    )
+    return Report(explain([finding], profile), exempt=ok)

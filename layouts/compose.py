@@ -27,13 +27,13 @@ import numpy.typing as npt
 
 from markctl.errors import ComplianceError, LayoutError, ProfileError
 from markctl.layouts import _geom as g
-from markctl.layouts.content import validate_content
+from markctl.layouts.content import raise_content_errors, validate_content
 from markctl.layouts.datamatrix import DataMatrixSymbol, encode_datamatrix
 from markctl.layouts.findings import Finding
 from markctl.layouts.fonts import DEFAULT_DOT_FONT, DEFAULT_STROKE_FONT, Font, get_font
 from markctl.layouts.materials import Material, Process, get_material, plan_process
 from markctl.layouts.request import MarkRequest
-from markctl.layouts.rules import RuleBook, RuleProfile, Severity, bundled_rules
+from markctl.layouts.rules import RuleBook, RuleProfile, bundled_rules
 from markctl.profiles import FirmwareProfile, MachineKind, load_profile
 
 __all__ = ["Layout", "PlacedCode", "PlacedGlyph", "TextLine", "compose"]
@@ -227,15 +227,6 @@ def _polygon(points: tuple[tuple[float, float], ...], what: str) -> g.Geom:
     return poly
 
 
-def _raise_first_error(findings: list[Finding]) -> None:
-    for f in findings:
-        if f.severity is Severity.ERROR:
-            field_name = f.subject if f.subject.startswith("fields.") else "fields"
-            raise ComplianceError(
-                f"{f.message} (measured {f.measured}, required {f.required})", rule=f.rule, field=field_name
-            )
-
-
 def _lines_text(rules: RuleProfile, values: dict[str, str]) -> list[tuple[str, tuple[str, ...]]]:
     out: list[tuple[str, tuple[str, ...]]] = []
     for template in rules.lines:
@@ -273,20 +264,13 @@ def _min_alnum_extent_em(font: Font, texts: list[str]) -> float:
 def _default_height(
     rules: RuleProfile, font: Font, process: Process, texts: list[str], margin: float = _HEIGHT_MARGIN
 ) -> float:
-    """Smallest height (a multiple of 0.05 mm) whose impression-bottom height is >= minimum x margin.
+    """Smallest height (a multiple of 0.05 mm) that meets every height rule x margin at its measuring point.
 
-    The bottom height is linear in the nominal height h: k*h for dot peen, k*h + spot - 2*depth*tan(wall)
-    for a laser, k being the smallest letter/digit extent of the font in em.
+    Each measured height is linear in the nominal height h (:meth:`Process.nominal_for`), k being
+    the smallest letter/digit extent of the font in em.
     """
-    target = rules.min_height_mm * margin
     k = _min_alnum_extent_em(font, texts)
-    if process.method == "dot-peen":
-        h = target / k
-    else:
-        shrink = process.stroke_width_mm - 2.0 * process.depth_mm * math.tan(
-            math.radians(process.wall_angle_deg)
-        )
-        h = (target - shrink) / k
+    h = max((process.nominal_for(t.measured_at, t.min_mm * margin, k) for t in rules.height), default=0.0)
     return math.ceil(max(h, 0.1) / _HEIGHT_STEP_MM - 1e-9) * _HEIGHT_STEP_MM
 
 
@@ -514,7 +498,7 @@ def _no_fit_error(
     if fits_at is not None:
         return LayoutError(
             f"the mark does not fit the zone at the requested height; the largest height that fits is {fits_at:.2f} mm "
-            f"(profile minimum {rules.min_height_mm:g} mm at the impression bottom)",
+            f"(profile minimum: {rules.height_summary()})",
             field="options.char_height_mm",
         )
     fx0, fy0, fx1, fy1 = g.bounds(free) if not g.is_empty(free) else (0.0, 0.0, 0.0, 0.0)
@@ -633,7 +617,13 @@ def compose(
         ComplianceError: a field breaks its rule (missing, not ISO 3166-1, future year, charset...).
     """
     book = rules or bundled_rules()
-    profile = book.get(request.profile)
+    profile = book.get(request.profile).for_component(too_small=request.component.size_class == "too-small")
+    if request.exemption is not None:
+        raise LayoutError(
+            "the request records an exemption: nothing is marked",
+            field="exemption",
+            hint="`markctl check` reports the exemption; the weapon is recorded, not marked",
+        )
     if machine is None:
         machine = _load_machine(request.machine)
     elif machine.id != request.machine:
@@ -648,7 +638,7 @@ def compose(
     existing = [_polygon(e, "component.existing_marks") for e in request.component.existing_marks]
 
     values, findings = validate_content(profile, request.fields, request.facts, today)
-    _raise_first_error(findings)
+    raise_content_errors(findings)
     texts = _lines_text(profile, values)
     if not texts:
         raise LayoutError("the mark has no text", field="fields")

@@ -8,6 +8,7 @@ profile's character set and length.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import date
 from functools import cache
@@ -15,11 +16,19 @@ from typing import Any
 
 import pycountry
 
-from markctl.errors import LayoutError
+from markctl.errors import ComplianceError, LayoutError
 from markctl.layouts.findings import Finding
-from markctl.layouts.rules import FieldKind, FieldSpec, MarkKind, RuleProfile, Severity
+from markctl.layouts.rules import FieldKind, FieldSpec, RuleProfile, Severity, YearOf, charset_summary
 
-__all__ = ["KNOWN_FACTS", "fact_value", "validate_content"]
+__all__ = [
+    "KNOWN_FACTS",
+    "ContentError",
+    "raise_content_errors",
+    "fact_value",
+    "parse_flag",
+    "resolve_year",
+    "validate_content",
+]
 
 # Facts a request may state, and what is assumed when it does not: most imported weapons already
 # carry a unique serial (ITI 8(b) asks for one only "if the weapon has none"), and a serial does not
@@ -28,6 +37,49 @@ KNOWN_FACTS: dict[str, bool] = {"has_unique_mark": True, "serial_contains_year":
 
 # A 4-digit year before this is a typo, not a firearm mark (the oldest marking laws are 20th century).
 _OLDEST_YEAR = 1800
+
+
+_TRUE = frozenset({"1", "yes", "y", "true", "x"})
+_FALSE = frozenset({"0", "no", "n", "false", "-"})
+
+
+def parse_flag(value: str) -> bool:
+    """A yes/no cell of a manifest or flag: yes/no, true/false, y/n, 1/0, x/- (case-insensitive).
+
+    Raises:
+        LayoutError: anything else ('maybe' is not silently false); a ValueError too.
+    """
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise LayoutError(f"{value!r} is not yes or no", hint="use yes/no, true/false, 1/0")
+
+
+class ContentError(ComplianceError):
+    """Every error of a mark's fields at once, one line each (``problems``: (field, rule, text))."""
+
+    def __init__(self, errors: list[Finding]) -> None:
+        self.problems = tuple((f.subject, f.rule, _problem_text(f)) for f in errors)
+        first = errors[0]
+        lines = [f"{field}: [{rule}] {text}" for field, rule, text in self.problems]
+        super().__init__(
+            "\n".join([_problem_text(first), *lines[1:]]),
+            rule=first.rule,
+            field=first.subject if first.subject.startswith("fields.") else "fields",
+        )
+
+
+def _problem_text(f: Finding) -> str:
+    return f"{f.message} (measured {f.measured}, required {f.required})"
+
+
+def raise_content_errors(findings: list[Finding]) -> None:
+    """Raise one :class:`ContentError` naming every error finding, if there is any."""
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if errors:
+        raise ContentError(errors)
 
 
 def fact_value(facts: Mapping[str, bool], name: str) -> bool:
@@ -69,15 +121,28 @@ def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, tod
     cs = rules.charset
     allowed = set(cs.allowed) | ({" "} if spec.kind in (FieldKind.TEXT, FieldKind.COUNTRY_NAME) else set())
     bad = sorted({ch for ch in value if ch not in allowed})
-    if bad:
+    if bad and spec.kind is not FieldKind.YEAR:  # a year's own check says more ("not a year")
         return Finding(
             cs.rule,
             cs.clause,
             f"fields.{name}",
             f"characters {''.join(bad)!r}",
-            f"only {cs.allowed!r}" + (" and space" if " " in allowed else ""),
+            f"only {charset_summary(cs.allowed)}" + (" and space" if " " in allowed else ""),
             Severity.ERROR,
             f"{spec.label}: {value!r} has characters outside the profile's character set",
+        )
+    scripts = _scripts(value)
+    if len(scripts) > 1:
+        # Latin A, Greek Alpha and Cyrillic A look alike: a serial mixing them could never be
+        # typed back from the weapon (EU-ALPHA allows each script, not a mixture).
+        return Finding(
+            cs.rule,
+            cs.clause,
+            f"fields.{name}",
+            f"letters of {len(scripts)} scripts ({', '.join(sorted(s.title() for s in scripts))})",
+            "letters of one script",
+            Severity.ERROR,
+            f"{spec.label}: {value!r} mixes look-alike letters of different scripts",
         )
     if len(value) > spec.max_length:
         return _finding(
@@ -140,7 +205,26 @@ def _check_value(rules: RuleProfile, name: str, spec: FieldSpec, value: str, tod
     return None
 
 
-_RECENT_EVENT_KINDS = frozenset({MarkKind.IMPORT, MarkKind.TRANSFER, MarkKind.FOUND})
+# Events recorded by a year that happen when the mark is made (US-TIME 15 days, CA-TIME 60 days):
+# such a year cannot be in the future and is rarely more than a year old.
+_RECENT_EVENTS = frozenset({YearOf.IMPORT, YearOf.TRANSFER, YearOf.MARKING})
+
+
+def resolve_year(value: str, year_of: YearOf, today: date) -> int:
+    """The full year a field's digits stand for, by the event the field records.
+
+    A four-digit year is itself. A two-digit year of manufacture is the latest year with those
+    digits not after today ('99' read in 2026 is 1999): a weapon may be decades old. A two-digit
+    import, transfer or marking year is this century's (ISACS "99", SOR/2004-275 s.4(1)(b)): those
+    events happen when the mark is made, so '99' in 2026 is 2099 and is refused as in the future.
+    """
+    if len(value) == 4:
+        return int(value)
+    two = int(value)
+    century = today.year - today.year % 100
+    if year_of is YearOf.MANUFACTURE:
+        return century + two if two <= today.year % 100 else century - 100 + two
+    return century + two
 
 
 def _check_year(rules: RuleProfile, name: str, spec: FieldSpec, value: str, today: date) -> Finding | None:
@@ -154,38 +238,38 @@ def _check_year(rules: RuleProfile, name: str, spec: FieldSpec, value: str, toda
             Severity.ERROR,
             f"{spec.label}: {value!r} is not a year ({shapes})",
         )
-    if len(value) == 4:
-        year = int(value)
-        if year > today.year:
-            return _finding(
-                spec, name, value, f"<= {today.year}", Severity.ERROR, f"{spec.label} is in the future"
-            )
-        if year < _OLDEST_YEAR:
-            return _finding(
-                spec, name, value, f">= {_OLDEST_YEAR}", Severity.ERROR, f"{spec.label} is implausible"
-            )
-    elif rules.mark_kind is not MarkKind.MANUFACTURE and int(value) > today.year % 100:
-        # Import, stockpile, transfer and found marks record an event of the last weeks (US-TIME,
-        # CA-TIME), so a two-digit year above this year's is in the future. A two-digit
-        # manufacture year may be last century and cannot be judged.
+    year_of = spec.year_of or YearOf.MANUFACTURE
+    year = resolve_year(value, year_of, today)
+    if year > today.year:
         return _finding(
-            spec, name, value, f"<= {today.year % 100:02d}", Severity.ERROR, f"{spec.label} is in the future"
+            spec,
+            name,
+            f"{value} (year of {year_of.value} {year})",
+            f"<= {today.year}",
+            Severity.ERROR,
+            f"{spec.label} {year} is in the future",
         )
-    if rules.mark_kind in _RECENT_EVENT_KINDS:
-        # An import, transfer or found mark records an event of the last weeks (US-TIME 15 days,
-        # CA-TIME 60 days): a year before last is most likely a typing error. A warning, not an
-        # error: late marking of an old shipment is possible and the operator decides.
-        full = int(value) if len(value) == 4 else today.year - (today.year % 100 - int(value))
-        if full < today.year - 1:
-            return _finding(
-                spec,
-                name,
-                value,
-                f">= {today.year - 1}",
-                Severity.WARNING,
-                f"{spec.label} {value} is more than a year ago: check it",
-            )
+    if year < _OLDEST_YEAR:
+        return _finding(
+            spec, name, value, f">= {_OLDEST_YEAR}", Severity.ERROR, f"{spec.label} is implausible"
+        )
+    if year_of in _RECENT_EVENTS and year < today.year - 1:
+        # The event happens when the mark is made: a year before last is most likely a typing
+        # error. A warning, not an error: late marking of an old shipment is possible.
+        return _finding(
+            spec,
+            name,
+            f"{value} (year of {year_of.value} {year})",
+            f">= {today.year - 1}",
+            Severity.WARNING,
+            f"{spec.label} {year} is more than a year ago: check it",
+        )
     return None
+
+
+def _scripts(value: str) -> set[str]:
+    """The scripts (LATIN, GREEK, CYRILLIC...) of the letters of a value."""
+    return {unicodedata.name(ch, "?").split()[0] for ch in value if ch.isalpha()}
 
 
 def validate_content(
@@ -245,7 +329,11 @@ def validate_content(
             findings.append(problem)
             continue
         values[name] = value
-        findings.append(_finding(spec, name, repr(value), spec.kind.value, Severity.PASS, f"{spec.label} ok"))
+        measured, required = repr(value), spec.kind.value
+        if spec.year_of is not None:  # show how the digits were read
+            measured = f"{value!r} = {resolve_year(value, spec.year_of, today)}"
+            required = f"year of {spec.year_of.value}, not after {today.year}"
+        findings.append(_finding(spec, name, measured, required, Severity.PASS, f"{spec.label} ok"))
     for rule in rules.any_of:
         options: list[str] = []
         met = False

@@ -24,6 +24,10 @@ class Finding:
         severity: error, warning, info, or pass.
         message: one sentence for the operator.
         where: (minx, miny, maxx, maxy) in mm of the geometry concerned, for previews; or ``None``.
+        kind: what kind of text the rule comes from (law, implementing-regulation, instrument,
+            standard, guidance, practice); filled from the profile's sources by ``check``.
+        source: the source document with its article.
+        text: a short quotation or paraphrase of the source.
     """
 
     rule: str
@@ -34,6 +38,9 @@ class Finding:
     severity: Severity
     message: str = ""
     where: tuple[float, float, float, float] | None = None
+    kind: str = ""
+    source: str = ""
+    text: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -46,6 +53,9 @@ class Finding:
             "severity": self.severity.value,
             "message": self.message,
             "where": list(self.where) if self.where else None,
+            "kind": self.kind,
+            "source": self.source,
+            "text": self.text,
         }
 
 
@@ -54,6 +64,7 @@ class Report:
     """Every finding of one check; ``passed`` is False when any finding is an error."""
 
     findings: tuple[Finding, ...]
+    exempt: bool = False  # the mark is waived (ITI 8(b) temporary import): record, do not mark
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -85,4 +96,8 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"passed": self.passed, "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "passed": self.passed,
+            "exempt": self.exempt,
+            "findings": [f.to_dict() for f in self.findings],
+        }

@@ -6,7 +6,8 @@ glyph's origin is x = 0. Scaling by the character height gives millimetres.
 * ``hershey:<name>`` (e.g. ``hershey:futural``, the default for lasers) comes from the
   ``hershey-fonts`` package, the public-domain Hershey vector fonts (US NBS, 1967): centre-line
   strokes, which is what a laser beam or a continuous dot-peen stylus draws. A sans-serif face
-  matches MIL-STD-130N's human-readable rule (HRI-130).
+  matches MIL-STD-130N's human-readable rule (HRI-130). Greek and Cyrillic capitals (EU 2019/68
+  allows them) come from Hershey's simplex Greek and Cyrillic sets in every face.
 * ``5x7`` and ``7x9`` are dot matrices written for markctl (``layouts/data/dotfont_*.toml``);
   one dot per cell, as industrial dot-peen controllers draw them (Part 2 §8).
 
@@ -92,7 +93,16 @@ class Font:
         return width
 
 
-def _hershey(face: str) -> Font:
+# Hershey's Greek and Cyrillic sets sit on ASCII code points (as the original tapes did): which
+# ASCII slot holds which capital, read off the glyphs of the hershey-fonts package. EU 2019/68
+# allows Latin, Cyrillic or Greek letters (EU-ALPHA). The Cyrillic set has no capital Ё or Й (its
+# 'E' slot repeats И): those two stay undrawable and ENG-GLYPH refuses them, never substitutes.
+_GREEK_FACE, _CYRILLIC_FACE = "greeks", "cyrillic"
+_GREEK_SLOTS = dict(zip("ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ", "ABCDEFGHIJKLMNOPQRSTUVWX", strict=True))
+_CYRILLIC_SLOTS = dict(zip("АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ", "ABVGD[HZIKLMNOPRSTYFX`JQW]$_CU^", strict=True))
+
+
+def _hershey_glyphs(face: str) -> dict[str, GlyphShape]:
     # hershey-fonts ships without type information; this adapter is the only place it is touched.
     from HersheyFonts import HersheyFonts  # type: ignore[import-untyped]
 
@@ -109,6 +119,15 @@ def _hershey(face: str) -> Font:
             if len(stroke) >= 2
         )
         glyphs[char] = GlyphShape(strokes, float(glyph.char_width) / _HERSHEY_EM)
+    return glyphs
+
+
+def _hershey(face: str) -> Font:
+    """A Latin Hershey face, with the Greek and Cyrillic capitals of Hershey's own sets added."""
+    glyphs = _hershey_glyphs(face)
+    for other, slots in ((_GREEK_FACE, _GREEK_SLOTS), (_CYRILLIC_FACE, _CYRILLIC_SLOTS)):
+        source = _hershey_glyphs(other)
+        glyphs.update({letter: source[slot] for letter, slot in slots.items()})
     return Font(f"hershey:{face}", "stroke", glyphs)
 
 

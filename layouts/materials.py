@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from markctl.errors import LayoutError
 from markctl.layouts.request import MarkOptions
+from markctl.layouts.rules import MeasuringPoint
 from markctl.profiles import FirmwareProfile, MachineKind
 
 __all__ = ["Material", "Process", "get_material", "material_names", "plan_process"]
@@ -113,9 +114,37 @@ class Process:
         """
         if self.method == "dot-peen":
             return centre_extent_mm
-        top = centre_extent_mm + self.stroke_width_mm
+        top = self.surface_height(centre_extent_mm)
         bottom = top - 2.0 * self.depth_mm * math.tan(math.radians(self.wall_angle_deg))
         return bottom
+
+    def surface_height(self, centre_extent_mm: float) -> float:
+        """Character height at the surface: the opening of the impression, what the eye reads.
+
+        The centre-line (or dot-centre) extent plus one stroke width (laser spot, or the dot's
+        diameter at the surface): half a stroke beyond each end.
+        """
+        return centre_extent_mm + self.stroke_width_mm
+
+    def height_at(self, point: MeasuringPoint, centre_extent_mm: float, nominal_mm: float) -> float:
+        """Character height at a rule's measuring point (``nominal`` is the font size set)."""
+        if point is MeasuringPoint.IMPRESSION_BOTTOM:
+            return self.bottom_height(centre_extent_mm)
+        if point is MeasuringPoint.SURFACE:
+            return self.surface_height(centre_extent_mm)
+        return nominal_mm
+
+    def nominal_for(self, point: MeasuringPoint, height_mm: float, extent_em: float) -> float:
+        """The smallest nominal font size whose height at ``point`` is ``height_mm``.
+
+        Every measured height is linear in the nominal size h with slope ``extent_em`` (the
+        smallest letter's centre-line extent in em): bottom = k*h (dot peen) or k*h + spot -
+        2*depth*tan(wall) (laser); surface = k*h + stroke width; nominal = h.
+        """
+        if point is MeasuringPoint.NOMINAL:
+            return height_mm
+        offset = self.surface_height(0.0) if point is MeasuringPoint.SURFACE else self.bottom_height(0.0)
+        return (height_mm - offset) / extent_em
 
 
 def _peen_depth(force_n: float, hardness_hv: float, half_angle_deg: float) -> float:

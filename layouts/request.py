@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from markctl.errors import LayoutError
 from markctl.layouts.rules import ComponentName
 
-__all__ = ["Component", "MarkOptions", "MarkRequest", "request_from_flags"]
+__all__ = ["Component", "Exemption", "MarkOptions", "MarkRequest", "request_from_flags"]
 
 Point = tuple[float, float]
 Ring = tuple[Point, ...]
@@ -74,6 +74,17 @@ class Component(_Frozen):
         default=(), description="Areas that must not be marked (stress areas)."
     )
     existing_marks: tuple[Ring, ...] = Field(default=(), description="Outlines of marks already on the part.")
+    size_class: Literal["normal", "too-small"] = Field(
+        default="normal",
+        description="'too-small': an essential component too small for the full mark (EU 2019/68, EU-SMALL).",
+    )
+    modular_subpart: Literal["housing", "housing-half", "other"] | None = Field(
+        default=None,
+        description=(
+            "Multi-piece frame/receiver (27 CFR 478.92, 479.102(a)(3)): this subpart is the housing of the"
+            " fire-control/breech-blocking component, one of two housing halves, or another subpart."
+        ),
+    )
 
     @field_validator("zone")
     @classmethod
@@ -134,6 +145,21 @@ class MarkOptions(_Frozen):
         return value
 
 
+class Exemption(_Frozen):
+    """A supervisor's recorded waiver of the mark (ITI 8(b): a temporary import for a lawful purpose).
+
+    The weapon is not marked but is still recorded, with these facts.
+    """
+
+    kind: Literal["temporary-import"]
+    purpose: str = Field(
+        min_length=8, description="The verifiable lawful purpose (trade fair, repair, competition)."
+    )
+    re_export_by: date = Field(description="Expected re-export date.")
+    recorded_by: str = Field(min_length=1, description="The supervisor who records the exemption.")
+    reference: str = Field(default="", description="Permit or customs reference, if any.")
+
+
 class MarkRequest(_Frozen):
     """One mark to make: rule profile, field values, component/surface, machine profile, options."""
 
@@ -146,6 +172,7 @@ class MarkRequest(_Frozen):
     )
     component: Component
     options: MarkOptions = MarkOptions()
+    exemption: Exemption | None = None
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> MarkRequest:
@@ -193,14 +220,19 @@ class MarkRequest(_Frozen):
 
 
 def _layout_error(exc: ValidationError) -> LayoutError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "request"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] == "missing":
-        message = "required"
-    return LayoutError(message, field=loc)
+    """Every problem of the request at once, one line each, the first one's path as ``field``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "request"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required"
+        lines.append((loc, message))
+    first_loc, first = lines[0]
+    rest = [f"{loc}: {message}" for loc, message in lines[1:]]
+    return LayoutError("\n".join([first, *rest]), field=first_loc)
 
 
 def _parse_ring(text: str, what: str) -> list[list[float]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from datetime import date
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -28,13 +29,22 @@ __all__ = [
     "CharsetRule",
     "CodeRule",
     "ComponentName",
+    "ExemptionRule",
     "FieldKind",
     "FieldSpec",
+    "HeightRule",
+    "InForceRule",
     "MarkKind",
+    "MeasuringPoint",
+    "MultiPieceRule",
     "RuleBook",
+    "RuleKind",
     "RuleProfile",
+    "RuleSource",
     "Severity",
+    "SmallComponentRule",
     "ThresholdRule",
+    "YearOf",
     "bundled_rules",
 ]
 
@@ -72,6 +82,9 @@ class ComponentName(StrEnum):
     BARREL = "barrel"
     CYLINDER = "cylinder"
     BOLT = "bolt"
+    UPPER_RECEIVER = "upper-receiver"
+    LOWER_RECEIVER = "lower-receiver"
+    BREECH_BLOCK = "breech-block"
     EMBEDDED_PLATE = "embedded-plate"
     MAGAZINE = "magazine"  # not an essential component (EU-ESS); here so a misplaced mark can be named
 
@@ -88,8 +101,55 @@ class FieldKind(StrEnum):
     LITERAL = "literal"
 
 
+class RuleKind(StrEnum):
+    """What kind of text a rule comes from, so nobody mistakes our practice for the law."""
+
+    LAW = "law"  # a statute, treaty or binding regulation (27 CFR, SOR, Firearms Protocol, a Directive)
+    IMPLEMENTING = "implementing-regulation"  # an implementing act (EU 2019/68, 2024/325)
+    INSTRUMENT = "instrument"  # politically binding, not a treaty (UN ITI)
+    STANDARD = "standard"  # ISACS, MIL-STD-130
+    GUIDANCE = "guidance"  # an authority's guide (ATF P 5320.8)
+    PRACTICE = "practice"  # markctl's own engineering or observed practice: overridable, never "the law"
+
+
+class MeasuringPoint(StrEnum):
+    """Where a character height is measured (each height rule names the one its clause uses)."""
+
+    IMPRESSION_BOTTOM = "impression-bottom"  # between the ends of the character bottoms (27 CFR 478.92)
+    SURFACE = "surface"  # the opening of the impression at the surface: what the eye reads
+    NOMINAL = "nominal"  # the font size the text is set in (cap height), as EU 2019/68 words it
+
+    @property
+    def words(self) -> str:
+        """How findings and messages say it."""
+        return {
+            "impression-bottom": "at the impression bottom",
+            "surface": "at the surface opening",
+            "nominal": "nominal font size",
+        }[self.value]
+
+
+class YearOf(StrEnum):
+    """The event a year field records; a two-digit year resolves by it."""
+
+    MANUFACTURE = "manufacture"  # may be decades ago: '99' is 1999
+    IMPORT = "import"  # an event of the last weeks: '99' would be 2099, in the future
+    TRANSFER = "transfer"
+    MARKING = "marking"
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleSource(_Frozen):
+    """Where a rule id comes from: shown by ``markctl profiles rules`` and attached to every finding."""
+
+    kind: RuleKind
+    document: str = Field(
+        min_length=1, description="Source document with its article, e.g. '27 CFR 478.92(a)(1)'."
+    )
+    text: str = Field(min_length=1, description="A short quotation (in quotes) or a paraphrase.")
 
 
 class _Cited(_Frozen):
@@ -111,11 +171,17 @@ class FieldSpec(_Cited):
     min_digits: int = Field(default=0, ge=0)
     digits: tuple[int, ...] = (2,)
     values: tuple[str, ...] = ()
+    year_of: YearOf | None = Field(default=None, description="Year fields: the event the year records.")
+    example: str = Field(default="", description="A valid value, shown by `markctl profiles rules`.")
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
         if self.kind is FieldKind.YEAR and not set(self.digits) <= {2, 4}:
             raise ValueError("digits of a year are 2 and/or 4")
+        if (self.kind is FieldKind.YEAR) != (self.year_of is not None):
+            raise ValueError(
+                "a year field states year_of (manufacture, import, transfer, marking); no other field does"
+            )
         if self.kind is FieldKind.LITERAL and not self.values:
             raise ValueError("a literal field lists its allowed values")
         if self.required and self.required_unless:
@@ -134,6 +200,46 @@ class ThresholdRule(_Cited):
 
     min_mm: float = Field(gt=0, le=50)
     fields: tuple[str, ...] = ()
+
+
+class HeightRule(ThresholdRule):
+    """A minimum character height, measured where its clause says (``measured_at``, ``measuring_clause``).
+
+    ``waived_for_small``: the rule does not bind a component marked as too small for it (EU 2019/68).
+    """
+
+    # A user profile that does not say gets the strictest point, and the finding says it was not stated.
+    measured_at: MeasuringPoint = MeasuringPoint.IMPRESSION_BOTTOM
+    measuring_clause: str = Field(
+        default="not stated by the profile: markctl measures at the impression bottom, the strictest point",
+        min_length=1,
+        description="The words that say where to measure, or why this reading where the text is silent.",
+    )
+    waived_for_small: bool = False
+
+
+class ExemptionRule(_Cited):
+    """A mark the profile lets a supervisor waive for a recorded reason (ITI 8(b): temporary imports)."""
+
+    kind: Literal["temporary-import"]
+    max_days: int = Field(default=365 * 3, ge=1, le=3650, description="Longest stay before re-export.")
+
+
+class SmallComponentRule(_Cited):
+    """A component too small for the full mark carries at least one of ``fields`` (EU 2019/68)."""
+
+    fields: tuple[str, ...] = Field(min_length=1)
+
+
+class MultiPieceRule(_Cited):
+    """Multi-piece frames/receivers: only the housing subpart carries the mark (27 CFR 478.92/479.102)."""
+
+
+class InForceRule(_Cited):
+    """The date from which the profile's regulation applies; a mark dated before it is warned about."""
+
+    since: date
+    assumption: str = Field(min_length=1, description="Why this date is assumed (deferrals are common).")
 
 
 class PlacementRule(_Cited):
@@ -214,7 +320,7 @@ class RuleProfile(_Frozen):
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     any_of: tuple[AnyOfRule, ...] = ()
     charset: CharsetRule
-    height: tuple[ThresholdRule, ...]
+    height: tuple[HeightRule, ...]
     depth: tuple[ThresholdRule, ...]
     placement: PlacementRule
     zone: _Cited
@@ -226,6 +332,11 @@ class RuleProfile(_Frozen):
     depth_process: _Cited
     adjacent: AdjacentRule | None = None
     plate: PlateRule | None = None
+    exemption: ExemptionRule | None = None
+    small_component: SmallComponentRule | None = None
+    multi_piece: MultiPieceRule | None = None
+    in_force: InForceRule | None = None
+    sources: dict[str, RuleSource] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleProfile:
@@ -262,7 +373,20 @@ class RuleProfile(_Frozen):
                     raise ValueError(f"height rule {threshold.rule} names unknown field {name!r}")
         if self.code.module_min_mm > self.code.module_max_mm:
             raise ValueError("code.module_min_mm exceeds code.module_max_mm")
+        if self.small_component:
+            for name in self.small_component.fields:
+                if name not in self.fields:
+                    raise ValueError(f"small_component names unknown field {name!r}")
         return self
+
+    def source(self, rule_id: str) -> RuleSource | None:
+        """Where a rule id of this profile comes from."""
+        return self.sources.get(rule_id)
+
+    def components(self) -> tuple[ComponentName, ...]:
+        """The components this profile marks (an embedded plate counts as its frame, EU-POLY, LV-182)."""
+        plate = (ComponentName.EMBEDDED_PLATE,) if ComponentName.FRAME in self.placement.components else ()
+        return (*self.placement.components, *plate)
 
     @property
     def min_height_mm(self) -> float:
@@ -273,6 +397,119 @@ class RuleProfile(_Frozen):
     def min_depth_mm(self) -> float:
         """The largest depth minimum."""
         return max((t.min_mm for t in self.depth), default=0.0)
+
+    def height_summary(self) -> str:
+        """'1.58 mm at the surface opening', one clause per height rule, for messages."""
+        return "; ".join(f"{h.min_mm:g} mm {h.measured_at.words} ({h.rule})" for h in self.height) or "none"
+
+    def for_component(self, *, too_small: bool) -> RuleProfile:
+        """The rules that bind one component: a too-small one (EU 2019/68) carries only the small-mark fields.
+
+        Its lines are those with a small-mark field (other fields given are checked, not marked);
+        height rules marked ``waived_for_small`` no longer apply; every other rule still does.
+        """
+        if not too_small or self.small_component is None:
+            return self
+        small = self.small_component
+        keep = set(small.fields)
+        relaxed = {"required": False, "required_unless": None, "recommended": False}
+        kept = {"required": True, "required_unless": None, "rule": small.rule, "clause": small.clause}
+        fields = {
+            name: spec.model_copy(update=kept if name in keep else relaxed)
+            for name, spec in self.fields.items()
+        }
+        height = tuple(h for h in self.height if not h.waived_for_small)
+        # The reduced mark carries the small-component fields only, one line each field's template.
+        lines = tuple(t for t in self.lines if set(self.line_fields(t)) & keep)
+        return self.model_copy(update={"fields": fields, "height": height, "any_of": (), "lines": lines})
+
+    def describe(self, facts: Iterable[str] = ()) -> dict[str, Any]:
+        """What a user needs to fill in this profile, JSON-ready (``markctl profiles rules ID``).
+
+        ``facts``: the yes/no facts every profile understands (the manifest's fact columns).
+        """
+        fields = []
+        for name, spec in self.fields.items():
+            if spec.required:
+                need = "required"
+            elif spec.required_unless:
+                need = f"required unless {spec.required_unless}"
+            else:
+                need = "recommended" if spec.recommended else "optional"
+            fields.append(
+                {
+                    "name": name,
+                    "label": spec.label,
+                    "need": need,
+                    "kind": spec.kind.value,
+                    "characters": self._characters(spec),
+                    "example": spec.example,
+                    "year_of": spec.year_of.value if spec.year_of else None,
+                    "rule": spec.rule,
+                    "clause": spec.clause,
+                }
+            )
+        rules = []
+        for rule_id in self.rule_ids:
+            src = self.source(rule_id)
+            rules.append(
+                {
+                    "rule": rule_id,
+                    "kind": src.kind.value if src else "unstated",
+                    "document": src.document if src else "not stated by this profile",
+                    "text": src.text if src else "",
+                }
+            )
+        limits = [
+            {
+                "rule": h.rule,
+                "what": "character height" + (f" of lines with {', '.join(h.fields)}" if h.fields else ""),
+                "min_mm": h.min_mm,
+                "measured_at": h.measured_at.value,
+                "measuring_clause": h.measuring_clause,
+                "waived_for_small": h.waived_for_small,
+            }
+            for h in self.height
+        ]
+        limits += [
+            {"rule": d.rule, "what": "depth", "min_mm": d.min_mm, "measured_at": "from the surface"}
+            for d in self.depth
+        ]
+        used_facts = sorted({*facts, *(s.required_unless for s in self.fields.values() if s.required_unless)})
+        return {
+            "id": self.id,
+            "name": self.name,
+            "mark_kind": self.mark_kind.value,
+            "components": [c.value for c in self.components()],
+            "lines": list(self.lines),
+            "fields": fields,
+            "facts": used_facts,
+            "limits": limits,
+            "small_component_fields": list(self.small_component.fields) if self.small_component else None,
+            "exemption": self.exemption.kind if self.exemption else None,
+            "in_force": (
+                {"since": self.in_force.since.isoformat(), "assumption": self.in_force.assumption}
+                if self.in_force
+                else None
+            ),
+            "rules": rules,
+        }
+
+    def _characters(self, spec: FieldSpec) -> str:
+        if spec.kind is FieldKind.COUNTRY:
+            return "ISO 3166-1 alpha-2 code"
+        if spec.kind is FieldKind.COUNTRY_NAME:
+            return "ISO 3166-1 country name"
+        if spec.kind is FieldKind.US_STATE:
+            return "USPS State code"
+        if spec.kind is FieldKind.LITERAL:
+            return " or ".join(spec.values)
+        if spec.kind is FieldKind.YEAR:
+            return " or ".join(f"{d} digits" for d in spec.digits)
+        return (
+            f"{charset_summary(self.charset.allowed)}{', space' if spec.kind is FieldKind.TEXT else ''}; up to {spec.max_length}"
+            + (f", at least {spec.min_digits} numeral(s)" if spec.min_digits else "")
+        )
 
     def line_fields(self, template: str) -> tuple[str, ...]:
         """Field names used by one line template, in order."""
@@ -290,7 +527,29 @@ class RuleProfile(_Frozen):
             ids.add(self.adjacent.rule)
         if self.plate:
             ids |= {self.plate.rule, self.plate.room_rule}
+        for extra in (self.exemption, self.small_component, self.multi_piece, self.in_force):
+            if extra is not None:
+                ids.add(extra.rule)
         return tuple(sorted(ids))
+
+
+_RANGES = (
+    ("A-Z", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+    ("0-9", "0123456789"),
+    ("Greek capitals", "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"),
+    ("Cyrillic capitals", "АБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"),
+)
+
+
+def charset_summary(allowed: str) -> str:
+    """'A-Z, 0-9, - . /' rather than 80 characters in a row."""
+    rest = set(allowed)
+    parts = []
+    for label, chars in _RANGES:
+        if set(chars) <= rest:
+            parts.append(label)
+            rest -= set(chars)
+    return ", ".join([*parts, *(ch for ch in allowed if ch in rest)])
 
 
 class RuleBook:
@@ -306,6 +565,8 @@ class RuleBook:
     def _build(self, pid: str, chain: tuple[str, ...]) -> RuleProfile:
         origin, data = self._raw[pid]
         merged = self._resolve(pid, chain)
+        # The bundled catalogue explains the rule ids once; a profile may add or replace entries.
+        merged["sources"] = {**rule_sources(), **merged.get("sources", {})}
         try:
             return RuleProfile.model_validate(merged)
         except ValidationError as exc:
@@ -375,6 +636,13 @@ class RuleBook:
                 f"unknown rule profile {profile_id!r}", field="profile", hint="known: " + ", ".join(self.ids)
             )
         return profile
+
+
+@cache
+def rule_sources() -> dict[str, dict[str, Any]]:
+    """The bundled catalogue of rule ids (``layouts/data/rule_sources.toml``): kind, document, text."""
+    text = (resources.files("markctl.layouts.data") / "rule_sources.toml").read_text("utf-8")
+    return dict(tomllib.loads(text))
 
 
 @cache

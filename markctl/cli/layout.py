@@ -24,6 +24,7 @@ from markctl.layouts import (
     bundled_rules,
     check,
     compose,
+    exemption_report,
     program,
     program_stats,
     render_png,
@@ -199,7 +200,7 @@ def _table(report: Report, layout: Layout) -> None:
     for f in report.findings:
         table.add_row(
             f"[{styles[f.severity.value]}]{f.severity.value}[/]",
-            f.rule,
+            f"{f.rule} ({f.kind})" if f.kind else f.rule,
             f.subject,
             f.measured,
             f.required,
@@ -251,6 +252,14 @@ def check_cmd(
             set_, char_height_mm=height, font=font, datamatrix=datamatrix, rotation_deg=rotation
         ),
     )
+    if req.exemption is not None:  # ITI 8(b) temporary import: judged and recorded, never composed
+        report = exemption_report(req, _book(rules))
+        if as_json:
+            typer.echo(json.dumps({"profile": req.profile, **report.to_dict()}, indent=2))
+        else:
+            for f in report.findings:
+                typer.echo(f"{f.severity.value}: [{f.rule}] ({f.kind}) {f.message}: {f.measured}")
+        return 0 if report.passed else 1
     layout = compose(req, _book(rules))
     report = check(layout)
     if as_json:

@@ -1,19 +1,24 @@
-"""``markctl profiles list|show|validate|schema``."""
+"""``markctl profiles list|show|validate|schema`` (firmware profiles) and ``profiles rules`` (rule profiles)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from markctl import profiles as prof
+from markctl.cli.layout import RulesOpt, _book
 from markctl.errors import ProfileError
+from markctl.jobs.manifest import FACT_COLUMNS, IDENTITY, REQUIRED
 
-profiles_app = typer.Typer(help="List, show and validate firmware profiles.", no_args_is_help=True)
+profiles_app = typer.Typer(
+    help="List, show and validate firmware profiles; list rule profiles (profiles rules).",
+    no_args_is_help=True,
+)
 
 
 @profiles_app.command("list")
@@ -116,3 +121,94 @@ def schema_cmd(
     else:
         output.write_text(text, encoding="utf-8")
     return 0
+
+
+@profiles_app.command("rules")
+def rules_cmd(
+    profile_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="A rule profile (e.g. iti-import); omit to list them."),
+    ] = None,
+    rules: RulesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> int:
+    """Rule profiles: the fields each mark needs, the manifest columns it reads, its components and its sources."""
+    book = _book(rules)
+    ids = [profile_id] if profile_id else list(book.ids)
+    described = [book.get(pid).describe(FACT_COLUMNS) for pid in ids]
+    for d in described:
+        d["manifest_columns"] = _columns(d)
+    if as_json:
+        typer.echo(
+            json.dumps(described if profile_id is None else described[0], indent=2, ensure_ascii=False)
+        )
+        return 0
+    console = Console()
+    if profile_id is None:
+        table = Table("id", "mark", "components it marks", "required fields", "name")
+        for d in described:
+            need = [
+                f["name"] + (f" ({f['need'].removeprefix('required ')})" if f["need"] != "required" else "")
+                for f in d["fields"]
+                if f["need"].startswith("required")
+            ]
+            table.add_row(d["id"], d["mark_kind"], ", ".join(d["components"]), ", ".join(need), d["name"])
+        console.print(table)
+        console.print("Details of one: markctl profiles rules ID")
+        return 0
+    _print_profile(console, described[0])
+    return 0
+
+
+def _columns(described: dict[str, object]) -> list[str]:
+    """Manifest columns a row for this profile may carry (the fields keep their names)."""
+    fields = [f["name"] for f in described["fields"]]  # type: ignore[attr-defined]
+    facts = list(described["facts"])  # type: ignore[call-overload]
+    return list(dict.fromkeys([*REQUIRED, *IDENTITY, *fields, *facts]))
+
+
+def _print_profile(console: Console, d: dict[str, Any]) -> None:
+    console.print(f"[bold]{d['id']}[/bold]  {d['name']}", markup=True)
+    console.print(
+        f"mark: {d['mark_kind']}   marks these components: {', '.join(d['components'])}", markup=False
+    )
+    console.print("lines: " + " / ".join(repr(t) for t in d["lines"]), markup=False)
+    fields = Table("field = manifest column", "need", "characters", "example", "rule", title="fields")
+    for f in d["fields"]:
+        year = f" (year of {f['year_of']})" if f["year_of"] and "year of" not in f["label"] else ""
+        what = f["label"] + year
+        fields.add_row(f"{f['name']}\n[dim]{what}[/]", f["need"], f["characters"], f["example"], f["rule"])
+    console.print(fields)
+    console.print(
+        "yes/no columns (yes/no, true/false, 1/0; anything else is an error): " + ", ".join(d["facts"]),
+        markup=False,
+    )
+    console.print("manifest columns: " + ", ".join(d["manifest_columns"]), markup=False)
+    limits = Table("rule", "limit", "minimum", "measured", "why there", title="limits")
+    for lim in d["limits"]:
+        limits.add_row(
+            lim["rule"],
+            lim["what"],
+            f"{lim['min_mm']:g} mm",
+            lim["measured_at"],
+            lim.get("measuring_clause", ""),
+        )
+    console.print(limits)
+    if d["small_component_fields"]:
+        console.print(
+            "too-small component (component.size_class = 'too-small'): carries at least "
+            + " or ".join(d["small_component_fields"])
+            + "; the font-size minimum is waived",
+            markup=False,
+        )
+    if d["exemption"]:
+        console.print(
+            f"exemption: {d['exemption']} (a supervisor records purpose and re-export date; the weapon is recorded)",
+            markup=False,
+        )
+    if d["in_force"]:
+        console.print(f"in force from {d['in_force']['since']}: {d['in_force']['assumption']}", markup=False)
+    sources = Table("rule", "kind", "source", "says", title="rules and their sources")
+    for r in d["rules"]:
+        sources.add_row(r["rule"], r["kind"], r["document"], r["text"])
+    console.print(sources)

@@ -6,7 +6,10 @@ Columns (header names are case-insensitive; order does not matter):
 ``mark_profile``                  the rule profile of the mark, e.g. ``iti-import`` (required)
 ``components``                    what to mark, ``;``-separated: ``frame;slide;barrel`` (required)
 ``model``, ``calibre``, ``country_of_manufacture``, ...   identity fields (optional)
+``has_unique_mark``, ``serial_contains_year``   yes/no facts (``maybe`` is an error, not "no")
 any other column                  a mark field handed to the layout (``country``, ``year``, ``importer`` ...)
+
+``markctl profiles rules ID`` lists the columns each mark profile reads.
 
 Reading never stops at the first problem: every row gets a verdict, so an import depot sees the
 whole shipment's report at once. Bytes that are not UTF-8 are reported with the line and byte
@@ -23,11 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from markctl.errors import MarkctlError
+from markctl.layouts.content import KNOWN_FACTS, parse_flag
 from markctl.records.store import item_key_of
 
-__all__ = ["COMPONENTS", "REQUIRED", "Manifest", "ManifestError", "ManifestItem", "RowIssue", "read_manifest"]
+__all__ = [
+    "COMPONENTS",
+    "FACT_COLUMNS",
+    "REQUIRED",
+    "Manifest",
+    "ManifestError",
+    "ManifestItem",
+    "RowIssue",
+    "read_manifest",
+]
 
 REQUIRED = ("serial", "manufacturer", "mark_profile", "components")
+# Yes/no columns stating facts of the weapon (has_unique_mark, serial_contains_year); anything but
+# yes/no/true/false/1/0 is an error, never read as "no".
+FACT_COLUMNS = tuple(KNOWN_FACTS)
 IDENTITY = ("serial", "manufacturer", "model", "calibre", "country_of_manufacture")
 COMPONENTS = frozenset({"frame", "receiver", "upper-receiver", "lower-receiver", "slide", "barrel", "bolt",
                         "breech-block", "cylinder", "embedded-plate"})  # fmt: skip
@@ -205,6 +221,15 @@ def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int
         manifest.issues.append(RowIssue(line, "components", "lists a component twice"))
     if len(manifest.issues) > issues_before:
         return
+    for column in FACT_COLUMNS:
+        if values.get(column):
+            try:
+                parse_flag(values[column])
+            except ValueError as exc:  # 'maybe' is not silently false
+                manifest.issues.append(RowIssue(line, column, str(exc)))
+                # The row is blocked by this issue; its items are still pre-checked (without the
+                # fact) so that every other problem of the row is reported in the same run.
+                values[column] = ""
     weapon_key = weapon_key_of(values["manufacturer"], serial)
     identity = {c: values[c] for c in IDENTITY if values.get(c)}
     fields = {c: v for c, v in values.items() if c not in REQUIRED and c not in IDENTITY and v}

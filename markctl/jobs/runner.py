@@ -25,10 +25,11 @@ from typing import Any
 from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
-from markctl.jobs.manifest import Manifest, ManifestItem
+from markctl.jobs.manifest import FACT_COLUMNS, Manifest, ManifestItem
 from markctl.jobs.owner import this_process
 from markctl.layouts import MarkRequest, bundled_rules, check, compose
 from markctl.layouts import program as make_program
+from markctl.layouts.content import ContentError, parse_flag
 from markctl.layouts.findings import Report
 from markctl.layouts.program import MotionProgram, Program
 from markctl.machines import Machine
@@ -36,9 +37,6 @@ from markctl.profiles import FirmwareProfile
 from markctl.records import ItemState, RecordStore
 
 __all__ = ["BatchReport", "ItemResult", "Plan", "Prepared", "precheck", "prepare", "run_plan"]
-
-FACT_COLUMNS = ("has_unique_mark", "serial_contains_year")
-_TRUE = {"1", "yes", "y", "true", "x"}
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Prepared:
 
     def problems(self) -> list[str]:
         if self.error is not None:
-            return [self.error]
+            return self.error.splitlines()  # every field of the row at once, one line each
         assert self.report is not None
         return [
             f"[{f.rule}] {f.subject}: {f.message or f'{f.measured} vs {f.required}'}"
@@ -112,7 +110,7 @@ def request_for(
     """The MarkRequest of one manifest item: its surface from the catalogue, its fields from the row."""
     rules = bundled_rules().get(item.mark_profile)
     template = catalogue.lookup(item.identity.get("model"), item.component)
-    facts = {k: item.fields[k].strip().lower() in _TRUE for k in FACT_COLUMNS if k in item.fields}
+    facts = {k: parse_flag(item.fields[k]) for k in FACT_COLUMNS if k in item.fields}
     # A field asked for only when a fact is false (ITI 8(b): a unique serial only if the weapon bears
     # none) is left out when the fact holds: the manifest's serial is the weapon's identity.
     fields = {
@@ -146,6 +144,10 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
         prepared.layout = compose(request)
         prepared.report = check(prepared.layout)
         prepared.program = make_program(prepared.layout, machine_profile)
+    except ContentError as exc:  # a manifest field is a column: name the column, one line per problem
+        prepared.error = "\n".join(
+            f"column {name.removeprefix('fields.')}: [{rule}] {text}" for name, rule, text in exc.problems
+        )
     except (LayoutError, ConfigError) as exc:
         prepared.error = str(exc)
     return prepared

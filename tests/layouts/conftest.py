@@ -8,6 +8,7 @@ from typing import Any
 
 from markctl.errors import ComplianceError
 from markctl.layouts import Layout, MarkRequest, RuleBook, bundled_rules, check, compose
+from markctl.layouts.checks import exemption_report
 
 TODAY = date(2026, 11, 27)
 
@@ -73,6 +74,9 @@ def request(profile: str, /, **overrides: Any) -> MarkRequest:
 
 def failing(req: MarkRequest | Layout, book: RuleBook | None = None) -> tuple[set[str], set[str]]:
     """(rule ids with errors, rule ids with warnings) of a request or an already composed layout."""
+    if isinstance(req, MarkRequest) and req.exemption is not None:
+        report = exemption_report(req, book)
+        return set(report.failed_rules), {f.rule for f in report.warnings}
     if isinstance(req, MarkRequest):
         try:
             layout = compose(req, book or bundled_rules())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -213,6 +214,57 @@ def _breakers(profile: str) -> dict[str, Callable[[], Broken]]:
         return rules.glyph.rule, "error", MarkRequest.parse(data), book
 
     out["glyph"] = glyph
+    if rules.exemption is not None:
+        ex = rules.exemption
+        # A re-export date already past is no temporary import: the exemption is refused.
+        out["exemption"] = lambda: (
+            ex.rule,
+            "error",
+            request(
+                profile,
+                exemption={
+                    "kind": ex.kind,
+                    "purpose": "trade fair demonstration",
+                    "re_export_by": "2026-01-01",
+                    "recorded_by": "supervisor-1",
+                },
+            ),
+            None,
+        )
+    if rules.small_component is not None:
+        small = rules.small_component
+        # A too-small component still carries the serial (or code): leave it out.
+        out["small_component"] = lambda: (
+            small.rule,
+            "error",
+            request(
+                profile,
+                fields={k: v for k, v in EXAMPLES[profile].items() if k not in small.fields},
+                component={**request_dict(profile)["component"], "size_class": "too-small"},
+            ),
+            None,
+        )
+    if rules.multi_piece is not None:
+        multi = rules.multi_piece
+        out["multi_piece"] = lambda: (multi.rule, "error", _component(profile, modular_subpart="other"), None)
+    if rules.in_force is not None:
+        inf = rules.in_force
+        before = inf.since - dt.timedelta(days=1)
+        dated = {
+            n: f"{before.year % 100:02d}" if 2 in f.digits else str(before.year)
+            for n, f in rules.fields.items()
+            if f.year_of is not None
+        }
+        out["in_force"] = lambda: (
+            inf.rule,
+            "warning",
+            request(
+                profile,
+                fields={**EXAMPLES[profile], **dated},
+                options={"today": before.isoformat()},
+            ),
+            None,
+        )
     return out
 
 
