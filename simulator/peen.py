@@ -402,14 +402,42 @@ class PeenMarker:
         self.texts[number] = text
         return True
 
-    def start(self) -> bool:
-        """Go: start a cycle of the loaded pattern. Refused while busy, faulted or with no pattern."""
-        if self.busy or self.status is MarkerStatus.FAULT or self.pattern is None:
-            return False
+    def start_refusal(self) -> tuple[str, str] | None:
+        """Why Go would be refused now, as (kind, reason); None if a cycle can start.
+
+        kind: ``busy``, ``fault`` (faulted, or no pattern loaded), ``overflow`` (a text the pattern
+        cannot take: Go also faults the machine, "text field overflow"), ``empty`` (no character
+        to mark), ``window`` (a dot would land outside the marking window). A real controller
+        refuses these before the stylus moves; none of them counts as a job.
+        """
+        if self.busy:
+            return ("busy", "a cycle is running")
+        if self.status is MarkerStatus.FAULT:
+            return ("fault", f"fault {self.fault_code} is active")
+        if self.pattern is None:
+            return ("fault", "no pattern is loaded")
         for number, text in self.texts.items():
-            if self.text_problem(number, text) is not None:
+            problem = self.text_problem(number, text)
+            if problem is not None:
+                return ("overflow", problem)
+        if not any(text.strip() for text in self.texts.values()):
+            return ("empty", "no field has a character to mark")
+        x_max, y_max = self.profile.machine.work_area_x_mm, self.profile.machine.work_area_y_mm
+        for dot in self._plan():
+            if not (0.0 <= dot.x <= x_max and 0.0 <= dot.y <= y_max):
+                return (
+                    "window",
+                    f"a dot at ({dot.x:.1f}, {dot.y:.1f}) mm lies outside the {x_max:g} x {y_max:g} mm window",
+                )
+        return None
+
+    def start(self) -> bool:
+        """Go: start a cycle of the loaded pattern; False if :meth:`start_refusal` gives a reason."""
+        refusal = self.start_refusal()
+        if refusal is not None:
+            if refusal[0] == "overflow":
                 self._set_fault(self.code_for("overflow"))
-                return False
+            return False
         plan = self._plan()
         number = len(self.cycles) + 1
         record = CycleRecord(

@@ -58,10 +58,14 @@ async def run_cycle(m: PeenMarker) -> None:
 
 @pytest.mark.parametrize("profile_id", ["telesis-tmp", "peen-modbus"])
 async def test_cycle_rate_is_the_profiles_chars_per_s(profile_id: str) -> None:
-    m = marker(profile_id)
+    # 36 characters: the whole alphabet, so the average character is the font's average; three
+    # fields of 12 so that every line fits the marking window (a longer one is refused at Go).
+    rows = Pattern(tuple(FieldSlot(2.0, 2.0 + 6.0 * i, 3.175) for i in range(3)))
+    m = PeenMarker(load_profile(profile_id), clock=make_clock("instant"), patterns={"P": rows})
     assert m.load_pattern("P")
-    # 36 characters: the whole alphabet, so the average character is the font's average
-    assert m.set_text(1, REQUIRED.replace(" ", "").replace("-", "").replace("/", "").replace(".", ""))
+    alphabet = REQUIRED.replace(" ", "").replace("-", "").replace("/", "").replace(".", "")
+    for i in range(3):
+        assert m.set_text(i + 1, alphabet[12 * i : 12 * (i + 1)])
     await run_cycle(m)
     cycle = m.cycles[-1]
     assert cycle.outcome == "done" and m.status is MarkerStatus.DONE and m.progress_pct == 100
