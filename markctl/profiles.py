@@ -343,6 +343,14 @@ class ModbusProtocol(_Frozen):
     retries: int = Field(default=3, ge=0, le=10)
     poll_hz_max: float = Field(default=10.0, gt=0, le=100, description="Never poll faster than this.")
     registers: ModbusRegisterMap
+    abort_when_idle: bool = Field(
+        default=False,
+        description=(
+            "Send abort at the end of a job and on close even when the machine is seen idle. Off by "
+            "default: a controller may log or alarm on an abort while idle. An abort is always sent "
+            "while a cycle may be running, whatever this says."
+        ),
+    )
     pattern_numbers: dict[str, int] = Field(
         default_factory=lambda: {"*": 1},
         description=(

@@ -84,6 +84,7 @@ class RequestRecord:
     address: int
     count: int
     write: bool
+    values: tuple[int, ...] = ()  # what a write carried (registers, or 0/1 per coil)
 
 
 class ModbusMarkerSimulator(MarkerFrontEnd):
@@ -167,7 +168,7 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
         self.requests.append(
             RequestRecord(
                 time.monotonic(), self.clock.now(), request.function_code, address,
-                len(request.values) if request.write else request.count, request.write,
+                len(request.values) if request.write else request.count, request.write, request.values,
             )
         )  # fmt: skip
         n = len(self.requests)

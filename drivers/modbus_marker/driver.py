@@ -17,7 +17,11 @@ than the profile's ``poll_hz_max`` (the next poll leaves a whole period after th
 until Done with a new job count, or Fault.
 
 Safe state: ``command`` = ``abort`` (or the ``abort`` coil), confirmed by a status that is not Busy
-and, when the map has one, a ``busy`` discrete input that is off. The map has no pause.
+and, when the map has one, a ``busy`` discrete input that is off. The abort is sent whenever a
+cycle may be running: a start was sent and its end (Done with a new job count, or Fault) was not
+seen, or the status says Busy. When no cycle of ours can be running, the profile's
+``abort_when_idle`` (default false) decides: a real controller may log or alarm on an abort while
+idle, so by default the idle state is only confirmed by reading it. The map has no pause.
 
 Errors come from :mod:`markctl.drivers.transports.modbus` already named by register (Modbus
 exception -> DeviceError, no answer -> MachineTimeoutError, lost link -> MachineConnectionError).
@@ -145,6 +149,7 @@ class ModbusMarkerDriver(Driver):
         self._last_status_at = -1e9
         self.status_polls = 0
         self._poll_times: list[float] = []  # monotonic time each poll was sent (benchmarks)
+        self._cycle_open = False  # a start was sent and the cycle's end not yet seen
 
     # --- register access -------------------------------------------------------------------
 
@@ -359,6 +364,7 @@ class ModbusMarkerDriver(Driver):
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
         counter_before = st.job_counter
         job.begin_cycle()  # Start sets the stylus going
+        self._cycle_open = True  # from here until its end is seen, the safe state sends abort
         await self._command("start")
         self.set_state(State.RUN, raw="busy")
         return await self._watch_cycle(program, job, total, counter_before)
@@ -374,6 +380,7 @@ class ModbusMarkerDriver(Driver):
             st = await self.read_status()
             done = min(total, st.progress_pct * total // 100)
             if st.state == "fault":
+                self._cycle_open = False  # the controller stopped the cycle itself
                 self.set_state(State.FAULT, raw=f"fault {st.fault_code}")
                 return JobResult(
                     Outcome.FAULT,
@@ -384,6 +391,7 @@ class ModbusMarkerDriver(Driver):
                     total=total,
                 )
             if st.state == "done" and st.job_counter != counter_before:
+                self._cycle_open = False
                 job.report(total, total, "done")
                 self.set_state(State.IDLE, raw="done")
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
@@ -401,22 +409,38 @@ class ModbusMarkerDriver(Driver):
                     code="cycle-timeout",
                 )
 
+    async def _not_busy(self, st: MarkerStatus) -> str | None:
+        """How the machine shows it is not in a cycle (status, and the busy input if mapped), or None."""
+        if st.state == "busy":
+            return None
+        confirm = f"status {st.state}"
+        if "busy" in self.map.discrete_inputs:
+            # A second, independent signal: the busy output as a discrete input.
+            address = self.map.discrete_inputs["busy"]
+            bits = await self.link.read_discrete_inputs(
+                address, 1, what=self._what("busy", address, "discrete input")
+            )
+            if bits[0]:
+                return None
+            confirm += ", busy input off"
+        return confirm
+
     async def _make_safe(self, reason: str) -> str:
+        if not self.proto.abort_when_idle and not self._cycle_open:
+            # No cycle of ours can be running (none was started, or its end was seen): confirm the
+            # machine is idle without an abort, which a controller may log or alarm on.
+            st = await self.read_status()
+            confirm = await self._not_busy(st)
+            if confirm is not None:
+                self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
+                return f"no abort needed: {confirm}"
         await self._command("abort")
         how = "abort coil" if self.opts.use_coils and "abort" in self.map.coils else "command=abort"
         for _ in range(max(3, round(self.poll_hz * 3))):
             st = await self.read_status()
-            if st.state != "busy":
-                confirm = f"status {st.state}"
-                if "busy" in self.map.discrete_inputs:
-                    # A second, independent signal: the busy output as a discrete input.
-                    address = self.map.discrete_inputs["busy"]
-                    bits = await self.link.read_discrete_inputs(
-                        address, 1, what=self._what("busy", address, "discrete input")
-                    )
-                    if bits[0]:
-                        continue
-                    confirm += ", busy input off"
+            confirm = await self._not_busy(st)
+            if confirm is not None:
+                self._cycle_open = False
                 self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
                 return f"{how} written; {confirm}"
         raise SafetyError(f"{self.name}: still busy after {how}", address=self.name)

@@ -11,9 +11,13 @@ This is the boundary where pymodbus stops (STYLE.md §5): every call names the r
 
 * an exception response (``isError()``) becomes :class:`DeviceError` with
   ``device_code="modbus-exception:N"`` and the exception's name;
-* no answer within the timeout (pymodbus ``ModbusIOException``) becomes :class:`MachineTimeoutError`;
-* a lost or refused connection (``ConnectionException``, OS errors) becomes
-  :class:`MachineConnectionError`; any other pymodbus error becomes :class:`ProtocolError`.
+* no answer within the timeout (pymodbus ``ModbusIOException`` on a live connection) becomes
+  :class:`MachineTimeoutError` naming the unit id (on RTU a wrong unit id is silence);
+* a lost or refused connection (``ConnectionException``, OS errors, and ``ModbusIOException``
+  once the socket is closed, which is how pymodbus 3.16 reports a request it could not send)
+  becomes :class:`MachineConnectionError`; gateway exceptions 10/11 (nothing answers that unit
+  id) become a :class:`DeviceError` naming the unit; any other pymodbus error becomes
+  :class:`ProtocolError`.
 
 No pymodbus object or exception leaves this module.
 
@@ -131,7 +135,11 @@ class ModbusLink:
             ) from exc
         if not connected:
             client.close()
-            raise MachineConnectionError(f"cannot connect to {self.location}", address=self.location)
+            raise MachineConnectionError(
+                f"cannot connect to {self.location}: nothing accepted the connection",
+                address=self.location,
+                hint="check that the machine is on and that the address and port are its own",
+            )
         self._client = client
 
     async def close(self) -> None:
@@ -157,15 +165,26 @@ class ModbusLink:
         try:
             response = await call()
         except ModbusIOException as exc:
+            if self._client is None or not self._client.connected:
+                # pymodbus reports a request it could not send on a closed socket as "no
+                # response": the cause is the lost link, not a slow machine.
+                raise MachineConnectionError(
+                    f"{self.location}: connection lost during {what} (the machine or a gateway closed it)",
+                    address=self.location,
+                    hint="check the machine and the network, then recover the machine",
+                ) from exc
             raise MachineTimeoutError(
                 f"{self.location}: no answer for {what} within {self.setting('timeout'):g} s "
-                f"(after {self.setting('retries')} retries)",
+                f"(after {self.setting('retries')} retries) from unit {self.unit}",
                 address=self.location,
                 code="modbus-timeout",
+                hint=f"check that the machine is on, answers unit id {self.unit} and the line settings match",
             ) from exc
         except ConnectionException as exc:
             raise MachineConnectionError(
-                f"{self.location}: connection lost during {what}", address=self.location
+                f"{self.location}: connection lost during {what}",
+                address=self.location,
+                hint="check the machine and the network, then recover the machine",
             ) from exc
         except ModbusException as exc:
             raise ProtocolError(
@@ -178,6 +197,15 @@ class ModbusLink:
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
+            if code in (10, 11):
+                # Gateway exceptions (Application Protocol §7): nothing answers this unit id there.
+                raise DeviceError(
+                    f"{self.location}: no device with unit id {self.unit} answers there "
+                    f"(Modbus exception {code}, {name}, for {what}); check the unit id "
+                    "(?unit= in the address, or protocol.unit in the profile)",
+                    device_code=f"modbus-exception:{code}",
+                    address=self.location,
+                )
             raise DeviceError(
                 f"{self.location}: device {self.unit} answered {what} with Modbus exception {code} ({name})",
                 device_code=f"modbus-exception:{code}",
