@@ -225,6 +225,15 @@ class TelesisProtocol(_Frozen):
         description="ASSUMED. Bit number of each output in the status reply's O2O1 byte.",
     )
 
+    abort_when_idle: bool = Field(
+        default=False,
+        description=(
+            "Send O (reset/online) at the end of a job and on close even when the machine is seen "
+            "idle. Off by default: a controller may log it, and it clears a fault the operator has "
+            "not seen. O is always sent while a cycle may be running, whatever this says."
+        ),
+    )
+
     _codes = field_validator("fault_codes")(_check_codes)
 
     @field_validator("output_bits")
