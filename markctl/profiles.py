@@ -260,27 +260,63 @@ class TelesisProtocol(_Frozen):
 
 
 class ModbusRegisterMap(_Frozen):
-    """Holding registers, coils and discrete inputs of a pattern marker (0-based addresses)."""
+    """Registers, coils and discrete inputs of a pattern marker (0-based addresses).
+
+    Vendor maps differ in more than addresses, so these are data too: where the status lives
+    (holding or input registers) and whether it is one value per state or a bit field; whether
+    the map has progress, job-counter and dot-pitch registers at all; how Go is given (a command
+    value, a handshake on the command register, or an edge on a coil); how lengths are carried
+    (one register, or 32 bits over two in either word order); how text is packed (two characters
+    per register, or one).
+    """
 
     command: int = Field(ge=0, le=65535)
     pattern: int = Field(ge=0, le=65535)
     status: int = Field(ge=0, le=65535)
     fault_code: int = Field(ge=0, le=65535)
-    progress_pct: int = Field(ge=0, le=65535)
-    job_counter: int = Field(ge=0, le=65535)
+    progress_pct: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
+    job_counter: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
     text_start: int = Field(ge=0, le=65535)
-    text_registers: int = Field(ge=1, le=125, description="Two ASCII characters per register.")
+    text_registers: int = Field(ge=1, le=123, description="Registers of the text block.")
     char_height: int = Field(ge=0, le=65535)
-    dot_pitch: int = Field(ge=0, le=65535)
+    dot_pitch: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
     force_pct: int = Field(ge=0, le=65535)
     speed_pct: int = Field(ge=0, le=65535)
     length_scale: float = Field(default=100.0, gt=0, description="Register value = mm x length_scale.")
+    length_words: Literal[1, 2] = Field(
+        default=1, description="Registers per length (char_height, dot_pitch, origins): 2 = 32 bits."
+    )
+    word_order: Literal["high-first", "low-first"] = Field(
+        default="high-first", description="Which word of a 32-bit length comes at the lower address."
+    )
+    status_table: Literal["holding", "input"] = Field(
+        default="holding",
+        description="Where status, fault_code, progress_pct and job_counter live (FC3 or FC4).",
+    )
+    status_bits: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "If set, the status register is a bit field: bit numbers of busy, done, fault (and "
+            "optionally ready); states is then not used."
+        ),
+    )
+    start: Literal["command", "handshake", "coil-edge"] = Field(
+        default="command",
+        description=(
+            "command: write commands.start (the register reads 0 once taken); handshake: write "
+            "commands.start, wait until the machine shows busy, write 0; coil-edge: coil start on, "
+            "wait for busy, coil off (the machine starts on the rising edge)."
+        ),
+    )
     commands: dict[str, int] = Field(
         description="Command register values: start, abort, reset_fault, load_pattern."
     )
-    states: dict[str, int] = Field(description="Status register values: idle, busy, done, fault.")
+    states: dict[str, int] = Field(
+        default_factory=dict, description="Status register values: idle, busy, done, fault."
+    )
     coils: dict[str, int] = Field(default_factory=dict, description="start, abort.")
     discrete_inputs: dict[str, int] = Field(default_factory=dict, description="ready, busy, done, fault.")
+    text_encoding: Literal["two-per-register", "one-per-register"] = "two-per-register"
     text_byte_order: Literal["high-first", "low-first"] = "high-first"
     text_separator: str = Field(
         default="\r",
@@ -296,47 +332,84 @@ class ModbusRegisterMap(_Frozen):
         ge=0,
         le=32,
         description=(
-            "How many fields have an (x, y) origin pair (mm x length_scale) from field_origin_start; "
-            "0 = the map has none and the stored pattern places every field."
+            "How many fields have an (x, y) origin (mm x length_scale, length_words each) from "
+            "field_origin_start; 0 = the map has none and the stored pattern places every field."
         ),
     )
 
+    @property
+    def text_chars(self) -> int:
+        """Characters the text block holds."""
+        return self.text_registers * (2 if self.text_encoding == "two-per-register" else 1)
+
+    @property
+    def status_names(self) -> tuple[str, ...]:
+        """The status-table registers this map has, in address order."""
+        names = ("status", "fault_code", "progress_pct", "job_counter")
+        present = [n for n in names if getattr(self, n) is not None]
+        return tuple(sorted(present, key=lambda n: int(getattr(self, n))))
+
+    def widths(self) -> dict[str, tuple[int, int]]:
+        """Holding-register quantities the host writes: name -> (address, registers)."""
+        lw = self.length_words
+        out = {
+            "command": (self.command, 1),
+            "pattern": (self.pattern, 1),
+            "char_height": (self.char_height, lw),
+            "force_pct": (self.force_pct, 1),
+            "speed_pct": (self.speed_pct, 1),
+        }
+        if self.dot_pitch is not None:
+            out["dot_pitch"] = (self.dot_pitch, lw)
+        return out
+
     @model_validator(mode="after")
     def _complete(self) -> ModbusRegisterMap:
-        for name, table, needed in (
-            ("commands", self.commands, {"start", "abort", "reset_fault", "load_pattern"}),
-            ("states", self.states, {"idle", "busy", "done", "fault"}),
-        ):
-            missing = needed - table.keys()
-            if missing:
-                raise ValueError(f"{name} lacks {sorted(missing)}")
-        singles = {
-            "command": self.command,
-            "pattern": self.pattern,
-            "status": self.status,
-            "fault_code": self.fault_code,
-            "progress_pct": self.progress_pct,
-            "job_counter": self.job_counter,
-            "char_height": self.char_height,
-            "dot_pitch": self.dot_pitch,
-            "force_pct": self.force_pct,
-            "speed_pct": self.speed_pct,
+        needed_states = {"idle", "busy", "done", "fault"}
+        if self.status_bits:
+            missing = {"busy", "done", "fault"} - self.status_bits.keys()
+            unknown = self.status_bits.keys() - {"busy", "done", "fault", "ready"}
+            if missing or unknown:
+                raise ValueError(
+                    f"status_bits needs busy, done, fault (and may give ready); got {sorted(self.status_bits)}"
+                )
+            bits = list(self.status_bits.values())
+            if any(not 0 <= b <= 15 for b in bits) or len(set(bits)) != len(bits):
+                raise ValueError("status bits must be distinct numbers 0-15")
+        elif needed_states - self.states.keys():
+            raise ValueError(
+                f"states lacks {sorted(needed_states - self.states.keys())} (or give status_bits)"
+            )
+        missing = {"start", "abort", "reset_fault", "load_pattern"} - self.commands.keys()
+        if missing:
+            raise ValueError(f"commands lacks {sorted(missing)}")
+        if self.start != "command" and 0 in self.commands.values():
+            raise ValueError(
+                "with a handshake or coil-edge start, 0 releases the command: no command may be 0"
+            )
+        if self.start == "coil-edge" and "start" not in self.coils:
+            raise ValueError("start = 'coil-edge' needs coils.start")
+        spans: dict[str, range] = {
+            name: range(address, address + n) for name, (address, n) in self.widths().items()
         }
-        text = range(self.text_start, self.text_start + self.text_registers)
-        origins = range(self.field_origin_start, self.field_origin_start + 2 * self.field_origins)
+        if self.status_table == "holding":
+            spans.update({n: range(getattr(self, n), getattr(self, n) + 1) for n in self.status_names})
+        else:
+            inputs = [getattr(self, n) for n in self.status_names]
+            if len(set(inputs)) != len(inputs):
+                raise ValueError("two status registers share an input register")
+        spans["text block"] = range(self.text_start, self.text_start + self.text_registers)
+        if self.field_origins:
+            size = 2 * self.length_words * self.field_origins
+            spans["field origin block"] = range(self.field_origin_start, self.field_origin_start + size)
+            if spans["field origin block"][-1] > 65535:
+                raise ValueError("the field origin block runs past register 65535")
         seen: dict[int, str] = {}
-        for name, address in singles.items():
-            if address in seen:
-                raise ValueError(f"register {address} is both {seen[address]} and {name}")
-            if address in text:
-                raise ValueError(f"register {address} ({name}) lies inside the text block")
-            if address in origins:
-                raise ValueError(f"register {address} ({name}) lies inside the field origin block")
-            seen[address] = name
-        if self.field_origins and (set(origins) & set(text)):
-            raise ValueError("the field origin block overlaps the text block")
-        if origins and origins[-1] > 65535:
-            raise ValueError("the field origin block runs past register 65535")
+        for name, span in spans.items():
+            for address in span:
+                if address in seen:
+                    raise ValueError(f"register {address} is both {seen[address]} and {name}")
+                seen[address] = name
         return self
 
 

@@ -39,8 +39,15 @@ Faults, counted over requests (``@msg:N``) besides the machine faults of
 CODE; ``noreply@msg:N`` never answer request N; ``drop@msg:N`` close the client connections when
 request N arrives; ``slow@t:T=S`` from simulated time T every answer waits S simulated seconds.
 
-Not modelled: RS-485 electrical timing; input registers (the shipped maps keep status in holding
-registers).
+Map variants, all from the profile (see :class:`~markctl.profiles.ModbusRegisterMap`): status,
+fault code, progress and job counter in holding or input registers; the status as one value per
+state or as a bit field; progress, job counter, dot pitch and origins may be absent; lengths in
+one register or 32 bits over two in either word order; text two characters per register or one.
+With ``start = "handshake"`` the command register holds what the host wrote and a command acts on
+a change of its value (0 releases it, so the same command can be given again); with
+``start = "coil-edge"`` the start coil holds its level and a cycle starts on its rising edge.
+
+Not modelled: RS-485 electrical timing.
 """
 
 from __future__ import annotations
@@ -68,6 +75,8 @@ FAULT_KINDS = frozenset({"exception", "noreply", "drop", "slow"}) | MODEL_FAULT_
 
 #: Registers the machine writes and the host only reads.
 _READ_ONLY = frozenset({"status", "fault_code", "progress_pct", "job_counter"})
+#: Quantities in mm x length_scale, one or two registers each (length_words).
+_LENGTHS = frozenset({"char_height", "dot_pitch", "origin_x", "origin_y"})
 #: Registers the host may not change while a cycle runs (the cycle took them at Go).
 _JOB_DATA = frozenset(
     {"pattern", "text", "char_height", "dot_pitch", "force_pct", "speed_pct", "origin_x", "origin_y"}
@@ -112,8 +121,9 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
                 raise ValueError(f"fault {fault}: not a Modbus exception code ({sorted(known)})")
         self.marker.on_drop = self._drop
         self.requests: list[RequestRecord] = []
-        self.holding = self._holding_roles()
+        self.holding, self.input_registers = self._roles()
         self.coils = {address: name for name, address in self.map.coils.items()}
+        self._coil_levels: dict[int, bool] = {}
         self.inputs = {address: name for name, address in self.map.discrete_inputs.items()}
         self._wire = ModbusWireServer(self, self.proto.unit, baud=self.proto.baud)
         self._serving = False
@@ -122,23 +132,37 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
 
     # --- the map ---------------------------------------------------------------------------
 
-    def _holding_roles(self) -> dict[int, str]:
+    def _roles(self) -> tuple[dict[int, tuple[str, int]], dict[int, tuple[str, int]]]:
+        """Holding and input registers: address -> (role, address of the quantity's first word)."""
         m = self.map
-        roles = {
-            getattr(m, name): name
-            for name in (
-                "command", "pattern", "status", "fault_code", "progress_pct", "job_counter",
-                "char_height", "dot_pitch", "force_pct", "speed_pct",
-            )
-        }  # fmt: skip
-        roles.update({a: "text" for a in range(m.text_start, m.text_start + m.text_registers)})
+        holding: dict[int, tuple[str, int]] = {}
+        inputs: dict[int, tuple[str, int]] = {}
+        for name, (address, n) in m.widths().items():
+            for a in range(address, address + n):
+                holding[a] = (name, address)
+        status_table = holding if m.status_table == "holding" else inputs
+        for name in m.status_names:
+            address = int(getattr(m, name))
+            status_table[address] = (name, address)
+        for a in range(m.text_start, m.text_start + m.text_registers):
+            holding[a] = ("text", a)
+        lw = m.length_words
         for i in range(m.field_origins):
-            roles[m.field_origin_start + 2 * i] = "origin_x"
-            roles[m.field_origin_start + 2 * i + 1] = "origin_y"
-        return roles
+            x = m.field_origin_start + 2 * lw * i
+            for k in range(lw):
+                holding[x + k] = ("origin_x", x)
+                holding[x + lw + k] = ("origin_y", x + lw)
+        return holding, inputs
+
+    def _length(self, base: int, words: Mapping[int, int]) -> int:
+        """The (16- or 32-bit) length value whose first register is ``base``."""
+        if self.map.length_words == 1:
+            return words.get(base, 0)
+        first, second = words.get(base, 0), words.get(base + 1, 0)
+        return first << 16 | second if self.map.word_order == "high-first" else second << 16 | first
 
     def _value_ok(self, role: str, value: int) -> bool:
-        """Whether the machine accepts ``value`` in a register of this role (the profile's limits)."""
+        """Whether the machine accepts ``value`` for a quantity of this role (the profile's limits)."""
         m, spec, machine = self.map, self.marker.spec, self.profile.machine
         mm = value / m.length_scale
         if role == "force_pct":
@@ -155,9 +179,11 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
             return mm <= machine.work_area_y_mm
         if role == "text":
             allowed = set(range(0x20, 0x7F)) | {0, ord(m.text_separator)}
+            if m.text_encoding == "one-per-register":
+                return value in allowed
             return value >> 8 in allowed and value & 0xFF in allowed
         if role == "command":
-            return value in m.commands.values()
+            return value in m.commands.values() or (m.start != "command" and value == 0)
         return True
 
     # --- requests --------------------------------------------------------------------------
@@ -194,7 +220,8 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
             return self._write_holding(request.address, request.values)
         if fc == 22:
             # Mask write (Application Protocol §6.16): (current AND and) OR (or AND NOT and).
-            current = self._holding_value(self.holding.get(request.address, ""), request.address)
+            role = self.holding.get(request.address)
+            current = self._register_value(role[0], request.address) if role else 0
             value = (current & request.and_mask) | (request.or_mask & ~request.and_mask & 0xFFFF)
             return self._write_holding(request.address, (value,))
         # 23: the write is performed before the read (Application Protocol §6.17).
@@ -212,16 +239,19 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
         return delay
 
     def _read(self, table: Table, address: int, count: int) -> list[int] | ExceptionCode:
-        names = {Table.COILS: self.coils, Table.DISCRETE_INPUTS: self.inputs, Table.HOLDING: self.holding}
-        roles = names.get(table, {})
         span = range(address, address + count)
+        if table in (Table.COILS, Table.DISCRETE_INPUTS):
+            bits = self.coils if table is Table.COILS else self.inputs
+            if any(a not in bits for a in span):
+                return ExceptionCode.ILLEGAL_ADDRESS
+            if table is Table.COILS:
+                # Momentary coils read back off; with a coil-edge start the start coil holds its level.
+                return [int(self._coil_levels.get(a, False)) for a in span]
+            return [int(self._input(bits[a])) for a in span]
+        roles = self.holding if table is Table.HOLDING else self.input_registers
         if any(a not in roles for a in span):
             return ExceptionCode.ILLEGAL_ADDRESS
-        if table is Table.COILS:
-            return [0 for _ in span]  # start and abort are momentary: they read back off
-        if table is Table.DISCRETE_INPUTS:
-            return [int(self._input(roles[a])) for a in span]
-        return [self._holding_value(roles[a], a) for a in span]
+        return [self._register_value(roles[a][0], a) for a in span]
 
     def _input(self, name: str) -> bool:
         mk = self.marker
@@ -232,35 +262,59 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
             "fault": mk.status is MarkerStatus.FAULT,
         }.get(name, False)
 
-    def _holding_value(self, role: str, address: int) -> int:
-        mk = self.marker
+    def _register_value(self, role: str, address: int) -> int:
+        mk, m = self.marker, self.map
         if role == "status":
-            return self.map.states[mk.status.value]
+            if m.status_bits:
+                levels = {
+                    "busy": mk.busy,
+                    "done": mk.status is MarkerStatus.DONE,
+                    "fault": mk.status is MarkerStatus.FAULT,
+                    "ready": mk.ready,
+                }
+                return sum(1 << bit for name, bit in m.status_bits.items() if levels[name])
+            return m.states[mk.status.value]
         if role == "fault_code":
             return mk.fault_code
         if role == "progress_pct":
             return mk.progress_pct
         if role == "job_counter":
             return mk.job_counter
-        if role == "command":
+        if role == "command" and m.start == "command":
             return 0  # a command reads back 0 once taken (a refused one was never stored)
         return self._written.get(address, 0)
 
     def _write_holding(self, address: int, values: tuple[int, ...]) -> ExceptionCode | None:
-        roles = [self.holding.get(address + i) for i in range(len(values))]
-        if any(role is None or role in _READ_ONLY for role in roles):
+        m = self.map
+        span = range(address, address + len(values))
+        roles = [self.holding.get(a) for a in span]
+        if any(role is None or role[0] in _READ_ONLY for role in roles):
             return ExceptionCode.ILLEGAL_ADDRESS
-        if self.marker.busy and any(role in _JOB_DATA for role in roles):
+        names = {role[0] for role in roles if role is not None}
+        if self.marker.busy and names & _JOB_DATA:
             return ExceptionCode.DEVICE_BUSY
-        if not all(self._value_ok(str(role), value) for role, value in zip(roles, values, strict=True)):
-            return ExceptionCode.ILLEGAL_VALUE
-        command: int | None = None
-        for i, (role, value) in enumerate(zip(roles, values, strict=True)):
-            if role == "command":
-                command = value
-            else:
-                self._written[address + i] = value
-        return self._command(command) if command is not None else None
+        tentative = dict(self._written)
+        tentative.update(zip(span, values, strict=True))
+        touched = {role for role in roles if role is not None}
+        for name, base in touched:
+            value = self._length(base, tentative) if name in _LENGTHS else tentative[base]
+            if not self._value_ok(name, value):
+                return ExceptionCode.ILLEGAL_VALUE
+        held = self._written.get(m.command, 0)
+        self._written = tentative
+        if "command" not in names:
+            return None
+        value = tentative[m.command]
+        if m.start != "command":
+            # Handshake: a command acts on the change of the register's value; 0 releases it.
+            if value == held or value == 0:
+                return None
+        else:
+            self._written.pop(m.command, None)
+        refused = self._command(value)
+        if refused is not None and m.start != "command":
+            self._written[m.command] = held  # a refused command was not taken
+        return refused
 
     def _command(self, value: int) -> ExceptionCode | None:
         m, mk = self.map, self.marker
@@ -281,8 +335,18 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
         names = [self.coils.get(address + i) for i in range(len(values))]
         if any(name is None for name in names):
             return ExceptionCode.ILLEGAL_ADDRESS
-        for name, on in zip(names, values, strict=True):
-            if on and name == "abort":
+        for i, (name, on) in enumerate(zip(names, values, strict=True)):
+            if name == "start" and self.map.start == "coil-edge":
+                rising = bool(on) and not self._coil_levels.get(address + i, False)
+                if rising and self.marker.busy:
+                    return ExceptionCode.DEVICE_BUSY
+                self._coil_levels[address + i] = bool(on)
+                if rising:
+                    refused = self._start()
+                    if refused is not None:
+                        self._coil_levels[address + i] = False
+                        return refused
+            elif on and name == "abort":
                 self.marker.abort()
             elif on and name == "start":
                 refused = self._start()
@@ -295,7 +359,12 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
         chars: list[str] = []
         for i in range(m.text_registers):
             word = self._written.get(m.text_start + i, 0)
-            pair = (word >> 8, word & 0xFF) if m.text_byte_order == "high-first" else (word & 0xFF, word >> 8)
+            if m.text_encoding == "one-per-register":
+                pair: tuple[int, ...] = (word & 0xFF,)
+            elif m.text_byte_order == "high-first":
+                pair = (word >> 8, word & 0xFF)
+            else:
+                pair = (word & 0xFF, word >> 8)
             if 0 in pair:
                 chars.extend(chr(b) for b in pair[: pair.index(0)])
                 break
@@ -306,20 +375,22 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
         m, mk = self.map, self.marker
         if mk.busy:
             return ExceptionCode.DEVICE_BUSY
-        reg = self._written.get
+        reg, words = self._written.get, self._written
         mk.texts = {i: text for i, text in enumerate(self._text(), 1) if text}
-        mk.char_height_mm = reg(m.char_height, 0) / m.length_scale or None
-        mk.dot_pitch_mm = reg(m.dot_pitch, 0) / m.length_scale or None
+        mk.char_height_mm = self._length(m.char_height, words) / m.length_scale or None
+        pitch = self._length(m.dot_pitch, words) if m.dot_pitch is not None else 0
+        mk.dot_pitch_mm = pitch / m.length_scale or None
         mk.force_pct = float(reg(m.force_pct, 0) or 75)
         mk.speed_pct = float(reg(m.speed_pct, 0) or 100)
         # Field origins the host wrote override the stored pattern's; unwritten ones keep it.
         mk.origins = {}
+        lw = m.length_words
         for i in range(1, m.field_origins + 1):
-            x_reg = m.field_origin_start + 2 * (i - 1)
-            if x_reg in self._written and x_reg + 1 in self._written:
+            x_reg = m.field_origin_start + 2 * lw * (i - 1)
+            if all(a in words for a in range(x_reg, x_reg + 2 * lw)):
                 mk.origins[i] = (
-                    self._written[x_reg] / m.length_scale,
-                    self._written[x_reg + 1] / m.length_scale,
+                    self._length(x_reg, words) / m.length_scale,
+                    self._length(x_reg + lw, words) / m.length_scale,
                 )
         refusal = mk.start_refusal()
         if refusal is not None:

@@ -68,15 +68,18 @@ class MarkerStatus:
     state: str  # idle | busy | done | fault
     raw: int
     fault_code: int
-    progress_pct: int
-    job_counter: int
+    progress_pct: int | None  # None: the map has no progress register
+    job_counter: int | None  # None: the map has no job counter
 
 
-def pack_text(text: str, registers: int, byte_order: str) -> list[int]:
-    """Two ASCII characters per register, NUL-padded to ``registers``; ValueError if it does not fit."""
+def pack_text(text: str, registers: int, byte_order: str, encoding: str = "two-per-register") -> list[int]:
+    """ASCII, two characters per register (or one), NUL-padded to ``registers``; ValueError if too long."""
     data = text.encode("ascii")
-    if len(data) > registers * 2:
+    per = 2 if encoding == "two-per-register" else 1
+    if len(data) > registers * per:
         raise ValueError(f"{len(data)} characters do not fit in {registers} registers")
+    if per == 1:
+        return list(data.ljust(registers, b"\0"))
     data = data.ljust(registers * 2, b"\0")
     words = []
     for i in range(0, len(data), 2):
@@ -156,12 +159,24 @@ class ModbusMarkerDriver(Driver):
     def _what(self, name: str, address: int, table: str = "holding") -> str:
         return f"{name} ({table} {address})"
 
+    def _words(self, value: int, n: int) -> list[int]:
+        """A length value as ``n`` registers in the map's word order."""
+        if n == 1:
+            return [value & 0xFFFF]
+        high, low = (value >> 16) & 0xFFFF, value & 0xFFFF
+        return [high, low] if self.map.word_order == "high-first" else [low, high]
+
     async def _write(self, values: dict[str, int]) -> None:
-        """Write named holding registers, one request per contiguous run."""
-        by_address = {getattr(self.map, name): value for name, value in values.items()}
-        names = {getattr(self.map, name): name for name in values}
+        """Write named holding quantities, one request per contiguous run."""
+        widths = self.map.widths()
+        by_address: dict[int, int] = {}
+        names: dict[int, str] = {}
+        for name, value in values.items():
+            address, n = widths[name]
+            for k, word in enumerate(self._words(value, n)):
+                by_address[address + k], names[address + k] = word, name
         for start, run in _runs(by_address):
-            label = "+".join(names[a] for a in range(start, start + len(run)))
+            label = "+".join(dict.fromkeys(names[a] for a in range(start, start + len(run))))
             if len(run) == 1:
                 await self.link.write_register(start, run[0], what=self._what(label, start))
             else:
@@ -177,6 +192,36 @@ class ModbusMarkerDriver(Driver):
             await self.link.write_coil(address, True, what=self._what(f"{name} coil", address, "coil"))
             return
         await self._write({"command": self.map.commands[name]})
+        if self.map.start != "command":
+            await self._write({"command": 0})  # handshake: release, so the next command is an edge
+
+    async def _start(self) -> None:
+        """Go, as the map gives it: a command, or a handshake / coil edge held until the machine shows busy."""
+        m = self.map
+        if m.start == "command":
+            await self._command("start")
+            return
+        if m.start == "coil-edge":
+            address = m.coils["start"]
+            what = self._what("start coil", address, "coil")
+            await self.link.write_coil(address, True, what=what)
+        else:
+            await self._write({"command": m.commands["start"]})
+        try:
+            for _ in range(max(5, round(self.poll_hz * 5))):
+                st = await self.read_status()
+                if st.state != "idle":  # busy, or already done or faulted: the start was taken
+                    return
+            raise MachineTimeoutError(
+                f"{self.name}: the machine did not show busy after the start {m.start}",
+                address=self.name,
+                code="start-handshake",
+            )
+        finally:
+            if m.start == "coil-edge":
+                await self.link.write_coil(m.coils["start"], False, what=what)
+            else:
+                await self._write({"command": 0})
 
     async def _pace(self) -> None:
         """Wait so that no two polls are closer than 1/poll_hz (measured from the previous answer)."""
@@ -185,35 +230,48 @@ class ModbusMarkerDriver(Driver):
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def _decode_state(self, raw: int) -> str | None:
+        bits = self.map.status_bits
+        if not bits:
+            return {v: k for k, v in self.map.states.items()}.get(raw)
+        for name in ("fault", "busy", "done"):  # a fault outranks busy, busy outranks done
+            if raw >> bits[name] & 1:
+                return name
+        return "idle"
+
     async def read_status(self) -> MarkerStatus:
-        """One status poll (status, fault code, progress, job counter), rate-limited."""
+        """One status poll (status, fault code and, when the map has them, progress and job counter)."""
         await self._pace()
         m = self.map
-        names = ("status", "fault_code", "progress_pct", "job_counter")
-        addresses = {getattr(m, n): n for n in names}
+        addresses = {int(getattr(m, n)): n for n in m.status_names}
+        table = m.status_table
+        read = self.link.read_registers if table == "holding" else self.link.read_input_registers
         values: dict[str, int] = {}
         self._poll_times.append(time.monotonic())
         try:
             for start, run in _runs({a: 0 for a in addresses}):
                 label = "+".join(addresses[a] for a in range(start, start + len(run)))
-                words = await self.link.read_registers(start, len(run), what=self._what(label, start))
+                words = await read(start, len(run), what=self._what(label, start, table))
                 for offset, word in enumerate(words):
                     values[addresses[start + offset]] = word
         finally:
             self._next_poll = asyncio.get_running_loop().time() + 1.0 / self.poll_hz
         self.status_polls += 1
         self._last_status_at = asyncio.get_running_loop().time()
-        by_value = {v: k for k, v in m.states.items()}
-        state = by_value.get(values["status"])
+        state = self._decode_state(values["status"])
         if state is None:
             raise ProtocolError(
-                f"{self.name}: status (holding {m.status}) = {values['status']}, not one of the profile's "
+                f"{self.name}: status ({table} {m.status}) = {values['status']}, not one of the profile's "
                 f"states {dict(m.states)}",
                 raw=values["status"].to_bytes(2, "big"),
                 address=self.name,
             )
         self.last_status = MarkerStatus(
-            state, values["status"], values["fault_code"], values["progress_pct"], values["job_counter"]
+            state,
+            values["status"],
+            values["fault_code"],
+            values.get("progress_pct"),
+            values.get("job_counter"),
         )
         return self.last_status
 
@@ -277,6 +335,7 @@ class ModbusMarkerDriver(Driver):
             )
         self.pattern_number(program.pattern)
         first = program.fields[0]
+        limit = 0xFFFF if m.length_words == 1 else 0xFFFFFFFF
         if m.field_origins and len(program.fields) > m.field_origins:
             raise ValueError(f"{len(program.fields)} fields, the map has origins for {m.field_origins}")
         fonts = self.profile.dot_peen.fonts if self.profile.dot_peen else ()
@@ -295,13 +354,13 @@ class ModbusMarkerDriver(Driver):
             if m.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
                 raise ValueError(f"field {i}: {f.text!r} must be printable ASCII without the text separator")
             for value, axis in ((f.x_mm, "x"), (f.y_mm, "y")):
-                if m.field_origins and not 0 <= round(value * m.length_scale) <= 0xFFFF:
+                if m.field_origins and not 0 <= round(value * m.length_scale) <= limit:
                     raise ValueError(f"field {i}: {axis} = {value} mm does not fit an unsigned register")
         text = m.text_separator.join(f.text for f in program.fields)
-        if len(text) > m.text_registers * 2:
-            raise ValueError(f"{len(text)} characters of text, the map holds {m.text_registers * 2}")
+        if len(text) > m.text_chars:
+            raise ValueError(f"{len(text)} characters of text, the map holds {m.text_chars}")
         for name, value in (("char_height", first.height_mm), ("dot_pitch", first.dot_pitch_mm or 0.0)):
-            if not 0 <= round(value * m.length_scale) <= 0xFFFF:
+            if not 0 <= round(value * m.length_scale) <= limit:
                 raise ValueError(f"{name} {value} mm does not fit a register at scale {m.length_scale:g}")
 
     def _expected_s(self, program: PatternProgram) -> float:
@@ -340,71 +399,83 @@ class ModbusMarkerDriver(Driver):
             )
         job.report(0, total, f"pattern {program.pattern} loaded")
         text = m.text_separator.join(f.text for f in program.fields)
-        words = pack_text(text, m.text_registers, m.text_byte_order)
+        words = pack_text(text, m.text_registers, m.text_byte_order, m.text_encoding)
         await self.link.write_registers(
             m.text_start, words, what=self._what(f"text[{m.text_registers}]", m.text_start)
         )
         first = program.fields[0]
         force = round(first.force_pct) if first.force_pct is not None else 0  # 0 = the machine's default
-        await self._write(
-            {
-                "char_height": round(first.height_mm * m.length_scale),
-                "dot_pitch": round((first.dot_pitch_mm or 0.0) * m.length_scale),
-                "force_pct": force,
-                "speed_pct": self.opts.speed_pct,
-            }
-        )
+        parameters = {
+            "char_height": round(first.height_mm * m.length_scale),
+            "force_pct": force,
+            "speed_pct": self.opts.speed_pct,
+        }
+        if m.dot_pitch is not None:  # a map without one marks at the pattern's own pitch
+            parameters["dot_pitch"] = round((first.dot_pitch_mm or 0.0) * m.length_scale)
+        await self._write(parameters)
         if m.field_origins:
-            origins = [round(v * m.length_scale) for f in program.fields for v in (f.x_mm, f.y_mm)]
+            origins = [
+                word
+                for f in program.fields
+                for v in (f.x_mm, f.y_mm)
+                for word in self._words(round(v * m.length_scale), m.length_words)
+            ]
             await self.link.write_registers(
                 m.field_origin_start,
                 origins,
                 what=self._what(f"field origins[{len(program.fields)}]", m.field_origin_start),
             )
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
-        counter_before = st.job_counter
         job.begin_cycle()  # Start sets the stylus going
         self._cycle_open = True  # from here until its end is seen, the safe state sends abort
-        await self._command("start")
+        await self._start()
         self.set_state(State.RUN, raw="busy")
-        return await self._watch_cycle(program, job, total, counter_before)
+        return await self._watch_cycle(program, job, total, st)
 
     async def _watch_cycle(
-        self, program: PatternProgram, job: JobHandle, total: int, counter_before: int
+        self, program: PatternProgram, job: JobHandle, total: int, before: MarkerStatus
     ) -> JobResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         expected = self._expected_s(program)
         limit = expected * self.opts.cycle_margin + 10.0
+        seen_busy = False
         while True:
             st = await self.read_status()
-            done = min(total, st.progress_pct * total // 100)
+            elapsed = loop.time() - started
+            seen_busy = seen_busy or st.state == "busy"
+            if st.progress_pct is not None:
+                pct, how = st.progress_pct, "reported"
+            else:  # no progress register: estimate from the profile's rate, and say so
+                pct, how = (min(99, round(100 * elapsed / expected)) if expected else 0), "estimated"
+            done = min(total, pct * total // 100)
             if st.state == "fault":
                 self._cycle_open = False  # the controller stopped the cycle itself
                 self.set_state(State.FAULT, raw=f"fault {st.fault_code}")
                 return JobResult(
                     Outcome.FAULT,
                     f"{self.name}: marker fault during the cycle: {st.fault_code} {self.fault_text(st.fault_code)}; "
-                    f"progress {st.progress_pct} % (~{done} of {total} characters)",
+                    f"progress {pct} % {how} (~{done} of {total} characters)",
                     code=str(st.fault_code),
                     done=done,
                     total=total,
                 )
-            if st.state == "done" and st.job_counter != counter_before:
+            if st.job_counter is not None and before.job_counter is not None:
+                ours = st.job_counter != before.job_counter  # a new job count: this cycle's Done
+            else:  # no counter: a Done not left over from before the start
+                ours = seen_busy or before.state != "done"
+            if st.state == "done" and ours:
                 self._cycle_open = False
                 job.report(total, total, "done")
                 self.set_state(State.IDLE, raw="done")
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
-            job.report(done, total, f"marking, {st.progress_pct} %")
-            elapsed = loop.time() - started
-            wait = poll_delay(
-                elapsed, st.progress_pct / 100, expected, 1.0 / self.poll_hz, self.opts.slow_poll_s
-            )
+            job.report(done, total, f"marking, {pct} % ({how})")
+            wait = poll_delay(elapsed, pct / 100, expected, 1.0 / self.poll_hz, self.opts.slow_poll_s)
             self._next_poll = max(self._next_poll, loop.time() + wait)
             if elapsed > limit:
                 raise MachineTimeoutError(
                     f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "
-                    f"status {st.state}, progress {st.progress_pct} %",
+                    f"status {st.state}, progress {pct} % ({how})",
                     address=self.name,
                     code="cycle-timeout",
                 )

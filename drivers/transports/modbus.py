@@ -225,6 +225,18 @@ class ModbusLink:
             )
         return values
 
+    async def read_input_registers(self, address: int, count: int, *, what: str) -> list[int]:
+        client = self._live(what)
+        rr = await self._call(
+            what, lambda: client.read_input_registers(address, count=count, device_id=self.unit)
+        )
+        values = [int(v) for v in rr.registers]
+        if len(values) != count:
+            raise ProtocolError(
+                f"{what}: asked for {count} registers, got {len(values)}", raw=b"", address=self.location
+            )
+        return values
+
     async def write_register(self, address: int, value: int, *, what: str) -> None:
         client = self._live(what)
         await self._call(what, lambda: client.write_register(address, value & 0xFFFF, device_id=self.unit))
