@@ -128,6 +128,13 @@ class DotPeenSpec(_Frozen):
     char_height_min_mm: float = Field(default=1.0, gt=0)
     char_height_max_mm: float = Field(default=25.0, gt=0)
     fonts: tuple[str, ...] = ("5x7", "7x9")
+    pattern_origins: tuple[tuple[float, float], ...] = Field(
+        default=(),
+        description=(
+            "Where the pattern stored on the controller puts field 1, 2, ... (mm, machine frame), for "
+            "machines that cannot place fields themselves; the pre-check refuses a layout elsewhere."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> DotPeenSpec:

@@ -24,6 +24,7 @@ from typing import Any
 
 from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
+from markctl.jobs.capabilities import machine_problems
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import Manifest, ManifestItem
 from markctl.jobs.owner import this_process
@@ -148,6 +149,11 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
         prepared.program = make_program(prepared.layout, machine_profile)
     except (LayoutError, ConfigError) as exc:
         prepared.error = str(exc)
+        return prepared
+    # What the machine cannot do is not a finding a supervisor can override: refuse it here.
+    cannot = [p for p in machine_problems(prepared.program, machine_profile) if p.blocking]
+    if cannot:
+        prepared.error = "; ".join(str(p) for p in cannot)
     return prepared
 
 
