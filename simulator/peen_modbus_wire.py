@@ -232,7 +232,7 @@ def rtu_length(buf: bytes | bytearray) -> int | None:
 @dataclass(eq=False, slots=True)
 class _Conn:
     writer: asyncio.StreamWriter
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    task: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
 
 
 class ModbusWireServer:
@@ -309,8 +309,8 @@ class ModbusWireServer:
                     writer.write(tid.to_bytes(2, "big") + b"\0\0" + (len(reply) + 1).to_bytes(2, "big")
                                  + bytes([unit]) + reply)  # fmt: skip
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            return  # the host left, or the server stops: a connection ends, it never raises
         finally:
             self._conns.discard(conn)
             writer.close()
@@ -353,8 +353,8 @@ class ModbusWireServer:
                 if reply is not None:
                     writer.write(reply)
                     await writer.drain()
-        except ConnectionError:
-            return
+        except (ConnectionError, asyncio.CancelledError):
+            return  # the host left, or the server stops: a connection ends, it never raises
         finally:
             self._conns.discard(conn)
             writer.close()
@@ -426,7 +426,11 @@ class ModbusWireServer:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        handlers = [c.task for c in self._conns if c.task is not None]
         self.drop_clients()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
