@@ -227,7 +227,16 @@ class TelesisDriver(Driver):
 
     async def _handshake(self) -> DeviceInfo:
         self._decoder = codec.FrameDecoder(self.framing)
-        first = await self.read_status()
+        try:
+            first = await self.read_status()
+        except MachineConnectionError as exc:
+            # A controller (or its serial bridge) serves one host at a time and closes a second
+            # connection at once: the first status request is where that shows.
+            raise MachineConnectionError(
+                f"{self.name}: the marker closed the connection before answering ({exc})",
+                address=self.name,
+                hint="is another host connected to it? a marker serves one host at a time",
+            ) from exc
         st = first
         if st.fault or not st.ready:
             await self._command(codec.reset_online(self.framing), "O (reset/online)")
