@@ -46,6 +46,7 @@ __all__ = [
     "LaserSpec",
     "MachineKind",
     "MachineSpec",
+    "ModbusFieldBlock",
     "ModbusProtocol",
     "ModbusRegisterMap",
     "ProfileInfo",
@@ -266,6 +267,48 @@ class TelesisProtocol(_Frozen):
         return self
 
 
+class ModbusFieldBlock(_Frozen):
+    """Per-field registers: block i (field i) starts at ``start + stride x (i - 1)``.
+
+    Offsets within a block; a length (height, x, y) takes ``length_words`` registers. A height of
+    0 leaves the job's ``char_height``; unwritten x/y leave the stored pattern's position.
+    """
+
+    count: int = Field(ge=1, le=32, description="Fields that have a block.")
+    start: int = Field(ge=0, le=65535)
+    stride: int = Field(ge=1, le=1000)
+    height: int | None = Field(
+        default=None, ge=0, description="Offset of the character height (mm x length_scale)."
+    )
+    angle: int | None = Field(
+        default=None, ge=0, description="Offset of the angle (degrees x angle_scale, 0-359)."
+    )
+    x: int | None = Field(
+        default=None, ge=0, description="Offset of the field origin's x (mm x length_scale)."
+    )
+    y: int | None = Field(
+        default=None, ge=0, description="Offset of the field origin's y (mm x length_scale)."
+    )
+    angle_scale: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> ModbusFieldBlock:
+        if (self.x is None) != (self.y is None):
+            raise ValueError("field_block: x and y go together")
+        if self.height is None and self.angle is None and self.x is None:
+            raise ValueError("field_block names no register (height, angle, x/y)")
+        return self
+
+    def offsets(self, length_words: int) -> dict[str, range]:
+        """Register offsets of each quantity within a block."""
+        out: dict[str, range] = {}
+        for name, width in (("height", length_words), ("angle", 1), ("x", length_words), ("y", length_words)):
+            offset = getattr(self, name)
+            if offset is not None:
+                out[name] = range(offset, offset + width)
+        return out
+
+
 class ModbusRegisterMap(_Frozen):
     """Registers, coils and discrete inputs of a pattern marker (0-based addresses).
 
@@ -343,6 +386,16 @@ class ModbusRegisterMap(_Frozen):
             "field_origin_start; 0 = the map has none and the stored pattern places every field."
         ),
     )
+    field_block: ModbusFieldBlock | None = Field(
+        default=None, description="Per-field registers (height, angle, origin per field)."
+    )
+
+    @property
+    def placeable_fields(self) -> int:
+        """How many fields the host can place (0: the stored pattern places them all)."""
+        if self.field_block is not None and self.field_block.x is not None:
+            return self.field_block.count
+        return self.field_origins
 
     @property
     def text_chars(self) -> int:
@@ -411,6 +464,20 @@ class ModbusRegisterMap(_Frozen):
             spans["field origin block"] = range(self.field_origin_start, self.field_origin_start + size)
             if spans["field origin block"][-1] > 65535:
                 raise ValueError("the field origin block runs past register 65535")
+        block = self.field_block
+        if block is not None:
+            if block.x is not None and self.field_origins:
+                raise ValueError(
+                    "field origins come from field_block or field_origins, not both (set field_origins = 0)"
+                )
+            offsets = block.offsets(self.length_words)
+            used = sorted(o for r in offsets.values() for o in r)
+            if len(set(used)) != len(used) or used[-1] >= block.stride:
+                raise ValueError("field_block: its registers overlap or do not fit in the stride")
+            for i in range(block.count):
+                for name, r in offsets.items():
+                    base = block.start + block.stride * i
+                    spans[f"field {i + 1} {name}"] = range(base + r.start, base + r.stop)
         seen: dict[int, str] = {}
         for name, span in spans.items():
             for address in span:

@@ -322,6 +322,8 @@ class PeenMarker:
         self.force_pct = 75.0
         self.speed_pct = 100.0
         self.origins: dict[int, tuple[float, float]] = {}  # host override of a field's (x, y)
+        self.field_heights: dict[int, float] = {}  # host override of one field's height
+        self.field_angles: dict[int, float] = {}  # host override of one field's angle
         self.job_counter = 0
         self.stylus_down = False
         self.cycles: list[CycleRecord] = []
@@ -534,12 +536,13 @@ class PeenMarker:
         for number in sorted(self.texts):
             slot = self._slot(number)
             font = FONTS[slot.font]
-            height = self.char_height_mm or slot.height_mm
+            height = self.field_heights.get(number) or self.char_height_mm or slot.height_mm
             pitch_y = height / (font.rows - 1)
             pitch_x = self.dot_pitch_mm or pitch_y
             travel_s = ref_travel_s * (height / 3.175) / speed
             x_mm, y_mm = self.origins.get(number, (slot.x_mm, slot.y_mm))
-            cos, sin = math.cos(math.radians(slot.angle_deg)), math.sin(math.radians(slot.angle_deg))
+            angle = self.field_angles.get(number, slot.angle_deg)
+            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
             for k, char in enumerate(self.texts[number].upper()):
                 cells = font.dots(char)
                 if not cells:

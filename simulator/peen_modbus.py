@@ -76,10 +76,21 @@ FAULT_KINDS = frozenset({"exception", "noreply", "drop", "slow"}) | MODEL_FAULT_
 #: Registers the machine writes and the host only reads.
 _READ_ONLY = frozenset({"status", "fault_code", "progress_pct", "job_counter"})
 #: Quantities in mm x length_scale, one or two registers each (length_words).
-_LENGTHS = frozenset({"char_height", "dot_pitch", "origin_x", "origin_y"})
+_LENGTHS = frozenset({"char_height", "dot_pitch", "origin_x", "origin_y", "field_height"})
 #: Registers the host may not change while a cycle runs (the cycle took them at Go).
 _JOB_DATA = frozenset(
-    {"pattern", "text", "char_height", "dot_pitch", "force_pct", "speed_pct", "origin_x", "origin_y"}
+    {
+        "pattern",
+        "text",
+        "char_height",
+        "dot_pitch",
+        "force_pct",
+        "speed_pct",
+        "origin_x",
+        "origin_y",
+        "field_height",
+        "field_angle",
+    }
 )
 
 
@@ -152,6 +163,14 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
             for k in range(lw):
                 holding[x + k] = ("origin_x", x)
                 holding[x + lw + k] = ("origin_y", x + lw)
+        block = m.field_block
+        if block is not None:
+            roles = {"height": "field_height", "angle": "field_angle", "x": "origin_x", "y": "origin_y"}
+            for i in range(block.count):
+                base = block.start + block.stride * i
+                for name, offsets in block.offsets(lw).items():
+                    for o in offsets:
+                        holding[base + o] = (roles[name], base + offsets.start)
         return holding, inputs
 
     def _length(self, base: int, words: Mapping[int, int]) -> int:
@@ -169,7 +188,10 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
             return 0 <= value <= 100
         if role == "speed_pct":
             return 1 <= value <= 100
-        if role == "char_height":
+        if role == "field_angle":
+            assert m.field_block is not None
+            return value / m.field_block.angle_scale < 360.0
+        if role in ("char_height", "field_height"):
             return value == 0 or spec.char_height_min_mm - 1e-9 <= mm <= spec.char_height_max_mm + 1e-9
         if role == "dot_pitch":
             return value == 0 or machine.resolution_mm - 1e-9 <= mm <= spec.char_height_max_mm
@@ -392,6 +414,22 @@ class ModbusMarkerSimulator(MarkerFrontEnd):
                     self._length(x_reg, words) / m.length_scale,
                     self._length(x_reg + lw, words) / m.length_scale,
                 )
+        mk.field_heights, mk.field_angles = {}, {}
+        block = m.field_block
+        if block is not None:
+            for i in range(1, block.count + 1):
+                base = block.start + block.stride * (i - 1)
+                if block.height is not None and self._length(base + block.height, words):
+                    mk.field_heights[i] = self._length(base + block.height, words) / m.length_scale
+                if block.angle is not None and base + block.angle in words:
+                    mk.field_angles[i] = words[base + block.angle] / block.angle_scale
+                if block.x is not None and block.y is not None:
+                    x, y = base + block.x, base + block.y
+                    if all(a in words for a in (*range(x, x + lw), *range(y, y + lw))):
+                        mk.origins[i] = (
+                            self._length(x, words) / m.length_scale,
+                            self._length(y, words) / m.length_scale,
+                        )
         refusal = mk.start_refusal()
         if refusal is not None:
             mk.start()  # lets the model fault where a controller would (text overflow)

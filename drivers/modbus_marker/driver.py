@@ -11,10 +11,15 @@ the pattern number (digits are their own number, other names go through the prof
 register in ``text_byte_order``, fields joined by ``text_separator``, NUL-padded); ``char_height``
 and ``dot_pitch`` (mm x ``length_scale``), ``force_pct``, ``speed_pct``; each field's (x, y)
 origin when the map has ``field_origins`` (markctl's extension of the §5.6 map: registers 60-75
-for fields 1-8 by default); ``command`` = ``start``
-(or the ``start`` coil); then status / fault code / progress / job counter polled, never faster
-than the profile's ``poll_hz_max`` (the next poll leaves a whole period after the previous answer),
-until Done with a new job count, or Fault.
+for fields 1-8 by default) or each field's own block (``field_block``: height, angle, origin);
+then Go as the map gives it (``start``: the command value, a handshake on the command register,
+or a coil edge, both held until the machine shows busy, then released); then status / fault code
+and, when the map has them, progress / job counter polled, never faster than the profile's
+``poll_hz_max`` (the next poll leaves a whole period after the previous answer), until Done or
+Fault. Map variants are data too: status in input registers or as a bit field, lengths over two
+registers in either word order, one character per register. Without a progress register the
+progress is estimated from the profile's rate and reported as such; without a job counter a Done
+counts when busy was seen after Go or the status was not Done before it.
 
 Safe state: ``command`` = ``abort`` (or the ``abort`` coil), confirmed by a status that is not Busy
 and, when the map has one, a ``busy`` discrete input that is off. The abort is sent whenever a
@@ -336,13 +341,18 @@ class ModbusMarkerDriver(Driver):
         self.pattern_number(program.pattern)
         first = program.fields[0]
         limit = 0xFFFF if m.length_words == 1 else 0xFFFFFFFF
-        if m.field_origins and len(program.fields) > m.field_origins:
-            raise ValueError(f"{len(program.fields)} fields, the map has origins for {m.field_origins}")
+        placeable = m.placeable_fields
+        if placeable and len(program.fields) > placeable:
+            raise ValueError(f"{len(program.fields)} fields, the map has origins for {placeable}")
+        block = m.field_block
+        own_height = block is not None and block.height is not None
+        if block is not None and len(program.fields) > block.count:
+            raise ValueError(f"{len(program.fields)} fields, the map has registers for {block.count}")
         fonts = self.profile.dot_peen.fonts if self.profile.dot_peen else ()
         for i, f in enumerate(program.fields, 1):
             if fonts and f.font not in fonts:
                 raise ValueError(f"field {i}: font {f.font!r} is not one of this machine's fonts {fonts}")
-            if (f.height_mm, f.dot_pitch_mm, f.force_pct) != (
+            if (f.height_mm if not own_height else first.height_mm, f.dot_pitch_mm, f.force_pct) != (
                 first.height_mm,
                 first.dot_pitch_mm,
                 first.force_pct,
@@ -353,8 +363,10 @@ class ModbusMarkerDriver(Driver):
                 )
             if m.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
                 raise ValueError(f"field {i}: {f.text!r} must be printable ASCII without the text separator")
+            if own_height and not 0 <= round(f.height_mm * m.length_scale) <= limit:
+                raise ValueError(f"field {i}: height {f.height_mm} mm does not fit a register")
             for value, axis in ((f.x_mm, "x"), (f.y_mm, "y")):
-                if m.field_origins and not 0 <= round(value * m.length_scale) <= limit:
+                if placeable and not 0 <= round(value * m.length_scale) <= limit:
                     raise ValueError(f"field {i}: {axis} = {value} mm does not fit an unsigned register")
         text = m.text_separator.join(f.text for f in program.fields)
         if len(text) > m.text_chars:
@@ -362,6 +374,25 @@ class ModbusMarkerDriver(Driver):
         for name, value in (("char_height", first.height_mm), ("dot_pitch", first.dot_pitch_mm or 0.0)):
             if not 0 <= round(value * m.length_scale) <= limit:
                 raise ValueError(f"{name} {value} mm does not fit a register at scale {m.length_scale:g}")
+
+    async def _write_field_blocks(self, program: PatternProgram) -> None:
+        """Each field's own registers (height, angle, origin), one request per contiguous run."""
+        m, block = self.map, self.map.field_block
+        assert block is not None
+        for i, f in enumerate(program.fields, 1):
+            base = block.start + block.stride * (i - 1)
+            values = {
+                "height": round(f.height_mm * m.length_scale),
+                "angle": round((f.angle_deg % 360.0) * block.angle_scale),
+                "x": round(f.x_mm * m.length_scale),
+                "y": round(f.y_mm * m.length_scale),
+            }
+            words: dict[int, int] = {}
+            for name, offsets in block.offsets(m.length_words).items():
+                for k, word in enumerate(self._words(values[name], len(offsets))):
+                    words[base + offsets.start + k] = word
+            for start, run in _runs(words):
+                await self.link.write_registers(start, run, what=self._what(f"field {i} block", start))
 
     def _expected_s(self, program: PatternProgram) -> float:
         return expected_marking_s(self.profile, program)
@@ -425,6 +456,8 @@ class ModbusMarkerDriver(Driver):
                 origins,
                 what=self._what(f"field origins[{len(program.fields)}]", m.field_origin_start),
             )
+        if m.field_block is not None:
+            await self._write_field_blocks(program)
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
         job.begin_cycle()  # Start sets the stylus going
         self._cycle_open = True  # from here until its end is seen, the safe state sends abort

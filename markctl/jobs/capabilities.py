@@ -132,13 +132,10 @@ def machine_problems(program: Program, profile: FirmwareProfile) -> list[Capabil
                 )
     elif isinstance(proto, ModbusProtocol):
         m = proto.registers
-        places_fields = m.field_origins > 0
-        if places_fields and len(program.fields) > m.field_origins:
-            out.append(
-                CapabilityProblem(
-                    "fields", f"{len(program.fields)} fields, {profile.id} places {m.field_origins}"
-                )
-            )
+        places_fields = m.placeable_fields > 0
+        limit = m.field_block.count if m.field_block is not None else m.placeable_fields
+        if limit and len(program.fields) > limit:
+            out.append(CapabilityProblem("fields", f"{len(program.fields)} fields, {profile.id} has {limit}"))
         text = m.text_separator.join(f.text for f in program.fields)
         if len(text) > m.text_chars:
             out.append(
@@ -148,11 +145,14 @@ def machine_problems(program: Program, profile: FirmwareProfile) -> list[Capabil
                 )
             )
         first = program.fields[0]
-        if any((f.height_mm, f.force_pct) != (first.height_mm, first.force_pct) for f in program.fields):
+        own_height = m.field_block is not None and m.field_block.height is not None
+        if any(f.force_pct != first.force_pct for f in program.fields) or (
+            not own_height and any(f.height_mm != first.height_mm for f in program.fields)
+        ):
+            what = "force" if own_height else "character height and force"
             out.append(
                 CapabilityProblem(
-                    "parameters",
-                    f"{profile.id} has one character height and force for the whole job; the fields differ",
+                    "parameters", f"{profile.id} has one {what} for the whole job; the fields differ"
                 )
             )
     if not places_fields:

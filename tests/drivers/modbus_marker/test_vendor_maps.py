@@ -85,3 +85,36 @@ def test_a_map_that_cannot_work_is_refused(change: dict[str, object], message: s
     data["protocol"]["registers"].update(change)
     with pytest.raises(ValueError, match=message):
         FirmwareProfile.model_validate(data)
+
+
+async def test_per_field_height_angle_and_origin(peen_rig) -> None:
+    program = PatternProgram(
+        "1",
+        (
+            PatternField("AB", 3.0, 10.0, 10.0),
+            PatternField("C1", 5.0, 60.0, 40.0, angle_deg=90.0),
+        ),
+    )
+    async with peen_rig(profile=load_profile("peen-modbus-fields"), program=program) as rig:
+        result = await rig.driver.run(program)
+        assert result.outcome is Outcome.DONE
+        sim = rig.sim
+        assert writes(sim, 16, 100)[0] == (300, 0, 1000, 1000)
+        assert writes(sim, 16, 110)[0] == (500, 900, 6000, 4000)  # 5 mm, 90.0 degrees x 10, (60, 40) mm
+        marker = sim.marker
+        assert marker.field_heights == {1: 3.0, 2: 5.0} and marker.field_angles == {1: 0.0, 2: 90.0}
+        assert marker.origins == {1: (10.0, 10.0), 2: (60.0, 40.0)}
+        # field 2 runs upwards from (60, 40): its dots lie on x <= 60 and y >= 40
+        second = [s for s in marker.strikes if s.y >= 39.99 and s.x <= 60.01]
+        assert len(second) == sum(len(FONTS["5x7"].dots(c)) for c in "C1")
+
+
+def test_per_field_block_layout_is_validated() -> None:
+    data = load_profile("peen-modbus-fields").model_dump()
+    data["protocol"]["registers"]["field_block"]["stride"] = 3  # height, angle, x, y need 4
+    with pytest.raises(ValueError, match="do not fit in the stride"):
+        FirmwareProfile.model_validate(data)
+    data = load_profile("peen-modbus-fields").model_dump()
+    data["protocol"]["registers"]["field_origins"] = 4
+    with pytest.raises(ValueError, match="not both"):
+        FirmwareProfile.model_validate(data)
