@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from markctl.drivers.base import Outcome, SafeStateReached
 from markctl.drivers.modbus_marker import ModbusMarkerDriver
+from markctl.drivers.pattern import raise_if_cancelled
 from markctl.drivers.transports.modbus import ModbusRTULink, ModbusTCPLink, ModbusTCPOptions
 from markctl.errors import DeviceError, MachineTimeoutError
 from markctl.layouts.program import PatternField, PatternProgram
@@ -98,3 +101,21 @@ async def test_a_fault_stops_the_cycle_and_is_confirmed_without_abort(peen_rig) 
         assert result.outcome is Outcome.FAULT and result.safe_state_confirmed
         assert seen and seen[-1].method.startswith("no abort needed: status fault")
         assert aborts(rig.sim) == 0 and not rig.sim.marker.stylus_down
+
+
+async def test_an_abort_that_arrives_with_the_answer_is_not_lost() -> None:
+    # Python 3.11's asyncio.wait_for returns the answer when it completes in the same loop turn as
+    # the cancellation (gh-86296); pymodbus and the byte transports await answers that way.
+    answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def exchange() -> int:
+        value = await asyncio.wait_for(answer, 5)
+        raise_if_cancelled()
+        return value
+
+    task = asyncio.create_task(exchange())
+    await asyncio.sleep(0)  # the exchange is waiting for its answer
+    answer.set_result(1)
+    task.cancel()  # the operator's abort, in the same turn
+    with pytest.raises(asyncio.CancelledError):
+        await task
