@@ -219,7 +219,11 @@ class Pattern:
 
 
 def default_pattern(profile: FirmwareProfile, slots: int = 8) -> Pattern:
-    """Fields of 3 mm 5x7 text stacked 5 mm apart from the top-left of the marking window."""
+    """The profile's ``pattern_origins`` if it gives them (the same data the pre-check judges),
+    else fields of 3 mm 5x7 text stacked 5 mm apart from the top-left of the marking window."""
+    origins = profile.dot_peen.pattern_origins if profile.dot_peen is not None else ()
+    if origins:
+        return Pattern(tuple(FieldSlot(x, y) for x, y in origins))
     top = profile.machine.work_area_y_mm - 2.0 - 3.0
     return Pattern(tuple(FieldSlot(2.0, top - 5.0 * i) for i in range(slots)))
 

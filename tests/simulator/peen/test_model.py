@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from markctl.profiles import load_profile
+from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
 from markctl.simulator.faults import parse_faults
-from markctl.simulator.peen import FONTS, FieldSlot, MarkerStatus, Pattern, PeenMarker
+from markctl.simulator.peen import FONTS, FieldSlot, MarkerStatus, Pattern, PeenMarker, default_pattern
 
 REQUIRED = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/. "
 
@@ -199,3 +199,11 @@ async def test_reset_during_a_cycle_stops_it_and_stays_online() -> None:
     assert m.status is MarkerStatus.IDLE and m.fault_code == 0 and m.ready
     assert m.cycles[-1].outcome == "aborted" and m.cycles[-1].fault_code == 7
     await m.stop_background()
+
+
+def test_the_default_pattern_is_the_profiles_pattern_origins_when_given() -> None:
+    data = load_profile("telesis-tmp").model_dump()
+    data["dot_peen"]["pattern_origins"] = [[2.0, 18.0], [2.0, 12.0]]
+    pattern = default_pattern(FirmwareProfile.model_validate(data))
+    assert [(f.x_mm, f.y_mm) for f in pattern.fields] == [(2.0, 18.0), (2.0, 12.0)]
+    assert len(default_pattern(load_profile("telesis-tmp")).fields) == 8  # none given: 8 stacked fields
