@@ -46,6 +46,7 @@ __all__ = [
     "LaserSpec",
     "MachineKind",
     "MachineSpec",
+    "ModbusFieldBlock",
     "ModbusProtocol",
     "ModbusRegisterMap",
     "ProfileInfo",
@@ -128,6 +129,13 @@ class DotPeenSpec(_Frozen):
     char_height_min_mm: float = Field(default=1.0, gt=0)
     char_height_max_mm: float = Field(default=25.0, gt=0)
     fonts: tuple[str, ...] = ("5x7", "7x9")
+    pattern_origins: tuple[tuple[float, float], ...] = Field(
+        default=(),
+        description=(
+            "Where the pattern stored on the controller puts field 1, 2, ... (mm, machine frame), for "
+            "machines that cannot place fields themselves; the pre-check refuses a layout elsewhere."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> DotPeenSpec:
@@ -225,6 +233,15 @@ class TelesisProtocol(_Frozen):
         description="ASSUMED. Bit number of each output in the status reply's O2O1 byte.",
     )
 
+    abort_when_idle: bool = Field(
+        default=False,
+        description=(
+            "Send O (reset/online) at the end of a job and on close even when the machine is seen "
+            "idle. Off by default: a controller may log it, and it clears a fault the operator has "
+            "not seen. O is always sent while a cycle may be running, whatever this says."
+        ),
+    )
+
     _codes = field_validator("fault_codes")(_check_codes)
 
     @field_validator("output_bits")
@@ -250,28 +267,106 @@ class TelesisProtocol(_Frozen):
         return self
 
 
+class ModbusFieldBlock(_Frozen):
+    """Per-field registers: block i (field i) starts at ``start + stride x (i - 1)``.
+
+    Offsets within a block; a length (height, x, y) takes ``length_words`` registers. A height of
+    0 leaves the job's ``char_height``; unwritten x/y leave the stored pattern's position.
+    """
+
+    count: int = Field(ge=1, le=32, description="Fields that have a block.")
+    start: int = Field(ge=0, le=65535)
+    stride: int = Field(ge=1, le=1000)
+    height: int | None = Field(
+        default=None, ge=0, description="Offset of the character height (mm x length_scale)."
+    )
+    angle: int | None = Field(
+        default=None, ge=0, description="Offset of the angle (degrees x angle_scale, 0-359)."
+    )
+    x: int | None = Field(
+        default=None, ge=0, description="Offset of the field origin's x (mm x length_scale)."
+    )
+    y: int | None = Field(
+        default=None, ge=0, description="Offset of the field origin's y (mm x length_scale)."
+    )
+    angle_scale: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> ModbusFieldBlock:
+        if (self.x is None) != (self.y is None):
+            raise ValueError("field_block: x and y go together")
+        if self.height is None and self.angle is None and self.x is None:
+            raise ValueError("field_block names no register (height, angle, x/y)")
+        return self
+
+    def offsets(self, length_words: int) -> dict[str, range]:
+        """Register offsets of each quantity within a block."""
+        out: dict[str, range] = {}
+        for name, width in (("height", length_words), ("angle", 1), ("x", length_words), ("y", length_words)):
+            offset = getattr(self, name)
+            if offset is not None:
+                out[name] = range(offset, offset + width)
+        return out
+
+
 class ModbusRegisterMap(_Frozen):
-    """Holding registers, coils and discrete inputs of a pattern marker (0-based addresses)."""
+    """Registers, coils and discrete inputs of a pattern marker (0-based addresses).
+
+    Vendor maps differ in more than addresses, so these are data too: where the status lives
+    (holding or input registers) and whether it is one value per state or a bit field; whether
+    the map has progress, job-counter and dot-pitch registers at all; how Go is given (a command
+    value, a handshake on the command register, or an edge on a coil); how lengths are carried
+    (one register, or 32 bits over two in either word order); how text is packed (two characters
+    per register, or one).
+    """
 
     command: int = Field(ge=0, le=65535)
     pattern: int = Field(ge=0, le=65535)
     status: int = Field(ge=0, le=65535)
     fault_code: int = Field(ge=0, le=65535)
-    progress_pct: int = Field(ge=0, le=65535)
-    job_counter: int = Field(ge=0, le=65535)
+    progress_pct: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
+    job_counter: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
     text_start: int = Field(ge=0, le=65535)
-    text_registers: int = Field(ge=1, le=125, description="Two ASCII characters per register.")
+    text_registers: int = Field(ge=1, le=123, description="Registers of the text block.")
     char_height: int = Field(ge=0, le=65535)
-    dot_pitch: int = Field(ge=0, le=65535)
+    dot_pitch: int | None = Field(default=None, ge=0, le=65535, description="None: the map has none.")
     force_pct: int = Field(ge=0, le=65535)
     speed_pct: int = Field(ge=0, le=65535)
     length_scale: float = Field(default=100.0, gt=0, description="Register value = mm x length_scale.")
+    length_words: Literal[1, 2] = Field(
+        default=1, description="Registers per length (char_height, dot_pitch, origins): 2 = 32 bits."
+    )
+    word_order: Literal["high-first", "low-first"] = Field(
+        default="high-first", description="Which word of a 32-bit length comes at the lower address."
+    )
+    status_table: Literal["holding", "input"] = Field(
+        default="holding",
+        description="Where status, fault_code, progress_pct and job_counter live (FC3 or FC4).",
+    )
+    status_bits: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "If set, the status register is a bit field: bit numbers of busy, done, fault (and "
+            "optionally ready); states is then not used."
+        ),
+    )
+    start: Literal["command", "handshake", "coil-edge"] = Field(
+        default="command",
+        description=(
+            "command: write commands.start (the register reads 0 once taken); handshake: write "
+            "commands.start, wait until the machine shows busy, write 0; coil-edge: coil start on, "
+            "wait for busy, coil off (the machine starts on the rising edge)."
+        ),
+    )
     commands: dict[str, int] = Field(
         description="Command register values: start, abort, reset_fault, load_pattern."
     )
-    states: dict[str, int] = Field(description="Status register values: idle, busy, done, fault.")
+    states: dict[str, int] = Field(
+        default_factory=dict, description="Status register values: idle, busy, done, fault."
+    )
     coils: dict[str, int] = Field(default_factory=dict, description="start, abort.")
     discrete_inputs: dict[str, int] = Field(default_factory=dict, description="ready, busy, done, fault.")
+    text_encoding: Literal["two-per-register", "one-per-register"] = "two-per-register"
     text_byte_order: Literal["high-first", "low-first"] = "high-first"
     text_separator: str = Field(
         default="\r",
@@ -287,47 +382,108 @@ class ModbusRegisterMap(_Frozen):
         ge=0,
         le=32,
         description=(
-            "How many fields have an (x, y) origin pair (mm x length_scale) from field_origin_start; "
-            "0 = the map has none and the stored pattern places every field."
+            "How many fields have an (x, y) origin (mm x length_scale, length_words each) from "
+            "field_origin_start; 0 = the map has none and the stored pattern places every field."
         ),
     )
+    field_block: ModbusFieldBlock | None = Field(
+        default=None, description="Per-field registers (height, angle, origin per field)."
+    )
+
+    @property
+    def placeable_fields(self) -> int:
+        """How many fields the host can place (0: the stored pattern places them all)."""
+        if self.field_block is not None and self.field_block.x is not None:
+            return self.field_block.count
+        return self.field_origins
+
+    @property
+    def text_chars(self) -> int:
+        """Characters the text block holds."""
+        return self.text_registers * (2 if self.text_encoding == "two-per-register" else 1)
+
+    @property
+    def status_names(self) -> tuple[str, ...]:
+        """The status-table registers this map has, in address order."""
+        names = ("status", "fault_code", "progress_pct", "job_counter")
+        present = [n for n in names if getattr(self, n) is not None]
+        return tuple(sorted(present, key=lambda n: int(getattr(self, n))))
+
+    def widths(self) -> dict[str, tuple[int, int]]:
+        """Holding-register quantities the host writes: name -> (address, registers)."""
+        lw = self.length_words
+        out = {
+            "command": (self.command, 1),
+            "pattern": (self.pattern, 1),
+            "char_height": (self.char_height, lw),
+            "force_pct": (self.force_pct, 1),
+            "speed_pct": (self.speed_pct, 1),
+        }
+        if self.dot_pitch is not None:
+            out["dot_pitch"] = (self.dot_pitch, lw)
+        return out
 
     @model_validator(mode="after")
     def _complete(self) -> ModbusRegisterMap:
-        for name, table, needed in (
-            ("commands", self.commands, {"start", "abort", "reset_fault", "load_pattern"}),
-            ("states", self.states, {"idle", "busy", "done", "fault"}),
-        ):
-            missing = needed - table.keys()
-            if missing:
-                raise ValueError(f"{name} lacks {sorted(missing)}")
-        singles = {
-            "command": self.command,
-            "pattern": self.pattern,
-            "status": self.status,
-            "fault_code": self.fault_code,
-            "progress_pct": self.progress_pct,
-            "job_counter": self.job_counter,
-            "char_height": self.char_height,
-            "dot_pitch": self.dot_pitch,
-            "force_pct": self.force_pct,
-            "speed_pct": self.speed_pct,
+        needed_states = {"idle", "busy", "done", "fault"}
+        if self.status_bits:
+            missing = {"busy", "done", "fault"} - self.status_bits.keys()
+            unknown = self.status_bits.keys() - {"busy", "done", "fault", "ready"}
+            if missing or unknown:
+                raise ValueError(
+                    f"status_bits needs busy, done, fault (and may give ready); got {sorted(self.status_bits)}"
+                )
+            bits = list(self.status_bits.values())
+            if any(not 0 <= b <= 15 for b in bits) or len(set(bits)) != len(bits):
+                raise ValueError("status bits must be distinct numbers 0-15")
+        elif needed_states - self.states.keys():
+            raise ValueError(
+                f"states lacks {sorted(needed_states - self.states.keys())} (or give status_bits)"
+            )
+        missing = {"start", "abort", "reset_fault", "load_pattern"} - self.commands.keys()
+        if missing:
+            raise ValueError(f"commands lacks {sorted(missing)}")
+        if self.start != "command" and 0 in self.commands.values():
+            raise ValueError(
+                "with a handshake or coil-edge start, 0 releases the command: no command may be 0"
+            )
+        if self.start == "coil-edge" and "start" not in self.coils:
+            raise ValueError("start = 'coil-edge' needs coils.start")
+        spans: dict[str, range] = {
+            name: range(address, address + n) for name, (address, n) in self.widths().items()
         }
-        text = range(self.text_start, self.text_start + self.text_registers)
-        origins = range(self.field_origin_start, self.field_origin_start + 2 * self.field_origins)
+        if self.status_table == "holding":
+            spans.update({n: range(getattr(self, n), getattr(self, n) + 1) for n in self.status_names})
+        else:
+            inputs = [getattr(self, n) for n in self.status_names]
+            if len(set(inputs)) != len(inputs):
+                raise ValueError("two status registers share an input register")
+        spans["text block"] = range(self.text_start, self.text_start + self.text_registers)
+        if self.field_origins:
+            size = 2 * self.length_words * self.field_origins
+            spans["field origin block"] = range(self.field_origin_start, self.field_origin_start + size)
+            if spans["field origin block"][-1] > 65535:
+                raise ValueError("the field origin block runs past register 65535")
+        block = self.field_block
+        if block is not None:
+            if block.x is not None and self.field_origins:
+                raise ValueError(
+                    "field origins come from field_block or field_origins, not both (set field_origins = 0)"
+                )
+            offsets = block.offsets(self.length_words)
+            used = sorted(o for r in offsets.values() for o in r)
+            if len(set(used)) != len(used) or used[-1] >= block.stride:
+                raise ValueError("field_block: its registers overlap or do not fit in the stride")
+            for i in range(block.count):
+                for name, r in offsets.items():
+                    base = block.start + block.stride * i
+                    spans[f"field {i + 1} {name}"] = range(base + r.start, base + r.stop)
         seen: dict[int, str] = {}
-        for name, address in singles.items():
-            if address in seen:
-                raise ValueError(f"register {address} is both {seen[address]} and {name}")
-            if address in text:
-                raise ValueError(f"register {address} ({name}) lies inside the text block")
-            if address in origins:
-                raise ValueError(f"register {address} ({name}) lies inside the field origin block")
-            seen[address] = name
-        if self.field_origins and (set(origins) & set(text)):
-            raise ValueError("the field origin block overlaps the text block")
-        if origins and origins[-1] > 65535:
-            raise ValueError("the field origin block runs past register 65535")
+        for name, span in spans.items():
+            for address in span:
+                if address in seen:
+                    raise ValueError(f"register {address} is both {seen[address]} and {name}")
+                seen[address] = name
         return self
 
 
@@ -343,6 +499,14 @@ class ModbusProtocol(_Frozen):
     retries: int = Field(default=3, ge=0, le=10)
     poll_hz_max: float = Field(default=10.0, gt=0, le=100, description="Never poll faster than this.")
     registers: ModbusRegisterMap
+    abort_when_idle: bool = Field(
+        default=False,
+        description=(
+            "Send abort at the end of a job and on close even when the machine is seen idle. Off by "
+            "default: a controller may log or alarm on an abort while idle. An abort is always sent "
+            "while a cycle may be running, whatever this says."
+        ),
+    )
     pattern_numbers: dict[str, int] = Field(
         default_factory=lambda: {"*": 1},
         description=(

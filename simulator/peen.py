@@ -219,7 +219,11 @@ class Pattern:
 
 
 def default_pattern(profile: FirmwareProfile, slots: int = 8) -> Pattern:
-    """Fields of 3 mm 5x7 text stacked 5 mm apart from the top-left of the marking window."""
+    """The profile's ``pattern_origins`` if it gives them (the same data the pre-check judges),
+    else fields of 3 mm 5x7 text stacked 5 mm apart from the top-left of the marking window."""
+    origins = profile.dot_peen.pattern_origins if profile.dot_peen is not None else ()
+    if origins:
+        return Pattern(tuple(FieldSlot(x, y) for x, y in origins))
     top = profile.machine.work_area_y_mm - 2.0 - 3.0
     return Pattern(tuple(FieldSlot(2.0, top - 5.0 * i) for i in range(slots)))
 
@@ -322,6 +326,8 @@ class PeenMarker:
         self.force_pct = 75.0
         self.speed_pct = 100.0
         self.origins: dict[int, tuple[float, float]] = {}  # host override of a field's (x, y)
+        self.field_heights: dict[int, float] = {}  # host override of one field's height
+        self.field_angles: dict[int, float] = {}  # host override of one field's angle
         self.job_counter = 0
         self.stylus_down = False
         self.cycles: list[CycleRecord] = []
@@ -402,14 +408,42 @@ class PeenMarker:
         self.texts[number] = text
         return True
 
-    def start(self) -> bool:
-        """Go: start a cycle of the loaded pattern. Refused while busy, faulted or with no pattern."""
-        if self.busy or self.status is MarkerStatus.FAULT or self.pattern is None:
-            return False
+    def start_refusal(self) -> tuple[str, str] | None:
+        """Why Go would be refused now, as (kind, reason); None if a cycle can start.
+
+        kind: ``busy``, ``fault`` (faulted, or no pattern loaded), ``overflow`` (a text the pattern
+        cannot take: Go also faults the machine, "text field overflow"), ``empty`` (no character
+        to mark), ``window`` (a dot would land outside the marking window). A real controller
+        refuses these before the stylus moves; none of them counts as a job.
+        """
+        if self.busy:
+            return ("busy", "a cycle is running")
+        if self.status is MarkerStatus.FAULT:
+            return ("fault", f"fault {self.fault_code} is active")
+        if self.pattern is None:
+            return ("fault", "no pattern is loaded")
         for number, text in self.texts.items():
-            if self.text_problem(number, text) is not None:
+            problem = self.text_problem(number, text)
+            if problem is not None:
+                return ("overflow", problem)
+        if not any(text.strip() for text in self.texts.values()):
+            return ("empty", "no field has a character to mark")
+        x_max, y_max = self.profile.machine.work_area_x_mm, self.profile.machine.work_area_y_mm
+        for dot in self._plan():
+            if not (0.0 <= dot.x <= x_max and 0.0 <= dot.y <= y_max):
+                return (
+                    "window",
+                    f"a dot at ({dot.x:.1f}, {dot.y:.1f}) mm lies outside the {x_max:g} x {y_max:g} mm window",
+                )
+        return None
+
+    def start(self) -> bool:
+        """Go: start a cycle of the loaded pattern; False if :meth:`start_refusal` gives a reason."""
+        refusal = self.start_refusal()
+        if refusal is not None:
+            if refusal[0] == "overflow":
                 self._set_fault(self.code_for("overflow"))
-                return False
+            return False
         plan = self._plan()
         number = len(self.cycles) + 1
         record = CycleRecord(
@@ -506,12 +540,13 @@ class PeenMarker:
         for number in sorted(self.texts):
             slot = self._slot(number)
             font = FONTS[slot.font]
-            height = self.char_height_mm or slot.height_mm
+            height = self.field_heights.get(number) or self.char_height_mm or slot.height_mm
             pitch_y = height / (font.rows - 1)
             pitch_x = self.dot_pitch_mm or pitch_y
             travel_s = ref_travel_s * (height / 3.175) / speed
             x_mm, y_mm = self.origins.get(number, (slot.x_mm, slot.y_mm))
-            cos, sin = math.cos(math.radians(slot.angle_deg)), math.sin(math.radians(slot.angle_deg))
+            angle = self.field_angles.get(number, slot.angle_deg)
+            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
             for k, char in enumerate(self.texts[number].upper()):
                 cells = font.dots(char)
                 if not cells:

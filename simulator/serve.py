@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import tty
 
 from markctl.simulator.base import ByteDevice
 
 __all__ = ["PtyBridge", "serve_tcp"]
+
+log = logging.getLogger(__name__)
 
 
 class PtyBridge:
@@ -74,7 +77,10 @@ async def serve_tcp(device: ByteDevice, host: str = "127.0.0.1", port: int = 0) 
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if busy.locked():
-            writer.close()  # one host at a time, like a serial port
+            # One host at a time, like the serial port it stands for; the first is not disturbed.
+            log.warning("refused a TCP client from %s: another host is connected (one at a time)",
+                        writer.get_extra_info("peername"))  # fmt: skip
+            writer.close()
             return
         async with busy:
             closed = asyncio.Event()

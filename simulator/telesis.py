@@ -8,8 +8,14 @@ importing the driver's codec, so a misunderstanding in one cannot hide in the ot
 
 Behaviour (the assumed parts are the profile's ``provenance.assumed`` and the framing settings):
 
-* A frame with a bad BCC or an unknown type is answered NAK; a command the machine refuses
-  (Go while busy or faulted, a text it cannot mark, a field number out of range) is answered NAK.
+* A frame with a bad BCC, an unknown type or no CR after its BCC is answered NAK; so is a frame
+  cut short by a new SOH (the parser resynchronises on that SOH) and a frame longer than a full
+  field allows (the rest of it, up to the next SOH, is dropped). A command the machine refuses
+  (Go while busy or faulted, with no character to mark or a dot outside the window; a text it
+  cannot mark or longer than ``field_chars_max``; a field number out of range) is answered NAK.
+* One host at a time, like the serial line it stands for: served on TCP
+  (:func:`markctl.simulator.serve.serve_tcp`), a second client is closed at once and the refusal
+  is logged; the first host's session is not disturbed.
 * Accepted commands are answered ACK (``reply_framing = "ack-nak"``) or echoed whole (``"echo"``).
 * ``P`` loads a pattern (an unknown name is accepted on the wire and faults with the profile's
   "pattern not found" code, as a controller would), ``1``/``V`` fill field nn, ``G`` starts the
@@ -74,6 +80,7 @@ class TelesisSimulator(MarkerFrontEnd):
         self._send: Send | None = None
         self._hang_up: HangUp | None = None
         self._buf = bytearray()
+        self._skipping = False  # dropping the rest of an over-long frame, up to the next SOH
         self.frames_received = 0
         self.naks_sent = 0
         self.transcript: list[tuple[str, bytes]] = []
@@ -85,6 +92,7 @@ class TelesisSimulator(MarkerFrontEnd):
     def attach(self, send: Send, hang_up: HangUp) -> None:
         self._send, self._hang_up = send, hang_up
         self._buf.clear()
+        self._skipping = False
 
     def detach(self) -> None:
         self._send = self._hang_up = None
@@ -128,25 +136,56 @@ class TelesisSimulator(MarkerFrontEnd):
         body += bytes([STX]) + data + bytes([ETX])
         return body + self._bcc(body) + bytes([CR])
 
+    @property
+    def max_frame(self) -> int:
+        """Longest frame the machine buffers: SOH TYPE nn STX, a full field, ETX, a hex BCC, CR."""
+        return self.proto.field_chars_max + 9
+
     def _next_frame(self) -> bytes | None:
-        """Cut the next complete frame out of the buffer (None if incomplete); skip noise before SOH."""
+        """Cut the next frame out of the buffer (None if incomplete).
+
+        Noise before an SOH is skipped. A new SOH before the ETX means the frame in hand was cut
+        short: it is NAKed and parsing starts again at the new SOH (resync). A frame longer than
+        :attr:`max_frame` is NAKed once and the bytes up to the next SOH are dropped. A frame whose
+        byte after the BCC is not CR is returned as it stands (it is NAKed) without swallowing the
+        byte, which may be the next frame's SOH.
+        """
         buf = self._buf
-        start = buf.find(SOH)
-        if start < 0:
-            buf.clear()
-            return None
-        del buf[:start]
-        etx = buf.find(ETX)
-        if etx < 0:
-            if len(buf) > 512:  # garbage without an end: drop it, keep listening
+        while True:
+            if self._skipping:
+                start = buf.find(SOH)
+                if start < 0:
+                    buf.clear()
+                    return None
+                self._skipping = False
+            start = buf.find(SOH)
+            if start < 0:
                 buf.clear()
-            return None
-        end = etx + 1 + (1 if self.proto.bcc_encoding == "binary" else 2) + 1
-        if len(buf) < end:
-            return None
-        frame = bytes(buf[:end])
-        del buf[:end]
-        return frame
+                return None
+            del buf[:start]
+            etx = buf.find(ETX)
+            resync = buf.find(SOH, 1, etx if etx >= 0 else len(buf))
+            if resync > 0:
+                del buf[:resync]  # truncated frame: answer it, then read the new one
+                self._nak()
+                continue
+            if etx < 0:
+                if len(buf) > self.max_frame:
+                    buf.clear()
+                    self._skipping = True
+                    self._nak()
+                return None
+            if etx + 1 > self.max_frame:
+                del buf[: etx + 1]
+                self._nak()
+                continue
+            bcc_end = etx + 1 + (1 if self.proto.bcc_encoding == "binary" else 2)
+            if len(buf) <= bcc_end:
+                return None
+            end = bcc_end + 1 if buf[bcc_end] == CR else bcc_end
+            frame = bytes(buf[:end])
+            del buf[:end]
+            return frame
 
     # --- messages --------------------------------------------------------------------------
 
@@ -170,7 +209,9 @@ class TelesisSimulator(MarkerFrontEnd):
         if self._fault_now("badbcc"):
             self._badbcc_pending = True
         etx = frame.index(ETX)  # _next_frame cut the frame at its first ETX
-        body, bcc, tail = frame[: etx + 1], frame[etx + 1 : -1], frame[-1]
+        bcc_len = 1 if self.proto.bcc_encoding == "binary" else 2
+        body, bcc = frame[: etx + 1], frame[etx + 1 : etx + 1 + bcc_len]
+        tail = frame[-1] if len(frame) == etx + bcc_len + 2 else -1  # -1: no CR after the BCC
         stx = body.find(STX)
         header = body[1:stx] if stx > 0 else b""
         if self.proto.bcc_encoding == "hex":
@@ -201,7 +242,8 @@ class TelesisSimulator(MarkerFrontEnd):
             if ok:
                 m.load_pattern(text)  # an unknown name is accepted here and faults the machine
         elif type_ in ("V", "1"):
-            ok = number is not None and m.set_text(number, text)
+            # A field longer than the controller's buffer is refused, not cut (field_chars_max).
+            ok = number is not None and len(text) <= self.proto.field_chars_max and m.set_text(number, text)
         elif type_ == "G":
             ok = m.start()
         elif type_ == "O":

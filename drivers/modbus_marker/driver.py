@@ -11,13 +11,22 @@ the pattern number (digits are their own number, other names go through the prof
 register in ``text_byte_order``, fields joined by ``text_separator``, NUL-padded); ``char_height``
 and ``dot_pitch`` (mm x ``length_scale``), ``force_pct``, ``speed_pct``; each field's (x, y)
 origin when the map has ``field_origins`` (markctl's extension of the §5.6 map: registers 60-75
-for fields 1-8 by default); ``command`` = ``start``
-(or the ``start`` coil); then status / fault code / progress / job counter polled, never faster
-than the profile's ``poll_hz_max`` (the next poll leaves a whole period after the previous answer),
-until Done with a new job count, or Fault.
+for fields 1-8 by default) or each field's own block (``field_block``: height, angle, origin);
+then Go as the map gives it (``start``: the command value, a handshake on the command register,
+or a coil edge, both held until the machine shows busy, then released); then status / fault code
+and, when the map has them, progress / job counter polled, never faster than the profile's
+``poll_hz_max`` (the next poll leaves a whole period after the previous answer), until Done or
+Fault. Map variants are data too: status in input registers or as a bit field, lengths over two
+registers in either word order, one character per register. Without a progress register the
+progress is estimated from the profile's rate and reported as such; without a job counter a Done
+counts when busy was seen after Go or the status was not Done before it.
 
 Safe state: ``command`` = ``abort`` (or the ``abort`` coil), confirmed by a status that is not Busy
-and, when the map has one, a ``busy`` discrete input that is off. The map has no pause.
+and, when the map has one, a ``busy`` discrete input that is off. The abort is sent whenever a
+cycle may be running: a start was sent and its end (Done with a new job count, or Fault) was not
+seen, or the status says Busy. When no cycle of ours can be running, the profile's
+``abort_when_idle`` (default false) decides: a real controller may log or alarm on an abort while
+idle, so by default the idle state is only confirmed by reading it. The map has no pause.
 
 Errors come from :mod:`markctl.drivers.transports.modbus` already named by register (Modbus
 exception -> DeviceError, no answer -> MachineTimeoutError, lost link -> MachineConnectionError).
@@ -64,15 +73,18 @@ class MarkerStatus:
     state: str  # idle | busy | done | fault
     raw: int
     fault_code: int
-    progress_pct: int
-    job_counter: int
+    progress_pct: int | None  # None: the map has no progress register
+    job_counter: int | None  # None: the map has no job counter
 
 
-def pack_text(text: str, registers: int, byte_order: str) -> list[int]:
-    """Two ASCII characters per register, NUL-padded to ``registers``; ValueError if it does not fit."""
+def pack_text(text: str, registers: int, byte_order: str, encoding: str = "two-per-register") -> list[int]:
+    """ASCII, two characters per register (or one), NUL-padded to ``registers``; ValueError if too long."""
     data = text.encode("ascii")
-    if len(data) > registers * 2:
+    per = 2 if encoding == "two-per-register" else 1
+    if len(data) > registers * per:
         raise ValueError(f"{len(data)} characters do not fit in {registers} registers")
+    if per == 1:
+        return list(data.ljust(registers, b"\0"))
     data = data.ljust(registers * 2, b"\0")
     words = []
     for i in range(0, len(data), 2):
@@ -145,18 +157,31 @@ class ModbusMarkerDriver(Driver):
         self._last_status_at = -1e9
         self.status_polls = 0
         self._poll_times: list[float] = []  # monotonic time each poll was sent (benchmarks)
+        self._cycle_open = False  # a start was sent and the cycle's end not yet seen
 
     # --- register access -------------------------------------------------------------------
 
     def _what(self, name: str, address: int, table: str = "holding") -> str:
         return f"{name} ({table} {address})"
 
+    def _words(self, value: int, n: int) -> list[int]:
+        """A length value as ``n`` registers in the map's word order."""
+        if n == 1:
+            return [value & 0xFFFF]
+        high, low = (value >> 16) & 0xFFFF, value & 0xFFFF
+        return [high, low] if self.map.word_order == "high-first" else [low, high]
+
     async def _write(self, values: dict[str, int]) -> None:
-        """Write named holding registers, one request per contiguous run."""
-        by_address = {getattr(self.map, name): value for name, value in values.items()}
-        names = {getattr(self.map, name): name for name in values}
+        """Write named holding quantities, one request per contiguous run."""
+        widths = self.map.widths()
+        by_address: dict[int, int] = {}
+        names: dict[int, str] = {}
+        for name, value in values.items():
+            address, n = widths[name]
+            for k, word in enumerate(self._words(value, n)):
+                by_address[address + k], names[address + k] = word, name
         for start, run in _runs(by_address):
-            label = "+".join(names[a] for a in range(start, start + len(run)))
+            label = "+".join(dict.fromkeys(names[a] for a in range(start, start + len(run))))
             if len(run) == 1:
                 await self.link.write_register(start, run[0], what=self._what(label, start))
             else:
@@ -172,6 +197,36 @@ class ModbusMarkerDriver(Driver):
             await self.link.write_coil(address, True, what=self._what(f"{name} coil", address, "coil"))
             return
         await self._write({"command": self.map.commands[name]})
+        if self.map.start != "command":
+            await self._write({"command": 0})  # handshake: release, so the next command is an edge
+
+    async def _start(self) -> None:
+        """Go, as the map gives it: a command, or a handshake / coil edge held until the machine shows busy."""
+        m = self.map
+        if m.start == "command":
+            await self._command("start")
+            return
+        if m.start == "coil-edge":
+            address = m.coils["start"]
+            what = self._what("start coil", address, "coil")
+            await self.link.write_coil(address, True, what=what)
+        else:
+            await self._write({"command": m.commands["start"]})
+        try:
+            for _ in range(max(5, round(self.poll_hz * 5))):
+                st = await self.read_status()
+                if st.state != "idle":  # busy, or already done or faulted: the start was taken
+                    return
+            raise MachineTimeoutError(
+                f"{self.name}: the machine did not show busy after the start {m.start}",
+                address=self.name,
+                code="start-handshake",
+            )
+        finally:
+            if m.start == "coil-edge":
+                await self.link.write_coil(m.coils["start"], False, what=what)
+            else:
+                await self._write({"command": 0})
 
     async def _pace(self) -> None:
         """Wait so that no two polls are closer than 1/poll_hz (measured from the previous answer)."""
@@ -180,35 +235,48 @@ class ModbusMarkerDriver(Driver):
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def _decode_state(self, raw: int) -> str | None:
+        bits = self.map.status_bits
+        if not bits:
+            return {v: k for k, v in self.map.states.items()}.get(raw)
+        for name in ("fault", "busy", "done"):  # a fault outranks busy, busy outranks done
+            if raw >> bits[name] & 1:
+                return name
+        return "idle"
+
     async def read_status(self) -> MarkerStatus:
-        """One status poll (status, fault code, progress, job counter), rate-limited."""
+        """One status poll (status, fault code and, when the map has them, progress and job counter)."""
         await self._pace()
         m = self.map
-        names = ("status", "fault_code", "progress_pct", "job_counter")
-        addresses = {getattr(m, n): n for n in names}
+        addresses = {int(getattr(m, n)): n for n in m.status_names}
+        table = m.status_table
+        read = self.link.read_registers if table == "holding" else self.link.read_input_registers
         values: dict[str, int] = {}
         self._poll_times.append(time.monotonic())
         try:
             for start, run in _runs({a: 0 for a in addresses}):
                 label = "+".join(addresses[a] for a in range(start, start + len(run)))
-                words = await self.link.read_registers(start, len(run), what=self._what(label, start))
+                words = await read(start, len(run), what=self._what(label, start, table))
                 for offset, word in enumerate(words):
                     values[addresses[start + offset]] = word
         finally:
             self._next_poll = asyncio.get_running_loop().time() + 1.0 / self.poll_hz
         self.status_polls += 1
         self._last_status_at = asyncio.get_running_loop().time()
-        by_value = {v: k for k, v in m.states.items()}
-        state = by_value.get(values["status"])
+        state = self._decode_state(values["status"])
         if state is None:
             raise ProtocolError(
-                f"{self.name}: status (holding {m.status}) = {values['status']}, not one of the profile's "
+                f"{self.name}: status ({table} {m.status}) = {values['status']}, not one of the profile's "
                 f"states {dict(m.states)}",
                 raw=values["status"].to_bytes(2, "big"),
                 address=self.name,
             )
         self.last_status = MarkerStatus(
-            state, values["status"], values["fault_code"], values["progress_pct"], values["job_counter"]
+            state,
+            values["status"],
+            values["fault_code"],
+            values.get("progress_pct"),
+            values.get("job_counter"),
         )
         return self.last_status
 
@@ -272,13 +340,19 @@ class ModbusMarkerDriver(Driver):
             )
         self.pattern_number(program.pattern)
         first = program.fields[0]
-        if m.field_origins and len(program.fields) > m.field_origins:
-            raise ValueError(f"{len(program.fields)} fields, the map has origins for {m.field_origins}")
+        limit = 0xFFFF if m.length_words == 1 else 0xFFFFFFFF
+        placeable = m.placeable_fields
+        if placeable and len(program.fields) > placeable:
+            raise ValueError(f"{len(program.fields)} fields, the map has origins for {placeable}")
+        block = m.field_block
+        own_height = block is not None and block.height is not None
+        if block is not None and len(program.fields) > block.count:
+            raise ValueError(f"{len(program.fields)} fields, the map has registers for {block.count}")
         fonts = self.profile.dot_peen.fonts if self.profile.dot_peen else ()
         for i, f in enumerate(program.fields, 1):
             if fonts and f.font not in fonts:
                 raise ValueError(f"field {i}: font {f.font!r} is not one of this machine's fonts {fonts}")
-            if (f.height_mm, f.dot_pitch_mm, f.force_pct) != (
+            if (f.height_mm if not own_height else first.height_mm, f.dot_pitch_mm, f.force_pct) != (
                 first.height_mm,
                 first.dot_pitch_mm,
                 first.force_pct,
@@ -289,15 +363,36 @@ class ModbusMarkerDriver(Driver):
                 )
             if m.text_separator in f.text or not all(0x20 <= ord(c) <= 0x7E for c in f.text):
                 raise ValueError(f"field {i}: {f.text!r} must be printable ASCII without the text separator")
+            if own_height and not 0 <= round(f.height_mm * m.length_scale) <= limit:
+                raise ValueError(f"field {i}: height {f.height_mm} mm does not fit a register")
             for value, axis in ((f.x_mm, "x"), (f.y_mm, "y")):
-                if m.field_origins and not 0 <= round(value * m.length_scale) <= 0xFFFF:
+                if placeable and not 0 <= round(value * m.length_scale) <= limit:
                     raise ValueError(f"field {i}: {axis} = {value} mm does not fit an unsigned register")
         text = m.text_separator.join(f.text for f in program.fields)
-        if len(text) > m.text_registers * 2:
-            raise ValueError(f"{len(text)} characters of text, the map holds {m.text_registers * 2}")
+        if len(text) > m.text_chars:
+            raise ValueError(f"{len(text)} characters of text, the map holds {m.text_chars}")
         for name, value in (("char_height", first.height_mm), ("dot_pitch", first.dot_pitch_mm or 0.0)):
-            if not 0 <= round(value * m.length_scale) <= 0xFFFF:
+            if not 0 <= round(value * m.length_scale) <= limit:
                 raise ValueError(f"{name} {value} mm does not fit a register at scale {m.length_scale:g}")
+
+    async def _write_field_blocks(self, program: PatternProgram) -> None:
+        """Each field's own registers (height, angle, origin), one request per contiguous run."""
+        m, block = self.map, self.map.field_block
+        assert block is not None
+        for i, f in enumerate(program.fields, 1):
+            base = block.start + block.stride * (i - 1)
+            values = {
+                "height": round(f.height_mm * m.length_scale),
+                "angle": round((f.angle_deg % 360.0) * block.angle_scale),
+                "x": round(f.x_mm * m.length_scale),
+                "y": round(f.y_mm * m.length_scale),
+            }
+            words: dict[int, int] = {}
+            for name, offsets in block.offsets(m.length_words).items():
+                for k, word in enumerate(self._words(values[name], len(offsets))):
+                    words[base + offsets.start + k] = word
+            for start, run in _runs(words):
+                await self.link.write_registers(start, run, what=self._what(f"field {i} block", start))
 
     def _expected_s(self, program: PatternProgram) -> float:
         return expected_marking_s(self.profile, program)
@@ -335,73 +430,114 @@ class ModbusMarkerDriver(Driver):
             )
         job.report(0, total, f"pattern {program.pattern} loaded")
         text = m.text_separator.join(f.text for f in program.fields)
-        words = pack_text(text, m.text_registers, m.text_byte_order)
+        words = pack_text(text, m.text_registers, m.text_byte_order, m.text_encoding)
         await self.link.write_registers(
             m.text_start, words, what=self._what(f"text[{m.text_registers}]", m.text_start)
         )
         first = program.fields[0]
         force = round(first.force_pct) if first.force_pct is not None else 0  # 0 = the machine's default
-        await self._write(
-            {
-                "char_height": round(first.height_mm * m.length_scale),
-                "dot_pitch": round((first.dot_pitch_mm or 0.0) * m.length_scale),
-                "force_pct": force,
-                "speed_pct": self.opts.speed_pct,
-            }
-        )
+        parameters = {
+            "char_height": round(first.height_mm * m.length_scale),
+            "force_pct": force,
+            "speed_pct": self.opts.speed_pct,
+        }
+        if m.dot_pitch is not None:  # a map without one marks at the pattern's own pitch
+            parameters["dot_pitch"] = round((first.dot_pitch_mm or 0.0) * m.length_scale)
+        await self._write(parameters)
         if m.field_origins:
-            origins = [round(v * m.length_scale) for f in program.fields for v in (f.x_mm, f.y_mm)]
+            origins = [
+                word
+                for f in program.fields
+                for v in (f.x_mm, f.y_mm)
+                for word in self._words(round(v * m.length_scale), m.length_words)
+            ]
             await self.link.write_registers(
                 m.field_origin_start,
                 origins,
                 what=self._what(f"field origins[{len(program.fields)}]", m.field_origin_start),
             )
+        if m.field_block is not None:
+            await self._write_field_blocks(program)
         job.report(0, total, f"{len(program.fields)} field(s) and parameters written")
-        counter_before = st.job_counter
         job.begin_cycle()  # Start sets the stylus going
-        await self._command("start")
+        self._cycle_open = True  # from here until its end is seen, the safe state sends abort
+        await self._start()
         self.set_state(State.RUN, raw="busy")
-        return await self._watch_cycle(program, job, total, counter_before)
+        return await self._watch_cycle(program, job, total, st)
 
     async def _watch_cycle(
-        self, program: PatternProgram, job: JobHandle, total: int, counter_before: int
+        self, program: PatternProgram, job: JobHandle, total: int, before: MarkerStatus
     ) -> JobResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         expected = self._expected_s(program)
         limit = expected * self.opts.cycle_margin + 10.0
+        seen_busy = False
         while True:
             st = await self.read_status()
-            done = min(total, st.progress_pct * total // 100)
+            elapsed = loop.time() - started
+            seen_busy = seen_busy or st.state == "busy"
+            if st.progress_pct is not None:
+                pct, how = st.progress_pct, "reported"
+            else:  # no progress register: estimate from the profile's rate, and say so
+                pct, how = (min(99, round(100 * elapsed / expected)) if expected else 0), "estimated"
+            done = min(total, pct * total // 100)
             if st.state == "fault":
+                self._cycle_open = False  # the controller stopped the cycle itself
                 self.set_state(State.FAULT, raw=f"fault {st.fault_code}")
                 return JobResult(
                     Outcome.FAULT,
                     f"{self.name}: marker fault during the cycle: {st.fault_code} {self.fault_text(st.fault_code)}; "
-                    f"progress {st.progress_pct} % (~{done} of {total} characters)",
+                    f"progress {pct} % {how} (~{done} of {total} characters)",
                     code=str(st.fault_code),
                     done=done,
                     total=total,
                 )
-            if st.state == "done" and st.job_counter != counter_before:
+            if st.job_counter is not None and before.job_counter is not None:
+                ours = st.job_counter != before.job_counter  # a new job count: this cycle's Done
+            else:  # no counter: a Done not left over from before the start
+                ours = seen_busy or before.state != "done"
+            if st.state == "done" and ours:
+                self._cycle_open = False
                 job.report(total, total, "done")
                 self.set_state(State.IDLE, raw="done")
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
-            job.report(done, total, f"marking, {st.progress_pct} %")
-            elapsed = loop.time() - started
-            wait = poll_delay(
-                elapsed, st.progress_pct / 100, expected, 1.0 / self.poll_hz, self.opts.slow_poll_s
-            )
+            job.report(done, total, f"marking, {pct} % ({how})")
+            wait = poll_delay(elapsed, pct / 100, expected, 1.0 / self.poll_hz, self.opts.slow_poll_s)
             self._next_poll = max(self._next_poll, loop.time() + wait)
             if elapsed > limit:
                 raise MachineTimeoutError(
                     f"{self.name}: cycle not done after {elapsed:.1f} s (expected {expected:.1f} s); "
-                    f"status {st.state}, progress {st.progress_pct} %",
+                    f"status {st.state}, progress {pct} % ({how})",
                     address=self.name,
                     code="cycle-timeout",
                 )
 
+    async def _not_busy(self, st: MarkerStatus) -> str | None:
+        """How the machine shows it is not in a cycle (status, and the busy input if mapped), or None."""
+        if st.state == "busy":
+            return None
+        confirm = f"status {st.state}"
+        if "busy" in self.map.discrete_inputs:
+            # A second, independent signal: the busy output as a discrete input.
+            address = self.map.discrete_inputs["busy"]
+            bits = await self.link.read_discrete_inputs(
+                address, 1, what=self._what("busy", address, "discrete input")
+            )
+            if bits[0]:
+                return None
+            confirm += ", busy input off"
+        return confirm
+
     async def _make_safe(self, reason: str) -> str:
+        if not self.proto.abort_when_idle and not self._cycle_open:
+            # No cycle of ours can be running (none was started, or its end was seen): confirm the
+            # machine is idle without an abort, which a controller may log or alarm on.
+            st = await self.read_status()
+            confirm = await self._not_busy(st)
+            if confirm is not None:
+                self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
+                return f"no abort needed: {confirm}"
         await self._command("abort")
         # The cycle's adaptive schedule may have set the next poll up to slow_poll_s away; confirming
         # the stop must wait only for the poll limit, counted from the last answer.
@@ -409,17 +545,9 @@ class ModbusMarkerDriver(Driver):
         how = "abort coil" if self.opts.use_coils and "abort" in self.map.coils else "command=abort"
         for _ in range(max(3, round(self.poll_hz * 3))):
             st = await self.read_status()
-            if st.state != "busy":
-                confirm = f"status {st.state}"
-                if "busy" in self.map.discrete_inputs:
-                    # A second, independent signal: the busy output as a discrete input.
-                    address = self.map.discrete_inputs["busy"]
-                    bits = await self.link.read_discrete_inputs(
-                        address, 1, what=self._what("busy", address, "discrete input")
-                    )
-                    if bits[0]:
-                        continue
-                    confirm += ", busy input off"
+            confirm = await self._not_busy(st)
+            if confirm is not None:
+                self._cycle_open = False
                 self.set_state(State.FAULT if st.state == "fault" else State.IDLE, raw=st.state)
                 return f"{how} written; {confirm}"
         raise SafetyError(f"{self.name}: still busy after {how}", address=self.name)

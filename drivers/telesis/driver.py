@@ -12,7 +12,9 @@ profile; see :mod:`markctl.drivers.telesis.codec`.
 
 Safe state (assumed, see the profile's provenance): ``O`` (reset and put online) stops a running
 cycle and retracts the stylus; it is confirmed by an ``I`` status that shows the machine not Busy.
-The protocol has no pause, so pause/resume are refused.
+``O`` is sent whenever a cycle may be running (a Go was sent and its end not seen, or the status
+says Busy); when none can be, the profile's ``abort_when_idle`` (default false) decides, since a
+controller may log an ``O`` and it clears a fault the operator has not seen. The protocol has no pause, so pause/resume are refused.
 
 Progress is in characters. With ``status_format = "io-fault-count"`` the machine reports how many
 characters it has marked; with the plain ``io`` format the driver can only estimate from elapsed
@@ -27,7 +29,7 @@ import time
 from typing import ClassVar
 
 from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
-from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay
+from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay, raise_if_cancelled
 from markctl.drivers.telesis import codec
 from markctl.errors import (
     DeviceError,
@@ -80,6 +82,7 @@ class TelesisDriver(Driver):
         self._next_poll = 0.0  # loop time before which no status request may leave
         self._last_status_at = -1e9
         self._interrupted = False  # an exchange was cancelled while waiting for its answer
+        self._cycle_open = False  # a Go was sent and the cycle's end not yet seen
 
     # --- requests --------------------------------------------------------------------------
 
@@ -158,6 +161,7 @@ class TelesisDriver(Driver):
                 if remaining <= 0:
                     return f"no answer within {self.proto.reply_timeout_s:g} s"
                 data = await self.transport.read(timeout=remaining)
+                raise_if_cancelled()  # an abort that arrived with the data (Python 3.11 wait_for)
                 if data:
                     self.log("rx", data)
                     self._decoder.feed(data)
@@ -224,7 +228,16 @@ class TelesisDriver(Driver):
 
     async def _handshake(self) -> DeviceInfo:
         self._decoder = codec.FrameDecoder(self.framing)
-        first = await self.read_status()
+        try:
+            first = await self.read_status()
+        except MachineConnectionError as exc:
+            # A controller (or its serial bridge) serves one host at a time and closes a second
+            # connection at once: the first status request is where that shows.
+            raise MachineConnectionError(
+                f"{self.name}: the marker closed the connection before answering ({exc})",
+                address=self.name,
+                hint="is another host connected to it? a marker serves one host at a time",
+            ) from exc
         st = first
         if st.fault or not st.ready:
             await self._command(codec.reset_online(self.framing), "O (reset/online)")
@@ -297,6 +310,7 @@ class TelesisDriver(Driver):
                 address=self.name,
             )
         job.begin_cycle()  # Go starts the stylus
+        self._cycle_open = True  # until its end is seen, the safe state sends O
         await self._command(codec.go(self.framing), "G (go)")
         self.set_state(State.RUN, raw="busy")
         return await self._watch_cycle(program, job, total, done_before=before.done)
@@ -322,6 +336,7 @@ class TelesisDriver(Driver):
                     "estimated",
                 )
             if st.fault:
+                self._cycle_open = False  # the controller stopped the cycle itself
                 self.set_state(State.FAULT, raw=st.describe())
                 code = st.fault_code
                 return JobResult(
@@ -334,6 +349,7 @@ class TelesisDriver(Driver):
                 )
             finished = st.done and not st.busy and (seen_busy or not done_before or done >= total)
             if finished:
+                self._cycle_open = False
                 job.report(total, total, "done")
                 self.set_state(State.IDLE, raw=st.describe())
                 return JobResult(Outcome.DONE, f"{total} characters marked", done=total, total=total)
@@ -357,10 +373,18 @@ class TelesisDriver(Driver):
     async def _make_safe(self, reason: str) -> str:
         if not self.transport.is_open:
             raise MachineConnectionError(f"{self.name}: link is down; cannot send O", address=self.name)
+        if not self.proto.abort_when_idle and not self._cycle_open:
+            # No cycle of ours can be running: confirm it by the status, without an O that the
+            # controller may log (and that would clear a fault the operator has not seen).
+            st = await self.read_status()
+            if not st.busy:
+                self.set_state(State.FAULT if st.fault else State.IDLE, raw=st.describe())
+                return f"no O needed: status {st.describe()} (not busy)"
         await self._command(codec.reset_online(self.framing), "O (reset/online)")
         for _ in range(max(3, math.ceil(self.poll_hz * 3))):
             st = await self.read_status()
             if not st.busy:
+                self._cycle_open = False
                 self.set_state(State.FAULT if st.fault else State.IDLE, raw=st.describe())
                 return f"O (reset/online) acknowledged; status {st.describe()} (not busy)"
         raise SafetyError(f"{self.name}: still busy after O (reset/online)", address=self.name)

@@ -11,9 +11,13 @@ This is the boundary where pymodbus stops (STYLE.md §5): every call names the r
 
 * an exception response (``isError()``) becomes :class:`DeviceError` with
   ``device_code="modbus-exception:N"`` and the exception's name;
-* no answer within the timeout (pymodbus ``ModbusIOException``) becomes :class:`MachineTimeoutError`;
-* a lost or refused connection (``ConnectionException``, OS errors) becomes
-  :class:`MachineConnectionError`; any other pymodbus error becomes :class:`ProtocolError`.
+* no answer within the timeout (pymodbus ``ModbusIOException`` on a live connection) becomes
+  :class:`MachineTimeoutError` naming the unit id (on RTU a wrong unit id is silence);
+* a lost or refused connection (``ConnectionException``, OS errors, and ``ModbusIOException``
+  once the socket is closed, which is how pymodbus 3.16 reports a request it could not send)
+  becomes :class:`MachineConnectionError`; gateway exceptions 10/11 (nothing answers that unit
+  id) become a :class:`DeviceError` naming the unit; any other pymodbus error becomes
+  :class:`ProtocolError`.
 
 No pymodbus object or exception leaves this module.
 
@@ -34,6 +38,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from markctl.drivers.pattern import raise_if_cancelled
 from markctl.drivers.transports.base import TransportOptions
 from markctl.errors import DeviceError, MachineConnectionError, MachineTimeoutError, ProtocolError
 
@@ -132,7 +137,11 @@ class ModbusLink:
             ) from exc
         if not connected:
             client.close()
-            raise MachineConnectionError(f"cannot connect to {self.location}", address=self.location)
+            raise MachineConnectionError(
+                f"cannot connect to {self.location}: nothing accepted the connection",
+                address=self.location,
+                hint="check that the machine is on and that the address and port are its own",
+            )
         self._client = client
 
     async def close(self) -> None:
@@ -158,15 +167,26 @@ class ModbusLink:
         try:
             response = await self._uncancelled(call)
         except ModbusIOException as exc:
+            if self._client is None or not self._client.connected:
+                # pymodbus reports a request it could not send on a closed socket as "no
+                # response": the cause is the lost link, not a slow machine.
+                raise MachineConnectionError(
+                    f"{self.location}: connection lost during {what} (the machine or a gateway closed it)",
+                    address=self.location,
+                    hint="check the machine and the network, then recover the machine",
+                ) from exc
             raise MachineTimeoutError(
                 f"{self.location}: no answer for {what} within {self.setting('timeout'):g} s "
-                f"(after {self.setting('retries')} retries)",
+                f"(after {self.setting('retries')} retries) from unit {self.unit}",
                 address=self.location,
                 code="modbus-timeout",
+                hint=f"check that the machine is on, answers unit id {self.unit} and the line settings match",
             ) from exc
         except ConnectionException as exc:
             raise MachineConnectionError(
-                f"{self.location}: connection lost during {what}", address=self.location
+                f"{self.location}: connection lost during {what}",
+                address=self.location,
+                hint="check the machine and the network, then recover the machine",
             ) from exc
         except ModbusException as exc:
             raise ProtocolError(
@@ -176,9 +196,19 @@ class ModbusLink:
             raise MachineConnectionError(f"{self.location}: {what}: {exc}", address=self.location) from exc
         finally:
             self.busy_s += time.monotonic() - started
+        raise_if_cancelled()  # an abort that arrived with the answer (Python 3.11 wait_for)
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
+            if code in (10, 11):
+                # Gateway exceptions (Application Protocol §7): nothing answers this unit id there.
+                raise DeviceError(
+                    f"{self.location}: no device with unit id {self.unit} answers there "
+                    f"(Modbus exception {code}, {name}, for {what}); check the unit id "
+                    "(?unit= in the address, or protocol.unit in the profile)",
+                    device_code=f"modbus-exception:{code}",
+                    address=self.location,
+                )
             raise DeviceError(
                 f"{self.location}: device {self.unit} answered {what} with Modbus exception {code} ({name})",
                 device_code=f"modbus-exception:{code}",
@@ -215,6 +245,18 @@ class ModbusLink:
         client = self._live(what)
         rr = await self._call(
             what, lambda: client.read_holding_registers(address, count=count, device_id=self.unit)
+        )
+        values = [int(v) for v in rr.registers]
+        if len(values) != count:
+            raise ProtocolError(
+                f"{what}: asked for {count} registers, got {len(values)}", raw=b"", address=self.location
+            )
+        return values
+
+    async def read_input_registers(self, address: int, count: int, *, what: str) -> list[int]:
+        client = self._live(what)
+        rr = await self._call(
+            what, lambda: client.read_input_registers(address, count=count, device_id=self.unit)
         )
         values = [int(v) for v in rr.registers]
         if len(values) != count:

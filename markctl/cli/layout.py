@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from markctl.errors import LayoutError
+from markctl.jobs.capabilities import machine_problems
 from markctl.layouts import (
     Layout,
     MarkRequest,
@@ -262,11 +263,17 @@ def check_cmd(
         return 0 if report.passed else 1
     layout = compose(req, _book(rules))
     report = check(layout)
+    cannot = machine_problems(program(layout), layout.machine)
     if as_json:
-        typer.echo(json.dumps({"profile": layout.rules.id, **report.to_dict()}, indent=2))
+        capabilities = {"machine": layout.machine.id, "machine_problems": [
+            {"capability": p.capability, "message": p.message, "blocking": p.blocking} for p in cannot
+        ]}  # fmt: skip
+        typer.echo(json.dumps({"profile": layout.rules.id, **report.to_dict(), **capabilities}, indent=2))
     else:
         _table(report, layout)
-    return 0 if report.passed else 1
+        for problem in cannot:
+            typer.echo(f"{'cannot' if problem.blocking else 'warning'}: {problem}")
+    return 0 if report.passed and not any(p.blocking for p in cannot) else 1
 
 
 def layout_cmd(
@@ -313,6 +320,7 @@ def layout_cmd(
     layout = compose(req, _book(rules))
     report = check(layout)
     prog = program(layout)
+    cannot = machine_problems(prog, layout.machine)
     stats = program_stats(prog, layout.machine)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.svg").write_text(render_svg(layout, report.findings), "utf-8")
@@ -331,7 +339,9 @@ def layout_cmd(
         )
     )
     typer.echo(f"wrote {out}/{name}.svg, .png, .program.json, .findings.json")
-    return 0 if report.passed else 1
+    for problem in cannot:
+        typer.echo(f"{'cannot' if problem.blocking else 'warning'}: {problem}")
+    return 0 if report.passed and not any(p.blocking for p in cannot) else 1
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
+from markctl.jobs.capabilities import machine_problems
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import FACT_COLUMNS, Manifest, ManifestItem
 from markctl.jobs.owner import this_process
@@ -150,6 +151,11 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
         )
     except (LayoutError, ConfigError) as exc:
         prepared.error = str(exc)
+        return prepared
+    # What the machine cannot do is not a finding a supervisor can override: refuse it here.
+    cannot = [p for p in machine_problems(prepared.program, machine_profile) if p.blocking]
+    if cannot:
+        prepared.error = "; ".join(str(p) for p in cannot)
     return prepared
 
 

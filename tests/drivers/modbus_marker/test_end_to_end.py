@@ -19,6 +19,8 @@ from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
 from markctl.simulator.peen_modbus import ModbusMarkerSimulator
 
+from .conftest import peen_profile  # noqa: TID252
+
 A1 = PatternProgram("7", (PatternField("A1", 4.0, 20.0, 30.0),))
 R = 0.6 * 116.25 / 150
 P = 4.0 / 6
@@ -62,6 +64,11 @@ async def test_start_and_abort_through_coils(peen_rig) -> None:
         result = await rig.driver.run(A1)
         assert result.outcome is Outcome.DONE
         assert_a1_marked(rig.sim)
+        coil_writes = [r for r in rig.sim.requests if r.function_code == 5 and r.write]
+        assert [r.address for r in coil_writes] == [0]  # start; the machine was seen idle: no abort
+    always = peen_profile(abort_when_idle=True)
+    async with peen_rig(profile=always, program=A1, options=ModbusMarkerOptions(use_coils=True)) as rig:
+        assert (await rig.driver.run(A1)).outcome is Outcome.DONE
         coil_writes = [r for r in rig.sim.requests if r.function_code == 5 and r.write]
         assert [r.address for r in coil_writes][:2] == [0, 1]  # start coil, then abort coil (safe state)
 

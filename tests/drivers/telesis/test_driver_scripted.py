@@ -30,8 +30,9 @@ CLOSE = [(O_, ACK), (I_, status(READY))]  # close(): reset/online, confirmed not
 
 
 def telesis_profile(**protocol: object) -> FirmwareProfile:
+    """telesis-tmp, with O sent at every safe state (these scripts check its bytes) unless told."""
     data = load_profile("telesis-tmp").model_dump()
-    data["protocol"].update(protocol)
+    data["protocol"].update({"abort_when_idle": True, **protocol})
     return FirmwareProfile.model_validate(data)
 
 
@@ -39,7 +40,7 @@ def driver_for(
     steps: list[tuple[bytes, bytes]], **protocol: object
 ) -> tuple[TelesisDriver, ScriptedTransport]:
     transport = ScriptedTransport(steps)
-    profile = telesis_profile(**protocol) if protocol else telesis_profile()
+    profile = telesis_profile(**protocol)
     # 50 Hz polls keep the scripted exchanges quick; the profile caps it at 4 Hz anyway.
     return TelesisDriver(transport, profile, TelesisOptions(poll_hz=50)), transport
 
@@ -197,3 +198,26 @@ async def test_a_late_answer_to_an_interrupted_frame_is_not_taken_for_the_next()
         await asyncio.wait_for(driver._command(encode_frame(F, "P", None, b"X"), "P"), 0.01)
     with pytest.raises(DeviceError, match="refused O .* 3 times"):
         await driver._command(O_, "O")
+
+
+async def test_by_default_an_idle_machine_gets_no_o_only_a_status_read() -> None:
+    program = PatternProgram("SERIAL", (PatternField("AB1", 3.0, 0, 0),))
+    driver, t = driver_for(
+        [
+            (I_, status(READY)),
+            (b"\x01P\x02SERIAL\x03Q\r", ACK),
+            (encode_frame(F, "V", 1, b"AB1"), ACK),
+            (I_, status(READY)),
+            (G_, ACK),
+            (I_, status(DONE, chars=3)),
+            (I_, status(DONE, chars=3)),  # safe state: seen not busy, no O (abort_when_idle = false)
+            (I_, status(READY)),  # close(): the same
+        ],
+        abort_when_idle=False,
+    )
+    await driver.connect()
+    result = await driver.run(program)
+    await driver.close()
+    assert result.outcome is Outcome.DONE and result.safe_state_confirmed
+    t.assert_done()
+    assert O_ not in t.written

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from markctl.profiles import load_profile
+from markctl.profiles import FirmwareProfile, load_profile
 from markctl.simulator.clock import make_clock
 from markctl.simulator.faults import parse_faults
-from markctl.simulator.peen import FONTS, FieldSlot, MarkerStatus, Pattern, PeenMarker
+from markctl.simulator.peen import FONTS, FieldSlot, MarkerStatus, Pattern, PeenMarker, default_pattern
 
 REQUIRED = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/. "
 
@@ -58,10 +58,14 @@ async def run_cycle(m: PeenMarker) -> None:
 
 @pytest.mark.parametrize("profile_id", ["telesis-tmp", "peen-modbus"])
 async def test_cycle_rate_is_the_profiles_chars_per_s(profile_id: str) -> None:
-    m = marker(profile_id)
+    # 36 characters: the whole alphabet, so the average character is the font's average; three
+    # fields of 12 so that every line fits the marking window (a longer one is refused at Go).
+    rows = Pattern(tuple(FieldSlot(2.0, 2.0 + 6.0 * i, 3.175) for i in range(3)))
+    m = PeenMarker(load_profile(profile_id), clock=make_clock("instant"), patterns={"P": rows})
     assert m.load_pattern("P")
-    # 36 characters: the whole alphabet, so the average character is the font's average
-    assert m.set_text(1, REQUIRED.replace(" ", "").replace("-", "").replace("/", "").replace(".", ""))
+    alphabet = REQUIRED.replace(" ", "").replace("-", "").replace("/", "").replace(".", "")
+    for i in range(3):
+        assert m.set_text(i + 1, alphabet[12 * i : 12 * (i + 1)])
     await run_cycle(m)
     cycle = m.cycles[-1]
     assert cycle.outcome == "done" and m.status is MarkerStatus.DONE and m.progress_pct == 100
@@ -195,3 +199,11 @@ async def test_reset_during_a_cycle_stops_it_and_stays_online() -> None:
     assert m.status is MarkerStatus.IDLE and m.fault_code == 0 and m.ready
     assert m.cycles[-1].outcome == "aborted" and m.cycles[-1].fault_code == 7
     await m.stop_background()
+
+
+def test_the_default_pattern_is_the_profiles_pattern_origins_when_given() -> None:
+    data = load_profile("telesis-tmp").model_dump()
+    data["dot_peen"]["pattern_origins"] = [[2.0, 18.0], [2.0, 12.0]]
+    pattern = default_pattern(FirmwareProfile.model_validate(data))
+    assert [(f.x_mm, f.y_mm) for f in pattern.fields] == [(2.0, 18.0), (2.0, 12.0)]
+    assert len(default_pattern(load_profile("telesis-tmp")).fields) == 8  # none given: 8 stacked fields

@@ -123,3 +123,77 @@ def test_arbitrary_bytes_never_break_the_simulated_marker(chunks: list[bytes]) -
         loop.run_until_complete(feed())
     finally:
         loop.close()
+
+
+# --- framing strictness: resync, over-long frames, field limits, one host at a time -----------
+
+
+def framed(sim: TelesisSimulator, type_: str, data: bytes = b"", number: int | None = None) -> bytes:
+    return sim.frame(type_, data, number)
+
+
+async def test_resync_on_a_new_soh_after_a_truncated_frame() -> None:
+    sim, out = sim_with()
+    truncated = framed(sim, "P", b"AB")[:4]  # SOH P STX A, then the host starts over
+    sim.receive(truncated + framed(sim, "P", b"CD"))
+    assert out == [NAK, ACK] and sim.marker.pattern_name == "CD"
+
+
+async def test_a_frame_without_cr_is_naked_and_the_next_one_still_read() -> None:
+    sim, out = sim_with()
+    no_cr = framed(sim, "P", b"AB")[:-1]
+    sim.receive(no_cr + framed(sim, "P", b"CD"))
+    assert out == [NAK, ACK] and sim.marker.pattern_name == "CD"
+
+
+@pytest.mark.parametrize("chunk", [1, 700, 20_000])
+async def test_a_10_kb_frame_is_naked_once_and_the_parser_recovers(chunk: int) -> None:
+    sim, out = sim_with()
+    huge = framed(sim, "V", b"A" * 10_000, 1)
+    stream = huge + framed(sim, "P", b"AB")
+    for i in range(0, len(stream), chunk):
+        sim.receive(stream[i : i + chunk])
+    assert out == [NAK, ACK] and sim.marker.pattern_name == "AB"
+
+
+@pytest.mark.parametrize(("length", "reply"), [(64, ACK), (65, NAK), (72, NAK), (290, NAK)])
+async def test_fields_longer_than_the_profiles_limit_are_naked(length: int, reply: bytes) -> None:
+    sim, out = sim_with()
+    sim.receive(framed(sim, "P", b"AB"))
+    sim.receive(framed(sim, "V", b"1" * length, 1))
+    assert out == [ACK, reply]
+    assert sim.marker.texts == ({1: "1" * length} if reply == ACK else {})
+
+
+async def test_go_with_no_character_or_outside_the_window_is_naked() -> None:
+    sim, out = sim_with()
+    sim.receive(framed(sim, "P", b"AB"))
+    sim.receive(GO)  # nothing filled
+    sim.receive(framed(sim, "V", b"   ", 1))
+    sim.receive(GO)  # only spaces
+    sim.receive(framed(sim, "V", b"W" * 40, 1))  # 40 x 3.5 mm in a 100 mm window
+    sim.receive(GO)
+    assert out == [ACK, NAK, ACK, NAK, ACK, NAK]
+    assert sim.marker.cycles == [] and sim.marker.job_counter == 0
+
+
+async def test_a_second_tcp_client_is_refused_and_the_first_keeps_its_session(caplog) -> None:
+    from markctl.simulator.serve import serve_tcp
+
+    sim, _ = sim_with()
+    sim.detach()
+    server, port = await serve_tcp(sim, "127.0.0.1", 0)
+    try:
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        w1.write(STATUS)
+        first = await asyncio.wait_for(r1.readexactly(19), 2)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r2.read(100), 2) == b""  # closed at once
+        w2.close()
+        w1.write(STATUS)
+        assert await asyncio.wait_for(r1.readexactly(19), 2) == first
+        w1.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "another host is connected" in caplog.text
