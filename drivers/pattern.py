@@ -7,15 +7,13 @@ often to ask is a trade between seeing Done promptly and keeping the line quiet.
 
 from __future__ import annotations
 
-import asyncio
-
 from pydantic import Field
 
 from markctl.drivers.base import DriverOptions
 from markctl.layouts.program import PatternProgram
 from markctl.profiles import FirmwareProfile
 
-__all__ = ["PatternOptions", "expected_marking_s", "poll_delay", "raise_if_cancelled"]
+__all__ = ["PatternOptions", "expected_marking_s", "poll_delay"]
 
 #: The character height at which vendors quote their character rate (3.175 mm = 1/8 in, 5x7).
 RATED_HEIGHT_MM = 3.175
@@ -55,19 +53,3 @@ def poll_delay(elapsed: float, fraction: float, expected: float, period: float, 
     """
     remaining = elapsed * (1.0 - fraction) / fraction if fraction > 0 else expected - elapsed
     return min(max(slow, period), max(period, remaining / 4.0))
-
-
-def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that an inner ``asyncio.wait_for`` swallowed, so no abort is lost.
-
-    On Python 3.11, ``asyncio.wait_for`` returns the inner result when the inner future completes
-    in the same loop turn as the cancellation (CPython gh-86296, fixed in 3.12 by building it on
-    ``asyncio.timeout``). pymodbus awaits every answer that way, and so does the byte transports'
-    read: an operator's abort that lands as an answer arrives is dropped and the cycle runs to its
-    end. The task still counts the request (``Task.cancelling()``), so it is raised here, right
-    after each answer. A task that handled a cancellation and goes on calls ``uncancel()`` (the
-    job runner does), so this never fires twice for one request.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -341,7 +341,8 @@ class ModbusWireServer:
                     frame, buf = bytes(buf[:need]), buf[need:]
                 else:
                     try:
-                        chunk = await asyncio.wait_for(reader.read(512), self.silence_s if buf else None)
+                        async with asyncio.timeout(self.silence_s if buf else None):
+                            chunk = await reader.read(512)
                     except TimeoutError:
                         frame, buf = bytes(buf), bytearray()  # the line went quiet: the frame is whole
                     else:

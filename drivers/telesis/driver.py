@@ -29,7 +29,7 @@ import time
 from typing import ClassVar
 
 from markctl.drivers.base import DeviceInfo, Driver, DriverOptions, JobHandle, JobResult, Outcome, State
-from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay, raise_if_cancelled
+from markctl.drivers.pattern import PatternOptions, expected_marking_s, poll_delay
 from markctl.drivers.telesis import codec
 from markctl.errors import (
     DeviceError,
@@ -161,7 +161,6 @@ class TelesisDriver(Driver):
                 if remaining <= 0:
                     return f"no answer within {self.proto.reply_timeout_s:g} s"
                 data = await self.transport.read(timeout=remaining)
-                raise_if_cancelled()  # an abort that arrived with the data (Python 3.11 wait_for)
                 if data:
                     self.log("rx", data)
                     self._decoder.feed(data)

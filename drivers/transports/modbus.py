@@ -38,7 +38,6 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from markctl.drivers.pattern import raise_if_cancelled
 from markctl.drivers.transports.base import TransportOptions
 from markctl.errors import DeviceError, MachineConnectionError, MachineTimeoutError, ProtocolError
 
@@ -196,7 +195,6 @@ class ModbusLink:
             raise MachineConnectionError(f"{self.location}: {what}: {exc}", address=self.location) from exc
         finally:
             self.busy_s += time.monotonic() - started
-        raise_if_cancelled()  # an abort that arrived with the answer (Python 3.11 wait_for)
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")

@@ -149,6 +149,7 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
         prepared.error = "\n".join(
             f"column {name.removeprefix('fields.')}: [{rule}] {text}" for name, rule, text in exc.problems
         )
+        return prepared
     except (LayoutError, ConfigError) as exc:
         prepared.error = str(exc)
         return prepared

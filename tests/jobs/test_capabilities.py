@@ -16,7 +16,15 @@ from markctl.layouts import MarkRequest
 from markctl.layouts.program import PatternField, PatternProgram
 from markctl.profiles import FirmwareProfile, load_profile
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "requests" / "iti-stockpile-datamatrix.toml"
+LASER_EXAMPLE = Path(__file__).parents[2] / "examples" / "requests" / "iti-stockpile-datamatrix.toml"
+
+
+@pytest.fixture
+def telesis_example(tmp_path: Path) -> Path:
+    """The stockpile example with its Data Matrix, sent to a Telesis-style marker instead of the laser."""
+    path = tmp_path / "iti-stockpile-datamatrix-telesis.toml"
+    path.write_text(LASER_EXAMPLE.read_text().replace('machine = "grbl-1.1"', 'machine = "telesis-tmp"'))
+    return path
 
 
 def capabilities(program: PatternProgram, profile_id: str, **dot_peen: object) -> list[str]:
@@ -70,35 +78,38 @@ def test_placement_is_the_patterns_when_the_profile_gives_its_origins() -> None:
 
 
 def test_check_refuses_the_datamatrix_example_on_the_telesis_profile(
+    telesis_example: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["check", str(EXAMPLE)]) == 1
+    assert main(["check", str(telesis_example)]) == 1
     out = capsys.readouterr().out
     assert "cannot: [machine:data-matrix] field 3: telesis-tmp cannot mark a Data Matrix" in out
-    assert main(["check", str(EXAMPLE), "--json"]) == 1
+    assert main(["check", str(telesis_example), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] is True  # compliant as law goes: the machine is what cannot do it
     assert [p["capability"] for p in report["machine_problems"] if p["blocking"]] == ["data-matrix"]
 
 
 def test_layout_refuses_it_too_and_still_writes_the_preview(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    telesis_example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["layout", str(EXAMPLE), "--out", str(tmp_path)]) == 1
+    assert main(["layout", str(telesis_example), "--out", str(tmp_path)]) == 1
     assert "[machine:data-matrix]" in capsys.readouterr().out
     assert (tmp_path / "mark.svg").exists()
 
 
-def test_without_the_code_the_same_request_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = EXAMPLE.read_text().replace("datamatrix = true", "datamatrix = false")
+def test_without_the_code_the_same_request_passes(
+    telesis_example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = telesis_example.read_text().replace("datamatrix = true", "datamatrix = false")
     request = tmp_path / "no-code.toml"
     request.write_text(text)
     assert main(["check", str(request)]) == 0
     assert "cannot:" not in capsys.readouterr().out
 
 
-def test_the_batch_precheck_refuses_it_before_any_machine_is_touched() -> None:
-    data = tomllib.loads(EXAMPLE.read_text())
+def test_the_batch_precheck_refuses_it_before_any_machine_is_touched(telesis_example: Path) -> None:
+    data = tomllib.loads(telesis_example.read_text())
     request = MarkRequest.parse(data)
     item = ManifestItem(2, "UG-0012345", "receiver", "iti-stockpile", {}, data["fields"])
     prepared = prepare(request, load_profile("telesis-tmp"), item)

@@ -29,23 +29,31 @@ EXAMPLES = Path(__file__).parents[2] / "examples" / "requests"
 UPDATE = os.environ.get("MARKCTL_UPDATE_GOLDENS") == "1"
 
 
-def _example(name: str, **options: object) -> MarkRequest:
+def _example(name: str, machine: str | None = None, **options: object) -> MarkRequest:
     req = MarkRequest.from_toml((EXAMPLES / name).read_text())
     # Pin the date: the year plausibility check must not make a golden depend on the clock.
     data = req.model_dump(mode="json")
     data["options"].update(today="2026-11-27", **options)
+    if machine is not None:
+        data["machine"] = machine
     return MarkRequest.parse(data)
 
 
 @pytest.mark.parametrize(
-    ("golden", "example"),
+    ("golden", "example", "machine", "options"),
     [
-        ("motion-grbl-iti-import.json", "iti-import-steel-frame.toml"),
-        ("pattern-telesis-iti-stockpile.json", "iti-stockpile-datamatrix.toml"),
+        ("motion-grbl-iti-import.json", "iti-import-steel-frame.toml", None, {}),
+        # a Telesis-style marker cannot cut the Data Matrix: its pattern carries the text lines only
+        (
+            "pattern-telesis-iti-stockpile.json",
+            "iti-stockpile-datamatrix.toml",
+            "telesis-tmp",
+            {"datamatrix": False},
+        ),
     ],
 )
-def test_golden_program(golden: str, example: str) -> None:
-    layout = compose(_example(example))
+def test_golden_program(golden: str, example: str, machine: str | None, options: dict[str, object]) -> None:
+    layout = compose(_example(example, machine, **options))
     assert check(layout).passed
     prog = program(layout)
     data = prog.to_dict()
@@ -110,7 +118,7 @@ def test_dot_peen_motion_machine_strikes_one_dot_per_module(monkeypatch: pytest.
 
 
 def test_pattern_program_fields() -> None:
-    layout = compose(_example("iti-stockpile-datamatrix.toml"))
+    layout = compose(_example("iti-stockpile-datamatrix.toml", "telesis-tmp"))
     prog = program(layout)
     assert isinstance(prog, PatternProgram)
     assert [f.text for f in prog.fields] == ["UG UPF 26", "0012345", "UG-UPF-0012345"]
@@ -121,12 +129,12 @@ def test_pattern_program_fields() -> None:
 def test_dot_peen_character_height_must_suit_the_machine() -> None:
     # telesis-tmp draws 1.5-25 mm characters; a requested 1.2 mm is refused, not silently enlarged.
     with pytest.raises(LayoutError) as info:
-        compose(_example("iti-stockpile-datamatrix.toml", char_height_mm=1.2))
+        compose(_example("iti-stockpile-datamatrix.toml", "telesis-tmp", char_height_mm=1.2))
     assert info.value.field == "options.char_height_mm" and "1.5-25 mm" in str(info.value)
 
 
 def test_rotated_pattern_field_keeps_its_baseline_start() -> None:
-    req = _example("iti-stockpile-datamatrix.toml", rotation_deg=90.0, datamatrix=False)
+    req = _example("iti-stockpile-datamatrix.toml", "telesis-tmp", rotation_deg=90.0, datamatrix=False)
     data = req.model_dump(mode="json")
     data["component"].update(zone=[[0, 0], [60, 0], [60, 19], [0, 19]], existing_marks=[])
     layout = compose(MarkRequest.parse(data))
@@ -144,7 +152,7 @@ def test_rotated_pattern_field_keeps_its_baseline_start() -> None:
 
 
 def test_program_outside_work_area_is_refused() -> None:
-    req = _example("iti-stockpile-datamatrix.toml", origin_mm=(90.0, 5.0))
+    req = _example("iti-stockpile-datamatrix.toml", "telesis-tmp", origin_mm=(90.0, 5.0))
     with pytest.raises(LayoutError) as info:
         program(compose(req))
     assert info.value.field == "options.origin_mm"
