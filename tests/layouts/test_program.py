@@ -181,6 +181,48 @@ def test_two_opt_reverses_strokes() -> None:
     assert flip.tolist().count(True) in (1, 2)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_order_finds_the_optimum_of_small_tours(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    starts, ends = rng.uniform(0, 20, (5, 2)), rng.uniform(0, 20, (5, 2))
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(5))
+    assert ordering.travel(starts, ends, idx, flip) == pytest.approx(_brute_force(starts, ends), abs=1e-9)
+
+
+def _grid_strokes(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    # Short strokes on a grid, all drawn the same way, shuffled: the best tour is a boustrophedon.
+    rng = np.random.default_rng(rows * cols)
+    cells = rng.permutation(rows * cols)
+    starts = np.column_stack((cells % cols * 2.0, cells // cols * 1.0))
+    return starts, starts + (1.0, 0.0)
+
+
+def test_order_on_hundreds_of_strokes_is_a_valid_near_optimal_deterministic_tour() -> None:
+    starts, ends = _grid_strokes(20, 25)  # 500 strokes
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(500))
+    again = ordering.order(starts, ends)
+    assert np.array_equal(idx, again[0]) and np.array_equal(flip, again[1])  # goldens depend on it
+    # A boustrophedon travels 1 mm per stroke in a row and 1 mm per row change: 499 mm.
+    length = ordering.travel(starts, ends, idx, flip)
+    assert 499.0 - 1e-6 <= length <= 499.0 * 1.05
+    nn = ordering.travel(starts, ends, *ordering.nearest_neighbour(starts, ends))
+    assert length <= nn + 1e-9
+    # A smaller search budget still gives a valid tour, no shorter than the full one's optimum.
+    quick = ordering.order(starts, ends, kicks=0)
+    assert sorted(quick[0].tolist()) == list(range(500))
+    assert ordering.travel(starts, ends, *quick) >= 499.0 - 1e-6
+
+
+def test_order_keeps_duplicate_and_zero_length_strokes() -> None:
+    starts = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0], [1.0, 0.0]])
+    ends = np.array([[0.0, 0.0], [0.0, 0.0], [6.0, 5.0], [5.0, 5.0], [1.0, 0.0]])
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(5))
+    assert ordering.travel(starts, ends, idx, flip) == pytest.approx(_brute_force(starts, ends), abs=1e-9)
+
+
 def test_optimised_order_cuts_travel_of_the_composed_order() -> None:
     layout = compose(_example("iti-import-steel-frame.toml", datamatrix=True))
     composed = build_program(layout, optimise=False)
