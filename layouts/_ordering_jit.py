@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_KICK_RUN = 10  # longest run a kick moves
+_KICK_RUN = 30  # longest run a kick moves (10 leaves dense hatching ~4 % longer)
 
 # Node u < n is the start of stroke u, node u >= n its end. -1 stands for "no node" (before the
 # first or after the last position) and is at distance 0 from everything.
