@@ -5,7 +5,8 @@ Run: ``.venv/bin/python bench/precheck.py`` (``--rows 1000 10000``, ``--with-100
 submission both call ``runner.precheck``; this bench calls it the same way, on manifests of
 weapons with a realistic mix: several makers and models, pistols (frame + slide, two items),
 rifles (receiver + barrel), polymer pistols (embedded plate), three rule profiles (ITI import with
-and without a serial to add, ITI stockpile, manufacture), a few bad rows.
+and without a serial to add and ITI stockpile on the main component; the EU import mark on both
+components), a few bad rows.
 
 Each size runs in a fresh child process so that its peak RSS (ru_maxrss) is its own. Printed per
 size: wall time, time per row and per item, peak RSS, and the ratio of the time per item to
@@ -71,32 +72,36 @@ origin_mm = [20, 20]
 
 HEADER = (
     "serial,manufacturer,model,calibre,country_of_manufacture,mark_profile,components,"
-    "import_country,import_year,has_unique_mark,owner_country,agency,year,country\n"
+    "import_country,import_year,has_unique_mark,owner_country,agency,year,maker,country\n"
 )
 # (manufacturer, model, calibre, country of manufacture, components)
 WEAPONS = (
-    ("Beretta", "92FS", "9x19mm", "IT", "frame;slide"),
-    ("Ceska zbrojovka", "CZ 75", "9x19mm", "CZ", "frame;slide"),
-    ("Arsenal", "SLR-95", "7.62x39mm", "BG", "receiver;barrel"),
-    ("FN Herstal", "FAL", "7.62x51mm", "BE", "receiver"),
-    ("Glock", "G17", "9x19mm", "AT", "embedded-plate"),
-    ("Zastava", "M70", "7.62x39mm", "RS", "receiver;barrel"),
+    ("BERETTA", "92FS", "9X19", "IT", "frame;slide"),
+    ("CESKA ZBROJOVKA", "CZ 75", "9X19", "CZ", "frame;slide"),
+    ("ARSENAL", "SLR-95", "762X39", "BG", "receiver;barrel"),
+    ("FN HERSTAL", "FAL", "762X51", "BE", "receiver"),
+    ("GLOCK", "G17", "9X19", "AT", "embedded-plate"),
+    ("ZASTAVA", "M70", "762X39", "RS", "receiver;barrel"),
 )
 
 
 def manifest_row(i: int) -> str:
-    maker, model, calibre, origin, components = WEAPONS[i % len(WEAPONS)]
+    maker, model, calibre, origin, both = WEAPONS[i % len(WEAPONS)]
     serial = f"{'ABCDEFGHJK'[i % 10]}{i:07d}"
+    # ITI import and stockpile marks go on the main component (ITI para 10); the EU import mark on
+    # every essential component (Dir 2021/555 art 1): frame and slide, receiver and barrel.
+    main = both.split(";")[0]
+    head = f"{serial},{maker},{model},{calibre},{origin}"
     kind = i % 4
     if i % 997 == 0:  # a bad row now and then: a country that is not ISO 3166-1
-        return f"{serial},{maker},{model},{calibre},{origin},iti-import,{components},XX,26,yes,,,,\n"
+        return f"{head},iti-import,{main},XX,26,yes,,,,,\n"
     if kind == 0:
-        return f"{serial},{maker},{model},{calibre},{origin},iti-import,{components},KE,26,yes,,,,\n"
+        return f"{head},iti-import,{main},KE,26,yes,,,,,\n"
     if kind == 1:  # inadequately marked: the depot adds a unique serial line
-        return f"{serial},{maker},{model},{calibre},{origin},iti-import,{components},KE,26,no,,,,\n"
+        return f"{head},iti-import,{main},KE,26,no,,,,,\n"
     if kind == 2:
-        return f"{serial},{maker},{model},{calibre},{origin},iti-stockpile,{components},,,,KE,KDF,26,\n"
-    return f"{serial},{maker},{model},{calibre},{origin},iti-manufacture,{components},,,,,,26,{origin}\n"
+        return f"{head},iti-stockpile,{main},,,,KE,KDF,26,,\n"
+    return f"{head},eu-import,{both},,,,,,26,{maker.split()[0]},{origin}\n"
 
 
 def write_manifest(path: Path, rows: int) -> None:

@@ -38,7 +38,7 @@ from markctl.layouts.program import (
 )
 from markctl.profiles import FirmwareProfile, load_profile
 
-__all__ = ["ProgramStats", "build_program", "composed_strokes", "estimate_cycle_time_s", "program_stats"]
+__all__ = ["ProgramStats", "build_program", "check_fits", "composed_strokes", "estimate_cycle_time_s", "program_stats"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -199,19 +199,14 @@ def _resolve_machine(layout: Layout, machine_profile: FirmwareProfile | str | No
     return machine
 
 
-def build_program(
-    layout: Layout, machine_profile: FirmwareProfile | str | None = None, *, optimise: bool = True
-) -> Program:
-    """The machine-neutral program for a layout.
+def check_fits(layout: Layout, machine_profile: FirmwareProfile | str | None = None) -> FirmwareProfile:
+    """The machine the program would be made for, once the mark is known to fit it (no toolpath is made).
 
-    Args:
-        layout: a composed layout (check it first; this function does not judge compliance).
-        machine_profile: the target machine (profile or id); the layout's own machine by default.
-        optimise: order strokes to minimise travel (motion machines); False keeps reading order.
+    A pre-check judges every item this way without ordering strokes; ``build_program`` makes the
+    same check first.
 
     Raises:
-        LayoutError: the machine is of another kind than the layout was composed for
-            (``field="machine"``), or the mark falls outside its work area (``field="options.origin_mm"``).
+        LayoutError: as ``build_program``.
     """
     machine = _resolve_machine(layout, machine_profile)
     offset = layout.request.options.origin_mm
@@ -228,6 +223,25 @@ def build_program(
             f"outside the {area.work_area_x_mm:g} x {area.work_area_y_mm:g} mm work area of {machine.id}",
             field="options.origin_mm",
         )
+    return machine
+
+
+def build_program(
+    layout: Layout, machine_profile: FirmwareProfile | str | None = None, *, optimise: bool = True
+) -> Program:
+    """The machine-neutral program for a layout.
+
+    Args:
+        layout: a composed layout (check it first; this function does not judge compliance).
+        machine_profile: the target machine (profile or id); the layout's own machine by default.
+        optimise: order strokes to minimise travel (motion machines); False keeps reading order.
+
+    Raises:
+        LayoutError: the machine is of another kind than the layout was composed for
+            (``field="machine"``), or the mark falls outside its work area (``field="options.origin_mm"``).
+    """
+    machine = check_fits(layout, machine_profile)
+    offset = layout.request.options.origin_mm
     if machine.family == "grbl":
         return _motion(layout, machine, offset, optimise)
     return _pattern(layout, offset)
