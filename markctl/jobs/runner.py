@@ -55,6 +55,7 @@ __all__ = [
     "Verdict",
     "judge",
     "precheck",
+    "precheck_off_loop",
     "prepare",
     "run_plan",
 ]
@@ -329,6 +330,36 @@ def precheck(
     return Plan(manifest, machine_profile, _Remade(verdicts, catalogue, machine_profile, day), verdicts)
 
 
+async def precheck_off_loop(
+    manifest: Manifest,
+    catalogue: Catalogue,
+    machine_profile: FirmwareProfile,
+    *,
+    today: date | None = None,
+    on_verdict: OnVerdict | None = None,
+) -> Plan:
+    """:func:`precheck` in a worker thread, so the event loop keeps driving machines meanwhile.
+
+    Cancelling the awaiting task stops the pre-check at its next chunk (its workers are shut
+    down) before the cancellation goes on.
+    """
+    cancel = threading.Event()
+    work = asyncio.ensure_future(
+        asyncio.to_thread(
+            precheck, manifest, catalogue, machine_profile, today=today, on_verdict=on_verdict, cancel=cancel
+        )
+    )
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.set()
+        try:
+            await work
+        except PrecheckCancelledError:
+            pass
+        raise
+
+
 def _judge_in_pool(
     items: list[ManifestItem],
     catalogue: Catalogue,
@@ -338,10 +369,15 @@ def _judge_in_pool(
     done: OnVerdict,
     cancel: threading.Event | None,
 ) -> None:
-    # forkserver: workers fork from a clean server that has imported the layouts once, never from
-    # this (possibly multi-threaded: the service) process.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["markctl.jobs.runner"])
+    # A single-threaded caller (the CLI) forks its workers: they start with everything imported. A
+    # threaded one (the service) must not fork (a lock held by another thread would stay locked in
+    # the child): its workers come from a forkserver that has imported the layouts once.
+    ctx: multiprocessing.context.BaseContext
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["markctl.jobs.runner"])
     pool = ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_worker_init, initargs=(catalogue, machine_profile, today)
     )

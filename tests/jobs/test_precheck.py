@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import tracemalloc
 from datetime import date
@@ -185,3 +186,46 @@ def test_plan_memory_does_not_grow_with_layouts(catalogue: Catalogue) -> None:
         tracemalloc.stop()
     assert len(plan.verdicts) == 60
     assert kept / 60 < 2_000, f"{kept / 60:.0f} bytes kept per item"
+
+
+def test_a_threaded_caller_gets_a_forkserver_pool(
+    mixed_catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service pre-checks from a worker thread while the event loop runs: its pool must not fork
+    # that multi-threaded process. Same verdicts as judging in one process.
+    from markctl.jobs import runner
+
+    manifest = parse_manifest(HEADER + MIXED[:1500])
+    machine = load_profile("grbl-1.1")
+    alone = precheck(manifest, mixed_catalogue, machine, workers=1)
+    monkeypatch.setattr(runner, "_POOL_MIN_ITEMS", 0)
+    methods: list[str] = []
+    real = runner.ProcessPoolExecutor
+
+    def spy(*args: object, **kwargs: object) -> object:
+        methods.append(kwargs["mp_context"].get_start_method())  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", spy)
+
+    async def main() -> runner.Plan:
+        return await runner.precheck_off_loop(manifest, mixed_catalogue, machine)
+
+    assert asyncio.run(main()).verdicts == alone.verdicts
+    assert methods == ["forkserver"]
+
+
+async def test_cancelling_the_awaiting_task_stops_the_precheck(catalogue: Catalogue) -> None:
+    from markctl.jobs import runner
+
+    manifest = parse_manifest(HEADER + MIXED * 3)
+    seen: list[runner.Verdict] = []
+    task = asyncio.ensure_future(
+        runner.precheck_off_loop(manifest, catalogue, load_profile("grbl-1.1"), on_verdict=seen.append)
+    )
+    while not seen:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(seen) < len(manifest.items)
