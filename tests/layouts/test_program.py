@@ -309,3 +309,25 @@ def test_every_sample_request_is_compliant_and_programs(example: str) -> None:
     assert program_from_json(json.loads(json.dumps(prog.to_dict()))).digest == prog.digest
     root = ET.fromstring(render_svg(layout, report.findings))  # well-formed XML
     assert root.tag.endswith("svg")
+
+
+def test_rows_that_share_a_placement_compose_exactly_as_each_alone() -> None:
+    # compose() shares the placement search between rows with the same part, profile and text
+    # extent (a manifest); every layout must equal the one composed with nothing shared.
+    import sys
+
+    module = sys.modules["markctl.layouts.compose"]
+    base = _example("iti-stockpile-datamatrix.toml")
+    serials = ["0012345", "0012346", "0099999", "0012345", "1112345", "0012347"]
+    shared = [compose(base.with_fields(serial=s)) for s in serials]
+    assert len(module._FREE_CACHE.__dict__["placements"]) < len(serials)  # some rows did share
+    for serial, layout in zip(serials, shared, strict=True):
+        module._FREE_CACHE.__dict__.clear()
+        alone = compose(base.with_fields(serial=serial))
+        assert [line.origin for line in layout.lines] == [line.origin for line in alone.lines]
+        for got, want in zip(layout.lines, alone.lines, strict=True):
+            for a, b in zip(got.glyphs, want.glyphs, strict=True):
+                assert all(np.array_equal(x, y) for x, y in zip(a.strokes, b.strokes, strict=True))
+        assert layout.code is not None and alone.code is not None and layout.code.origin == alone.code.origin
+        assert layout.footprint.equals_exact(alone.footprint, 0.0)
+        assert program(layout).digest == program(alone).digest
