@@ -319,6 +319,7 @@ def test_rows_that_share_a_placement_compose_exactly_as_each_alone() -> None:
     module = sys.modules["markctl.layouts.compose"]
     base = _example("iti-stockpile-datamatrix.toml")
     serials = ["0012345", "0012346", "0099999", "0012345", "1112345", "0012347"]
+    module._FREE_CACHE.__dict__.clear()
     shared = [compose(base.with_fields(serial=s)) for s in serials]
     assert len(module._FREE_CACHE.__dict__["placements"]) < len(serials)  # some rows did share
     for serial, layout in zip(serials, shared, strict=True):
