@@ -38,7 +38,14 @@ from markctl.layouts.program import (
 )
 from markctl.profiles import FirmwareProfile, load_profile
 
-__all__ = ["ProgramStats", "build_program", "check_fits", "composed_strokes", "estimate_cycle_time_s", "program_stats"]
+__all__ = [
+    "ProgramStats",
+    "build_program",
+    "check_fits",
+    "composed_strokes",
+    "estimate_cycle_time_s",
+    "program_stats",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
