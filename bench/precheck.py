@@ -208,7 +208,10 @@ def main() -> None:
         idle = r["cpu_seconds"] / cores
         goal = ""
         if rows == 10_000:
-            goal = f"  ({'OK' if min(r['seconds'], idle) < 30 else 'MISSES'} goal < 30 s)"
+            goal = (
+                f"  (on idle cores: {'OK' if idle < 30 else 'MISSES'} goal < 30 s; "
+                f"wall clock here: {'OK' if r['seconds'] < 30 else 'MISSES'})"
+            )
         if rows == 100_000:
             goal = f"  ({'OK' if r['peak_rss_mb'] < 500 else 'MISSES'} goal peak RSS < 500 MB)"
         print(
