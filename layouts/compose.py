@@ -360,19 +360,28 @@ def _layout_block(
     )
 
 
+_Ring = tuple[tuple[float, float], ...]
+_PartKey = tuple[_Ring, tuple[_Ring, ...], tuple[_Ring, ...], float, float, float]
+
+
+def _part_key(request: MarkRequest, rules: RuleProfile) -> _PartKey:
+    """What the free region depends on: the part's geometry, margins and the gap to existing marks."""
+    opts = request.options
+    comp = request.component
+    # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).
+    gap = max(rules.adjacent.min_gap_mm if rules.adjacent else 0.0, opts.clearance_mm)
+    return (comp.zone, comp.keepouts, comp.existing_marks, opts.margin_mm, opts.clearance_mm, gap)
+
+
 def _free_region(request: MarkRequest, rules: RuleProfile) -> g.Geom:
     """Zone minus margin, keep-outs and existing marks with their clearances.
 
     Cached on the part geometry: a manifest marks the same part over and over.
     """
-    opts = request.options
-    comp = request.component
-    # Existing marks keep the "visibly distinct" gap of ISACS-IMP (or the plain clearance).
-    gap = max(rules.adjacent.min_gap_mm if rules.adjacent else 0.0, opts.clearance_mm)
-    key = (comp.zone, comp.keepouts, comp.existing_marks, opts.margin_mm, opts.clearance_mm, gap)
+    key = _part_key(request, rules)
     # One cache per thread: a prepared GEOS geometry keeps internal indexes that must not be used
     # from two threads at once (the API service may compose in a thread pool).
-    cache: dict[tuple[object, ...], g.Geom] = _FREE_CACHE.__dict__.setdefault("regions", {})
+    cache: dict[_PartKey, g.Geom] = _FREE_CACHE.__dict__.setdefault("regions", {})
     free = cache.get(key)
     if free is None:
         if len(cache) >= _FREE_CACHE_SIZE:
@@ -381,8 +390,40 @@ def _free_region(request: MarkRequest, rules: RuleProfile) -> g.Geom:
     return free
 
 
+def _place_shared(
+    request: MarkRequest,
+    rules: RuleProfile,
+    free: g.Geom,
+    zone: g.Geom,
+    existing: list[g.Geom],
+    block: _Block,
+) -> tuple[float, float] | None:
+    """:func:`_place`, shared by every item whose block has the same extent on the same part.
+
+    Placement reads only the block's bounds, the part (zone, existing marks, free region), the
+    rotation, alignment and the profile's adjacency rule; rows of a manifest with the same surface,
+    profile and text extent get the same translation, so it is computed once. The key holds
+    exactly those inputs and the profile object itself (compared by identity), so a hit returns
+    what computing it again would.
+    """
+    opts = request.options
+    key = (_part_key(request, rules), rules.id, opts.rotation_deg, opts.align, block.bounds)
+    cache: dict[tuple[object, ...], tuple[RuleProfile, tuple[float, float] | None]] = (
+        _FREE_CACHE.__dict__.setdefault("placements", {})
+    )
+    hit = cache.get(key)
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    if len(cache) >= _PLACE_CACHE_SIZE:
+        cache.clear()
+    offset = _place(request, rules, free, zone, existing, block)
+    cache[key] = (rules, offset)
+    return offset
+
+
 _FREE_CACHE = threading.local()
 _FREE_CACHE_SIZE = 64
+_PLACE_CACHE_SIZE = 4096
 
 
 def _free_geometry(
@@ -537,7 +578,7 @@ def _fit(
 
     def attempt(h: float) -> tuple[_Block, tuple[float, float] | None]:
         block = _layout_block(texts, font, h, request, process, symbol)
-        return block, _place(request, rules, free, zone, existing, block)
+        return block, _place_shared(request, rules, free, zone, existing, block)
 
     block, offset = attempt(height)
     if offset is not None:

@@ -3,7 +3,8 @@
 * Motion machines (``protocol.kind == "grbl"``): a :class:`MotionProgram` of strokes in the
   machine's work frame: text glyphs (lines, or dots for dot fonts and dot peen), and the Data
   Matrix as fill hatching (laser: rows of dark modules filled with lines one spot apart) or one dot
-  per dark module (dot peen). Strokes are ordered by nearest neighbour then 2-opt with reversal.
+  per dark module (dot peen). Strokes are ordered by nearest neighbour, then 2-opt and Or-opt
+  with perturbation (ordering.py), within a search budget tied to the marking time.
 * Pattern machines (Telesis, Modbus markers): a :class:`PatternProgram` with one field per text
   line (text, height, baseline start, angle, font) and, if a Data Matrix is asked for, one field
   with ``font="datamatrix"`` whose text is the symbol content, ``height_mm`` its side and position
@@ -37,7 +38,14 @@ from markctl.layouts.program import (
 )
 from markctl.profiles import FirmwareProfile, load_profile
 
-__all__ = ["ProgramStats", "build_program", "composed_strokes", "estimate_cycle_time_s", "program_stats"]
+__all__ = [
+    "ProgramStats",
+    "build_program",
+    "check_fits",
+    "composed_strokes",
+    "estimate_cycle_time_s",
+    "program_stats",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -90,6 +98,26 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
     return out
 
 
+# The ordering's perturbation budget: about 1/1000 of the time the machine spends marking (a kick
+# costs ~10 us), never more than ordering.DEFAULT_KICKS_PER_STROKE per stroke, which already comes
+# within 5 % of LKH-3 (bench/ordering.py); a quick mark gets a quick search.
+_KICKS_PER_MARKING_S = 100
+
+
+def _search_budget(strokes: list[Stroke], params: tuple[ProcessParams, ...], machine: FirmwareProfile) -> int:
+    marking_s = 0.0
+    for s in strokes:
+        p = params[s.params]
+        if s.kind is StrokeKind.LINE:
+            length = float(np.hypot(*np.diff(s.points, axis=0).T).sum())
+            v = min(p.speed_mm_min, machine.machine.max_feed_mm_min) / 60.0
+            marking_s += length * p.passes / v
+        else:
+            marking_s += len(s.points) * _LASER_DOT_DWELL_S
+    cap = ordering.DEFAULT_KICKS_PER_STROKE * len(strokes)
+    return min(cap, max(len(strokes), round(marking_s * _KICKS_PER_MARKING_S)))
+
+
 def _motion(
     layout: Layout, machine: FirmwareProfile, offset: tuple[float, float], optimise: bool
 ) -> MotionProgram:
@@ -122,7 +150,8 @@ def _motion(
     if optimise and len(strokes) > 1:
         starts = np.array([s.points[0] for s in strokes])
         ends = np.array([s.points[-1] for s in strokes])
-        idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]))
+        kicks = _search_budget(strokes, (text, code), machine)
+        idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]), kicks=kicks)
         strokes = [strokes[i].reversed() if f else strokes[i] for i, f in zip(idx, flip, strict=True)]
     params = (text, code) if layout.code is not None else (text,)
     return MotionProgram(strokes=tuple(strokes), params=params)
@@ -177,19 +206,14 @@ def _resolve_machine(layout: Layout, machine_profile: FirmwareProfile | str | No
     return machine
 
 
-def build_program(
-    layout: Layout, machine_profile: FirmwareProfile | str | None = None, *, optimise: bool = True
-) -> Program:
-    """The machine-neutral program for a layout.
+def check_fits(layout: Layout, machine_profile: FirmwareProfile | str | None = None) -> FirmwareProfile:
+    """The machine the program would be made for, once the mark is known to fit it (no toolpath is made).
 
-    Args:
-        layout: a composed layout (check it first; this function does not judge compliance).
-        machine_profile: the target machine (profile or id); the layout's own machine by default.
-        optimise: order strokes to minimise travel (motion machines); False keeps reading order.
+    A pre-check judges every item this way without ordering strokes; ``build_program`` makes the
+    same check first.
 
     Raises:
-        LayoutError: the machine is of another kind than the layout was composed for
-            (``field="machine"``), or the mark falls outside its work area (``field="options.origin_mm"``).
+        LayoutError: as ``build_program``.
     """
     machine = _resolve_machine(layout, machine_profile)
     offset = layout.request.options.origin_mm
@@ -206,6 +230,25 @@ def build_program(
             f"outside the {area.work_area_x_mm:g} x {area.work_area_y_mm:g} mm work area of {machine.id}",
             field="options.origin_mm",
         )
+    return machine
+
+
+def build_program(
+    layout: Layout, machine_profile: FirmwareProfile | str | None = None, *, optimise: bool = True
+) -> Program:
+    """The machine-neutral program for a layout.
+
+    Args:
+        layout: a composed layout (check it first; this function does not judge compliance).
+        machine_profile: the target machine (profile or id); the layout's own machine by default.
+        optimise: order strokes to minimise travel (motion machines); False keeps reading order.
+
+    Raises:
+        LayoutError: the machine is of another kind than the layout was composed for
+            (``field="machine"``), or the mark falls outside its work area (``field="options.origin_mm"``).
+    """
+    machine = check_fits(layout, machine_profile)
+    offset = layout.request.options.origin_mm
     if machine.family == "grbl":
         return _motion(layout, machine, offset, optimise)
     return _pattern(layout, offset)

@@ -25,7 +25,7 @@ from markctl.errors import ConfigError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import Manifest, parse_manifest
 from markctl.jobs.owner import owner_is_gone
-from markctl.jobs.runner import BatchReport, Plan, Prepared, precheck, run_plan
+from markctl.jobs.runner import BatchReport, Plan, Prepared, precheck, precheck_off_loop, run_plan
 from markctl.layouts import MarkRequest, compose
 from markctl.layouts import program as make_program
 from markctl.layouts.program import MotionProgram
@@ -197,7 +197,7 @@ class MarkService:
             manifest_csv, source="manifest", default_mark_profile=self.settings.defaults.mark_profile
         )
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
-        plan = await asyncio.to_thread(precheck, manifest, catalogue, load_profile(self.profile_of(machine)))
+        plan = await precheck_off_loop(manifest, catalogue, load_profile(self.profile_of(machine)))
         return await self.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,
                                       wait=wait, on_event=on_event)  # fmt: skip
 

@@ -3,6 +3,12 @@
 1. :func:`precheck` composes and checks every item (pure, no machine): the per-row report an
    import depot sees before anything is cut. A row with an error blocks the batch unless the
    operator excludes it, or a supervisor overrides its compliance findings with a reason.
+   It keeps only a small :class:`Verdict` per item, so memory does not grow with layouts; the
+   layout and program of an item are made again when it is marked (``Plan.prepared`` does it
+   on access), from the same request, pinned to the same date. Large manifests are judged in a
+   pool of worker processes (both cores) at a lower CPU priority, chunk by chunk with a bounded
+   number in flight, in manifest order, so that rows are reported as they are judged and the
+   process that talks to machines keeps its share of the CPU.
 2. :func:`run_plan` marks the items on one machine. For each item: ``planned`` (once), then
    ``started`` is committed **before** the first byte reaches the machine, then ``marked``,
    ``failed`` (nothing was cut) or ``unknown`` (the cycle ended part-way or its outcome cannot be
@@ -14,13 +20,17 @@ Success is reported only after the result is recorded.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import threading
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
@@ -33,11 +43,63 @@ from markctl.layouts import program as make_program
 from markctl.layouts.content import ContentError, parse_flag
 from markctl.layouts.findings import Report
 from markctl.layouts.program import MotionProgram, Program
+from markctl.layouts.toolpath import check_fits
 from markctl.machines import Machine
 from markctl.profiles import FirmwareProfile
 from markctl.records import ItemState, RecordStore
 
-__all__ = ["BatchReport", "ItemResult", "Plan", "Prepared", "precheck", "prepare", "run_plan"]
+__all__ = [
+    "BatchReport",
+    "ItemResult",
+    "Plan",
+    "PrecheckCancelledError",
+    "Prepared",
+    "Verdict",
+    "judge",
+    "precheck",
+    "precheck_off_loop",
+    "prepare",
+    "run_plan",
+]
+
+
+def _problems(report: Report) -> tuple[str, ...]:
+    return tuple(
+        f"[{f.rule}] {f.subject}: {f.message or f'{f.measured} vs {f.required}'}" for f in report.errors
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One item's pre-check outcome: all a plan keeps per item (a few hundred bytes)."""
+
+    item: ManifestItem
+    verdict: str  # ok | not compliant | invalid (could not be composed: never overridable)
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, item: ManifestItem, report: Report) -> Verdict:
+        return cls(
+            item,
+            "ok" if report.passed else "not compliant",
+            _problems(report),
+            tuple(f"[{f.rule}] {f.message}" for f in report.warnings),
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "ok"
+
+    def row(self) -> dict[str, Any]:
+        """The per-row report entry (see :meth:`Plan.rows`)."""
+        return {
+            "line": self.item.line,
+            "item": self.item.item_key,
+            "verdict": self.verdict,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+        }
 
 
 @dataclass
@@ -59,17 +121,56 @@ class Prepared:
         if self.error is not None:
             return self.error.splitlines()  # every field of the row at once, one line each
         assert self.report is not None
-        return [
-            f"[{f.rule}] {f.subject}: {f.message or f'{f.measured} vs {f.required}'}"
-            for f in self.report.errors
-        ]
+        return list(_problems(self.report))
+
+    def verdict(self) -> Verdict:
+        if self.error is not None or self.report is None:
+            return Verdict(self.item, "invalid", tuple(self.problems()))
+        return Verdict.of(self.item, self.report)
+
+
+class _Remade(Sequence[Prepared]):
+    """A plan's items as full :class:`Prepared` (layout, report, program), made on access, never kept."""
+
+    def __init__(
+        self, verdicts: list[Verdict], catalogue: Catalogue, machine_profile: FirmwareProfile, today: date
+    ) -> None:
+        self._verdicts = verdicts
+        self._catalogue, self._machine, self._today = catalogue, machine_profile, today
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
+
+    @overload
+    def __getitem__(self, index: int) -> Prepared: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Prepared]: ...
+    def __getitem__(self, index: int | slice) -> Prepared | Sequence[Prepared]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        item = self._verdicts[index].item
+        try:
+            request = request_for(item, self._catalogue, self._machine, self._today)
+        except (LayoutError, ConfigError) as exc:
+            return Prepared(item, error=str(exc))
+        return prepare(request, self._machine, item)
+
+    def __iter__(self) -> Iterator[Prepared]:
+        return (self[i] for i in range(len(self)))
 
 
 @dataclass
 class Plan:
+    """A pre-checked manifest: a verdict per item; ``prepared`` gives each item's layout and program."""
+
     manifest: Manifest
     machine_profile: FirmwareProfile
-    prepared: list[Prepared]
+    prepared: Sequence[Prepared]
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.verdicts and not isinstance(self.prepared, _Remade):
+            self.verdicts = [p.verdict() for p in self.prepared]
 
     def blocking(self, exclude: set[int], overrides: Mapping[int, str]) -> dict[int, list[str]]:
         """Lines whose problems stop the batch: not excluded, and not overridden (compliance only)."""
@@ -77,13 +178,13 @@ class Plan:
         for issue in self.manifest.issues:
             if issue.line not in exclude:
                 blocked.setdefault(issue.line, []).append(str(issue))
-        for p in self.prepared:
-            line = p.item.line
-            if p.passed or line in exclude:
+        for v in self.verdicts:
+            line = v.item.line
+            if v.passed or line in exclude:
                 continue
-            if p.error is None and line in overrides:
+            if v.verdict != "invalid" and line in overrides:
                 continue  # findings overridden by a supervisor (recorded when marked)
-            blocked.setdefault(line, []).extend(f"line {line}: {p.item.component}: {m}" for m in p.problems())
+            blocked.setdefault(line, []).extend(f"line {line}: {v.item.component}: {m}" for m in v.problems)
         return blocked
 
     def rows(self) -> list[dict[str, Any]]:
@@ -92,16 +193,7 @@ class Plan:
             {"line": i.line, "item": None, "verdict": "invalid", "problems": [f"{i.field}: {i.message}"]}
             for i in self.manifest.issues
         ]
-        for p in self.prepared:
-            out.append(
-                {
-                    "line": p.item.line,
-                    "item": p.item.item_key,
-                    "verdict": "ok" if p.passed else "not compliant" if p.error is None else "invalid",
-                    "problems": p.problems(),
-                    "warnings": [f"[{f.rule}] {f.message}" for f in (p.report.warnings if p.report else ())],
-                }
-            )
+        out.extend(v.row() for v in self.verdicts)
         return sorted(out, key=lambda r: (r["line"], r["item"] or ""))
 
 
@@ -142,7 +234,7 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
     """Compose, check and (when compliant or overridable) make the program of one item."""
     prepared = Prepared(item, request)
     try:
-        prepared.layout = compose(request)
+        prepared.layout = compose(request, machine=machine_profile)
         prepared.report = check(prepared.layout)
         prepared.program = make_program(prepared.layout, machine_profile)
     except ContentError as exc:  # a manifest field is a column: name the column, one line per problem
@@ -160,19 +252,160 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
     return prepared
 
 
+def judge(
+    item: ManifestItem, catalogue: Catalogue, machine_profile: FirmwareProfile, today: date | None = None
+) -> Verdict:
+    """One item's verdict: request, composition, check and fit in the work area; no toolpath is made."""
+    try:
+        request = request_for(item, catalogue, machine_profile, today)
+        layout = compose(request, machine=machine_profile)
+        report = check(layout)
+        check_fits(layout, machine_profile)
+    except (LayoutError, ConfigError) as exc:
+        return Verdict(item, "invalid", (str(exc),))
+    return Verdict.of(item, report)
+
+
+class PrecheckCancelledError(MarkctlError):
+    """The pre-check was stopped before every row was judged."""
+
+
+OnVerdict = Callable[[Verdict], None]
+
+_POOL_MIN_ITEMS = 400  # below this, starting worker processes costs more than it saves
+_CHUNK = 32  # items per task: large enough to amortise pickling, small enough to report steadily
+_IN_FLIGHT_PER_WORKER = 2  # bounded queue: memory stays flat, cancelling waits for little
+_WORKER_NICE = 5  # the pool yields the CPU to the process that drives machines
+_worker_state: tuple[Catalogue, FirmwareProfile, date] | None = None
+
+
+def _worker_init(catalogue: Catalogue, machine_profile: FirmwareProfile, today: date) -> None:
+    global _worker_state
+    _worker_state = (catalogue, machine_profile, today)
+    try:
+        os.nice(_WORKER_NICE)
+    except OSError:  # not permitted here: the pool still works, at normal priority
+        pass
+
+
+def _judge_chunk(items: list[ManifestItem]) -> list[Verdict]:
+    assert _worker_state is not None
+    catalogue, machine_profile, today = _worker_state
+    return [judge(item, catalogue, machine_profile, today) for item in items]
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def precheck(
-    manifest: Manifest, catalogue: Catalogue, machine_profile: FirmwareProfile, *, today: date | None = None
+    manifest: Manifest,
+    catalogue: Catalogue,
+    machine_profile: FirmwareProfile,
+    *,
+    today: date | None = None,
+    workers: int | None = None,
+    on_verdict: OnVerdict | None = None,
+    cancel: threading.Event | None = None,
 ) -> Plan:
-    """Compose and check every item of the manifest; no machine is touched."""
-    prepared = []
-    for item in manifest.items:
+    """Compose and check every item of the manifest; no machine is touched.
+
+    Args:
+        today: the date the marks are judged (and later made) for; today by default.
+        workers: processes judging items; by default one per core, in-process for small manifests.
+        on_verdict: called with each item's verdict as soon as it is known, in manifest order.
+        cancel: when set, the pre-check stops at the next chunk and raises PrecheckCancelledError.
+    """
+    day = today or date.today()
+    verdicts: list[Verdict] = []
+
+    def done(verdict: Verdict) -> None:
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+
+    items = manifest.items
+    n_workers = max(1, workers if workers is not None else _default_workers())
+    if n_workers == 1 or len(items) < _POOL_MIN_ITEMS:
+        for item in items:
+            if cancel is not None and cancel.is_set():
+                raise PrecheckCancelledError("the pre-check was cancelled; nothing was marked")
+            done(judge(item, catalogue, machine_profile, day))
+    else:
+        _judge_in_pool(items, catalogue, machine_profile, day, n_workers, done, cancel)
+    return Plan(manifest, machine_profile, _Remade(verdicts, catalogue, machine_profile, day), verdicts)
+
+
+async def precheck_off_loop(
+    manifest: Manifest,
+    catalogue: Catalogue,
+    machine_profile: FirmwareProfile,
+    *,
+    today: date | None = None,
+    on_verdict: OnVerdict | None = None,
+) -> Plan:
+    """:func:`precheck` in a worker thread, so the event loop keeps driving machines meanwhile.
+
+    Cancelling the awaiting task stops the pre-check at its next chunk (its workers are shut
+    down) before the cancellation goes on.
+    """
+    cancel = threading.Event()
+    work = asyncio.ensure_future(
+        asyncio.to_thread(
+            precheck, manifest, catalogue, machine_profile, today=today, on_verdict=on_verdict, cancel=cancel
+        )
+    )
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        cancel.set()
         try:
-            request = request_for(item, catalogue, machine_profile, today)
-        except (LayoutError, ConfigError) as exc:
-            prepared.append(Prepared(item, error=str(exc)))
-            continue
-        prepared.append(prepare(request, machine_profile, item))
-    return Plan(manifest, machine_profile, prepared)
+            await work
+        except PrecheckCancelledError:
+            pass
+        raise
+
+
+def _judge_in_pool(
+    items: list[ManifestItem],
+    catalogue: Catalogue,
+    machine_profile: FirmwareProfile,
+    today: date,
+    workers: int,
+    done: OnVerdict,
+    cancel: threading.Event | None,
+) -> None:
+    # A single-threaded caller (the CLI) forks its workers: they start with everything imported. A
+    # threaded one (the service) must not fork (a lock held by another thread would stay locked in
+    # the child): its workers come from a forkserver that has imported the layouts once.
+    ctx: multiprocessing.context.BaseContext
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("fork")
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["markctl.jobs.runner"])
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(catalogue, machine_profile, today)
+    )
+    pending: deque[Future[list[Verdict]]] = deque()
+    try:
+        for start in range(0, len(items), _CHUNK):
+            while len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+                for verdict in pending.popleft().result():
+                    done(verdict)
+            if cancel is not None and cancel.is_set():
+                raise PrecheckCancelledError("the pre-check was cancelled; nothing was marked")
+            pending.append(pool.submit(_judge_chunk, items[start : start + _CHUNK]))
+        while pending:
+            for verdict in pending.popleft().result():
+                done(verdict)
+            if cancel is not None and cancel.is_set() and pending:
+                raise PrecheckCancelledError("the pre-check was cancelled; nothing was marked")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -261,26 +494,33 @@ async def run_plan(
         )
     report = BatchReport(batch_id or uuid.uuid4().hex[:12])
     emit = on_event or (lambda event: None)
-    todo = [p for p in plan.prepared if p.item.line not in exclude]
+    todo = [i for i, v in enumerate(plan.verdicts) if v.item.line not in exclude]
     report.results.extend(
-        ItemResult(p.item.item_key, p.item.line, "excluded", "excluded by the operator")
-        for p in plan.prepared
-        if p.item.line in exclude
+        ItemResult(v.item.item_key, v.item.line, "excluded", "excluded by the operator")
+        for v in plan.verdicts
+        if v.item.line in exclude
     )
     emit({"type": "batch-started", "batch": report.batch_id, "items": len(todo)})
-    for index, prepared in enumerate(todo, start=1):
-        emit({"type": "item-started", "index": index, "of": len(todo), "item": prepared.item.item_key})
-        result = await _run_item(prepared, machine, store, operator, report.batch_id, overrides, override_by,
-                                 emit, load_part, verify, images)  # fmt: skip
+    for index, at in enumerate(todo, start=1):
+        verdict = plan.verdicts[at]
+        emit({"type": "item-started", "index": index, "of": len(todo), "item": verdict.item.item_key})
+        # The layout and program are made now (a worker thread: ordering a large mark takes a few
+        # tens of milliseconds), from the request the pre-check judged.
+        prepared = await asyncio.to_thread(plan.prepared.__getitem__, at)
+        if prepared.verdict() != verdict:
+            result = ItemResult(verdict.item.item_key, verdict.item.line, "refused",
+                                "the item no longer composes as it was pre-checked: pre-check the manifest again")  # fmt: skip
+        else:
+            result = await _run_item(prepared, machine, store, operator, report.batch_id, overrides, override_by,
+                                     emit, load_part, verify, images)  # fmt: skip
         report.results.append(result)
         emit({"type": "item-ended", "index": index, "of": len(todo), "item": result.item_key, "state": result.state,
               "message": result.message})  # fmt: skip
         if result.state == "unknown" or not result.machine_safe:
             # The weapon's or the machine's state is in doubt: stop rather than cut the next weapon blind.
             for rest in todo[index:]:
-                report.results.append(
-                    ItemResult(rest.item.item_key, rest.item.line, "refused", "batch stopped")
-                )
+                v = plan.verdicts[rest]
+                report.results.append(ItemResult(v.item.item_key, v.item.line, "refused", "batch stopped"))
             break
     emit({"type": "batch-ended", "batch": report.batch_id, "counts": report.counts()})
     return report

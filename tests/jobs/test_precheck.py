@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import tracemalloc
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -77,3 +81,151 @@ def test_catalogue_prefers_the_model(tmp_path: Path) -> None:
         cat.lookup(None, "barrel")
     with pytest.raises(ConfigError, match="needs a \\[parts"):
         Catalogue.from_toml("x = 1")
+
+
+# --- streaming, the worker pool, and what a plan keeps -------------------------------------------
+
+MIXED = b"".join(
+    (
+        b"M%d,Beretta,92FS,iti-import,frame,%s,26,%s\n"
+        % (i, b"XX" if i % 11 == 5 else b"KE", b"no" if i % 3 else b"yes")
+    )
+    + (b"R%d,Arsenal,SLR-95,iti-import,receiver,KE,26,yes\n" % i if i % 4 == 0 else b"")
+    + (b"S%d,Beretta,92FS,iti-import,slide,KE,26,yes\n" % i if i % 13 == 0 else b"")
+    for i in range(48)
+)
+
+
+SLIDE = """
+[parts.slide]
+material = "steel"
+wall_thickness_mm = 2.5
+zone = [[0, 0], [50, 0], [50, 10], [0, 10]]
+"""
+
+
+@pytest.fixture
+def mixed_catalogue(repo: Path) -> Catalogue:
+    # With a slide surface: an import mark on a slide composes but is not compliant (ITI para 10).
+    return Catalogue.from_toml((repo / "examples" / "import" / "parts.toml").read_text() + SLIDE)
+
+
+def test_pool_judges_exactly_as_one_process(
+    mixed_catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from markctl.jobs import runner
+
+    catalogue = mixed_catalogue
+    manifest = parse_manifest(HEADER + MIXED)
+    machine = load_profile("grbl-1.1")
+    alone = precheck(manifest, catalogue, machine, today=date(2026, 11, 27), workers=1)
+    monkeypatch.setattr(runner, "_POOL_MIN_ITEMS", 0)  # a pool even for this small manifest
+    streamed: list[runner.Verdict] = []
+    pooled = precheck(manifest, catalogue, machine, today=date(2026, 11, 27), workers=2,
+                      on_verdict=streamed.append)  # fmt: skip
+    assert pooled.verdicts == alone.verdicts
+    assert streamed == pooled.verdicts  # reported one by one, in manifest order
+    assert [v.item for v in streamed] == manifest.items
+    assert pooled.rows() == alone.rows()
+    verdicts = {v.verdict for v in pooled.verdicts}
+    assert verdicts == {"ok", "invalid", "not compliant"}  # the mix covers every outcome
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_cancel_stops_the_precheck(catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch, pool: bool) -> None:
+    from markctl.jobs import runner
+
+    if pool:
+        monkeypatch.setattr(runner, "_POOL_MIN_ITEMS", 0)
+        monkeypatch.setattr(runner, "_CHUNK", 4)
+    manifest = parse_manifest(HEADER + MIXED)
+    cancel = threading.Event()
+    seen: list[runner.Verdict] = []
+
+    def on_verdict(v: runner.Verdict) -> None:
+        seen.append(v)
+        cancel.set()
+
+    with pytest.raises(runner.PrecheckCancelledError, match="cancelled; nothing was marked"):
+        precheck(manifest, catalogue, load_profile("grbl-1.1"), workers=2 if pool else 1,
+                 on_verdict=on_verdict, cancel=cancel)  # fmt: skip
+    # At most the chunks already in flight are reported after the cancel.
+    assert 1 <= len(seen) <= (1 if not pool else 4 * 2 * 2)
+    assert len(seen) < len(manifest.items)
+
+
+def test_plan_keeps_verdicts_and_remakes_each_item_as_if_alone(catalogue: Catalogue) -> None:
+    from markctl.jobs.runner import Verdict, prepare, request_for
+
+    manifest = parse_manifest(HEADER + MIXED)
+    machine = load_profile("grbl-1.1")
+    day = date(2026, 11, 27)
+    plan = precheck(manifest, catalogue, machine, today=day, workers=1)
+    assert all(type(v) is Verdict for v in plan.verdicts)
+    for at in (0, 1, 3):
+        item = manifest.items[at]
+        remade = plan.prepared[at]
+        alone = prepare(request_for(item, catalogue, machine, day), machine, item)
+        assert remade.program is not None and alone.program is not None
+        assert remade.program.digest == alone.program.digest
+        assert remade.verdict() == alone.verdict() == plan.verdicts[at]
+
+
+def test_plan_memory_does_not_grow_with_layouts(catalogue: Catalogue) -> None:
+    # Before, a plan held every item's layout and program (~52 KB each). Now a verdict per item.
+    machine = load_profile("grbl-1.1")
+    rows = b"".join(b"T%d,Beretta,92FS,iti-import,frame,KE,26,no\n" % i for i in range(60))
+    manifest = parse_manifest(HEADER + rows)
+    precheck(parse_manifest(HEADER + rows[:45]), catalogue, machine, workers=1)  # warm every cache
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        plan = precheck(manifest, catalogue, machine, workers=1)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(plan.verdicts) == 60
+    assert kept / 60 < 2_000, f"{kept / 60:.0f} bytes kept per item"
+
+
+def test_a_threaded_caller_gets_a_forkserver_pool(
+    mixed_catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service pre-checks from a worker thread while the event loop runs: its pool must not fork
+    # that multi-threaded process. Same verdicts as judging in one process.
+    from markctl.jobs import runner
+
+    manifest = parse_manifest(HEADER + MIXED[:1500])
+    machine = load_profile("grbl-1.1")
+    alone = precheck(manifest, mixed_catalogue, machine, workers=1)
+    monkeypatch.setattr(runner, "_POOL_MIN_ITEMS", 0)
+    methods: list[str] = []
+    real = runner.ProcessPoolExecutor
+
+    def spy(*args: object, **kwargs: object) -> object:
+        methods.append(kwargs["mp_context"].get_start_method())  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", spy)
+
+    async def main() -> runner.Plan:
+        return await runner.precheck_off_loop(manifest, mixed_catalogue, machine)
+
+    assert asyncio.run(main()).verdicts == alone.verdicts
+    assert methods == ["forkserver"]
+
+
+async def test_cancelling_the_awaiting_task_stops_the_precheck(catalogue: Catalogue) -> None:
+    from markctl.jobs import runner
+
+    manifest = parse_manifest(HEADER + MIXED * 3)
+    seen: list[runner.Verdict] = []
+    task = asyncio.ensure_future(
+        runner.precheck_off_loop(manifest, catalogue, load_profile("grbl-1.1"), on_verdict=seen.append)
+    )
+    while not seen:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(seen) < len(manifest.items)

@@ -189,6 +189,48 @@ def test_two_opt_reverses_strokes() -> None:
     assert flip.tolist().count(True) in (1, 2)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_order_finds_the_optimum_of_small_tours(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    starts, ends = rng.uniform(0, 20, (5, 2)), rng.uniform(0, 20, (5, 2))
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(5))
+    assert ordering.travel(starts, ends, idx, flip) == pytest.approx(_brute_force(starts, ends), abs=1e-9)
+
+
+def _grid_strokes(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    # Short strokes on a grid, all drawn the same way, shuffled: the best tour is a boustrophedon.
+    rng = np.random.default_rng(rows * cols)
+    cells = rng.permutation(rows * cols)
+    starts = np.column_stack((cells % cols * 2.0, cells // cols * 1.0))
+    return starts, starts + (1.0, 0.0)
+
+
+def test_order_on_hundreds_of_strokes_is_a_valid_near_optimal_deterministic_tour() -> None:
+    starts, ends = _grid_strokes(20, 25)  # 500 strokes
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(500))
+    again = ordering.order(starts, ends)
+    assert np.array_equal(idx, again[0]) and np.array_equal(flip, again[1])  # goldens depend on it
+    # A boustrophedon travels 1 mm per stroke in a row and 1 mm per row change: 499 mm.
+    length = ordering.travel(starts, ends, idx, flip)
+    assert 499.0 - 1e-6 <= length <= 499.0 * 1.05
+    nn = ordering.travel(starts, ends, *ordering.nearest_neighbour(starts, ends))
+    assert length <= nn + 1e-9
+    # A smaller search budget still gives a valid tour, no shorter than the full one's optimum.
+    quick = ordering.order(starts, ends, kicks=0)
+    assert sorted(quick[0].tolist()) == list(range(500))
+    assert ordering.travel(starts, ends, *quick) >= 499.0 - 1e-6
+
+
+def test_order_keeps_duplicate_and_zero_length_strokes() -> None:
+    starts = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0], [1.0, 0.0]])
+    ends = np.array([[0.0, 0.0], [0.0, 0.0], [6.0, 5.0], [5.0, 5.0], [1.0, 0.0]])
+    idx, flip = ordering.order(starts, ends)
+    assert sorted(idx.tolist()) == list(range(5))
+    assert ordering.travel(starts, ends, idx, flip) == pytest.approx(_brute_force(starts, ends), abs=1e-9)
+
+
 def test_optimised_order_cuts_travel_of_the_composed_order() -> None:
     layout = compose(_example("iti-import-steel-frame.toml", datamatrix=True))
     composed = build_program(layout, optimise=False)
@@ -275,3 +317,26 @@ def test_every_sample_request_is_compliant_and_programs(example: str) -> None:
     assert program_from_json(json.loads(json.dumps(prog.to_dict()))).digest == prog.digest
     root = ET.fromstring(render_svg(layout, report.findings))  # well-formed XML
     assert root.tag.endswith("svg")
+
+
+def test_rows_that_share_a_placement_compose_exactly_as_each_alone() -> None:
+    # compose() shares the placement search between rows with the same part, profile and text
+    # extent (a manifest); every layout must equal the one composed with nothing shared.
+    import sys
+
+    module = sys.modules["markctl.layouts.compose"]
+    base = _example("iti-stockpile-datamatrix.toml")
+    serials = ["0012345", "0012346", "0099999", "0012345", "1112345", "0012347"]
+    module._FREE_CACHE.__dict__.clear()
+    shared = [compose(base.with_fields(serial=s)) for s in serials]
+    assert len(module._FREE_CACHE.__dict__["placements"]) < len(serials)  # some rows did share
+    for serial, layout in zip(serials, shared, strict=True):
+        module._FREE_CACHE.__dict__.clear()
+        alone = compose(base.with_fields(serial=serial))
+        assert [line.origin for line in layout.lines] == [line.origin for line in alone.lines]
+        for got, want in zip(layout.lines, alone.lines, strict=True):
+            for a, b in zip(got.glyphs, want.glyphs, strict=True):
+                assert all(np.array_equal(x, y) for x, y in zip(a.strokes, b.strokes, strict=True))
+        assert layout.code is not None and alone.code is not None and layout.code.origin == alone.code.origin
+        assert layout.footprint.equals_exact(alone.footprint, 0.0)
+        assert program(layout).digest == program(alone).digest
