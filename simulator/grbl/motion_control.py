@@ -1,0 +1,238 @@
+"""Executing parsed G-code blocks and motion requests (Grbl's gcode.c execution half, motion_control.c
+and jog.c): feed/spindle/modal updates in gcode.c order, soft-limit checks, queuing straight and arc
+moves, dwells, jogs and homing."""
+
+from __future__ import annotations
+
+import math
+
+from markctl.simulator.grbl.blocks import _Motion, _p3
+from markctl.simulator.grbl.gcode import (
+    GCodeError,
+    arc_points,
+    check_block,
+    parse_block,
+    parse_jog,
+)
+from markctl.simulator.grbl.report import _Report
+
+
+class _SoftLimitError(GCodeError):
+    """A soft-limit alarm: the line gets no response of its own (the alarm is the answer)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+class _MotionControl(_Report):
+    """G-code execution, jogs, homing and dwells."""
+
+    async def _home(self, number: int) -> None:
+        self.state = "Home"
+        # The switches sit at the physical origin; after homing Grbl's position is true again.
+        target = _p3([-o for o in self._offset])
+        block = _Motion("home", _p3(self._pos), target, self.settings.get(25, 500.0), "M5", 0.0, number)
+        self._planner.append(block)
+        self._kick_motion()
+        while self._planner and self.state == "Home":
+            await self._wait_main()
+        if self.state == "Home":
+            self._pos = [0.0, 0.0, 0.0]
+            self._offset = [0.0, 0.0, 0.0]
+            self.state = "Idle"
+
+    async def _jog(self, number: int, body: str) -> int:
+        if self.state not in ("Idle", "Jog"):
+            return 8 if self.state != "Alarm" else 9
+        try:
+            blk = parse_jog(body)
+        except GCodeError as exc:
+            return exc.code
+        scale = 25.4 if blk.g.get("units", self.units) == 20 else 1.0
+        incremental = blk.g.get("distance", self.distance) == 91
+        machine = blk.g.get("non-modal") == 53
+        start = self._planned_end()
+        wco = [0.0, 0.0, 0.0] if machine else self._wco()
+        target = list(start)
+        for i, axis in enumerate("XYZ"):
+            if axis in blk.values:
+                value = blk.values[axis] * scale
+                target[i] = start[i] + value if incremental else value + wco[i]
+        if self.settings.get(20, 0) and not self._within_travel(target):
+            return 15
+        self._enqueue_now(
+            _Motion("jog", _p3(start), _p3(target), blk.values["F"] * scale, self.spindle, self.s, number)
+        )
+        self.state = "Jog"
+        self._kick_motion()
+        return 0
+
+    def _within_travel(self, target: list[float]) -> bool:
+        return all(-1e-6 <= target[i] <= self.settings.get(130 + i, 1e9) + 1e-6 for i in range(2))
+
+    async def _sync(self) -> None:
+        """protocol_buffer_synchronize(): wait until the planner is empty and the head stopped."""
+        while self._planner or self._exec is not None or self.state in ("Hold", "Door"):
+            await self._wait_main()
+        self._starved_at = None  # an intended stop, not an underrun
+        self._starved_pending = 0
+
+    async def _gcode(self, number: int, text: str) -> int:
+        blk = parse_block(text)
+        check_block(blk, motion=self.motion_mode, feed=self.feed, feed_mode=self.feed_mode)
+        values = blk.values
+        scale = 25.4 if blk.g.get("units", self.units) == 20 else 1.0
+        # 1. feed mode, feed, spindle speed, tool (gcode.c execution order)
+        if "feed-mode" in blk.g:
+            self.feed_mode = blk.g["feed-mode"]
+        if "F" in values:
+            self.feed = values["F"] * (scale if self.feed_mode == 94 else 1.0)
+        if "S" in values:
+            self.s = values["S"]
+        if "T" in values:
+            self.tool = int(values["T"])
+        # 2. spindle / laser: a state change synchronises the planner (spindle_sync)
+        if "spindle" in blk.m:
+            new = f"M{blk.m['spindle']}"
+            if new != self.spindle and not self._check:
+                await self._sync()
+            self.spindle = new
+        if "coolant" in blk.m:
+            new = f"M{blk.m['coolant']}"
+            if new != self.coolant and not self._check:
+                await self._sync()
+            self.coolant = new
+        non_modal = blk.g.get("non-modal")
+        if non_modal == 4:
+            if not self._check:
+                await self._sync()
+                await self._dwell(values["P"], number)
+        for group, attr in (("plane", "plane"), ("units", "units"), ("distance", "distance")):
+            if group in blk.g:
+                setattr(self, attr, blk.g[group])
+        if "wcs" in blk.g:
+            self.wcs_index = int(blk.g["wcs"]) - 54
+            self._wco_counter = 0
+        axes = blk.axes
+        incremental = self.distance == 91
+        if non_modal == 10:
+            index = int(values["P"]) - 1 if int(values["P"]) > 0 else self.wcs_index
+            current = self._planned_end()
+            for i, axis in enumerate("XYZ"):
+                if axis in axes:
+                    value = axes[axis] * scale
+                    if int(values["L"]) == 2:
+                        self._wcs[index][i] = value
+                    else:
+                        self._wcs[index][i] = current[i] - self._g92[i] - value
+            self._wco_counter = 0
+            await self._eeprom_write()
+        elif non_modal == 92:
+            current = self._planned_end()
+            wcs = self._wcs[self.wcs_index]
+            for i, axis in enumerate("XYZ"):
+                if axis in axes:
+                    self._g92[i] = current[i] - wcs[i] - axes[axis] * scale
+            self._wco_counter = 0
+        elif non_modal == 92.1:
+            self._g92 = [0.0, 0.0, 0.0]
+            self._wco_counter = 0
+        elif non_modal in (28.1, 30.1):
+            store = self._g28 if non_modal == 28.1 else self._g30
+            store[:] = self._planned_end()
+            await self._eeprom_write()
+        elif non_modal in (28, 30):
+            if axes:
+                target = self._target(axes, scale, incremental, machine=False)
+                await self._queue_motion(number, "rapid", target)
+            home = self._g28 if non_modal == 28 else self._g30
+            await self._queue_motion(number, "rapid", list(home))
+        if "motion" in blk.g:
+            self.motion_mode = blk.g["motion"]
+        if axes and non_modal not in (10, 28, 30, 92):
+            target = self._target(axes, scale, incremental, machine=non_modal == 53)
+            if self.settings.get(20, 0) and not self._within_travel(target) and not self._check:
+                self._raise_alarm(2)
+                raise _SoftLimitError()
+            mode = self.motion_mode
+            if mode in (0, 1):
+                await self._queue_motion(number, "rapid" if mode == 0 else "line", target)
+            elif mode in (2, 3):
+                start = self._planned_end()
+                ij = None
+                if "I" in values or "J" in values:
+                    ij = (values.get("I", 0.0) * scale, values.get("J", 0.0) * scale)
+                radius = values["R"] * scale if "R" in values else None
+                pts = arc_points(
+                    (start[0], start[1]), (target[0], target[1]), clockwise=mode == 2, ij=ij, radius=radius
+                )
+                for x, y in pts:
+                    await self._queue_motion(number, "line", [x, y, target[2]])
+        if "stop" in blk.m:
+            code = blk.m["stop"]
+            if not self._check:
+                await self._sync()
+            if code in (0, 1):
+                if not self._check:
+                    self.state, self.substate = "Hold", 0
+            else:
+                # Program end (M2/M30): Grbl restores these modal defaults (gcode.c).
+                self.motion_mode, self.distance, self.feed_mode, self.plane = 1.0, 90.0, 94.0, 17.0
+                self.spindle, self.coolant, self.wcs_index = "M5", "M9", 0
+                self._g92 = [0.0, 0.0, 0.0]
+                self._line_out("[MSG:Pgm End]")
+        return 0
+
+    def _target(
+        self, axes: dict[str, float], scale: float, incremental: bool, *, machine: bool
+    ) -> list[float]:
+        start = self._planned_end()
+        wco = self._wco()
+        target = list(start)
+        for i, axis in enumerate("XYZ"):
+            if axis in axes:
+                value = axes[axis] * scale
+                if incremental:
+                    target[i] = start[i] + value
+                else:
+                    target[i] = value + (0.0 if machine else wco[i])
+        return target
+
+    async def _queue_motion(self, number: int, kind: str, target: list[float]) -> None:
+        start = self._planned_end()
+        if self._check:
+            self._check_pos = list(target)
+            return
+        if self.feed_mode == 93 and kind == "line":
+            length = math.dist(start, target)
+            feed = length * self.feed if self.feed > 0 else 0.0
+        else:
+            feed = self.feed
+        vmax = min(self.settings.get(110, 6000.0), self.settings.get(111, 6000.0))
+        block = _Motion(
+            kind, _p3(start), _p3(target), vmax if kind == "rapid" else feed, self.spindle, self.s, number
+        )
+        if block.length == 0:
+            return
+        # Grbl blocks here (plan_check_full_buffer) until a slot frees: the ok waits with it.
+        while len(self._planner) >= self.proto.planner_blocks:
+            await self._wait_main()
+        self._enqueue_now(block)
+        if self.state == "Idle":
+            self.state = "Run"
+            if self._motion_origin is None:
+                self._motion_origin = self.clock.now()
+                self._motion_started.set()
+        self._kick_motion()
+
+    async def _dwell(self, seconds: float, number: int) -> None:
+        self._dwelling = True
+        t0 = self.clock.now()
+        try:
+            await self.clock.sleep(seconds)
+        finally:
+            self._dwelling = False
+        frac = self._power_fraction(None, 0.0)
+        if frac > 0:
+            p = list(self._pos)
+            self._burn(p, p, self.power_w * frac * seconds, t0, self.clock.now(), number)
