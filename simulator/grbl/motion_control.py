@@ -147,9 +147,12 @@ class _MotionControl(_Report):
                 await self._queue_motion(number, "rapid", target)
             home = self._g28 if non_modal == 28 else self._g30
             await self._queue_motion(number, "rapid", list(home))
+        if "tool-length" in blk.g:
+            self._tlo = axes.get("Z", 0.0) * scale if blk.g["tool-length"] == 43.1 else 0.0
+            self._wco_counter = 0
         if "motion" in blk.g:
             self.motion_mode = blk.g["motion"]
-        if axes and non_modal not in (10, 28, 30, 92):
+        if axes and non_modal not in (10, 28, 30, 92) and blk.g.get("tool-length") != 43.1:
             target = self._target(axes, scale, incremental, machine=non_modal == 53)
             if self.settings.get(20, 0) and not self._within_travel(target) and not self._check:
                 self._raise_alarm(2)

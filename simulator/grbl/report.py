@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from markctl.simulator.grbl.settings import _fmt_setting
+from markctl.simulator.grbl.defaults import format_number
 from markctl.simulator.grbl.stepper import _Stepper
 
 
@@ -75,7 +75,9 @@ class _Report(_Stepper):
         return "<" + "|".join(fields) + ">"
 
     def _wco(self) -> list[float]:
-        return [w + g for w, g in zip(self._wcs[self.wcs_index], self._g92, strict=True)]
+        wco = [w + g for w, g in zip(self._wcs[self.wcs_index], self._g92, strict=True)]
+        wco[2] += self._tlo  # report_realtime_status(): WCO includes the tool length offset on Z
+        return wco
 
     def _build_lines(self) -> list[str]:
         blocks, rx = self.proto.planner_blocks, self.proto.rx_buffer_bytes
@@ -104,7 +106,17 @@ class _Report(_Stepper):
             self.spindle,
             self.coolant,
             f"T{self.tool}",
-            f"F{_fmt_setting(self.feed)}",
-            f"S{_fmt_setting(self.s)}",
+            f"F{format_number(self.feed)}",
+            f"S{format_number(self.s)}",
         ]
         return "[GC:" + " ".join(words) + "]"
+
+    def _report_parameters(self) -> None:
+        """``$#``: coordinate systems, G28/G30, G92, tool length offset and the last probe."""
+        for i, offs in enumerate(self._wcs):
+            self._line_out(f"[G{54 + i}:" + ",".join(f"{v:.3f}" for v in offs) + "]")
+        self._line_out("[G28:" + ",".join(f"{v:.3f}" for v in self._g28) + "]")
+        self._line_out("[G30:" + ",".join(f"{v:.3f}" for v in self._g30) + "]")
+        self._line_out("[G92:" + ",".join(f"{v:.3f}" for v in self._g92) + "]")
+        self._line_out(f"[TLO:{self._tlo:.3f}]")
+        self._line_out("[PRB:0.000,0.000,0.000:0]")

@@ -5,6 +5,7 @@ realtime bytes out and rings the rest, and output framing. Kept apart so line-le
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from markctl.simulator.base import HangUp, Send
 from markctl.simulator.grbl.state import _State
@@ -114,3 +115,11 @@ class _Serial(_State):
             return
         self.responses_sent += 1
         self._line_out(text)
+
+    def _respond_then(self, number: int, action: Callable[[], None]) -> None:
+        """Answer ``ok`` now and run ``action`` right after it, as Grbl does for a command that only
+        sets a realtime flag ($SLP) or calls mc_reset() ($C off, $RST): the ok is printed by the
+        protocol loop before the realtime loop acts on the flag."""
+        self._respond(number, "ok")
+        self._silenced.add(number)  # the caller's own "ok" for this line is already out
+        asyncio.get_running_loop().call_soon(action)

@@ -12,6 +12,7 @@ from markctl.simulator.base import HangUp, Send
 from markctl.simulator.clock import Clock
 from markctl.simulator.faults import Fault, parse_faults
 from markctl.simulator.grbl.blocks import BurnRecord, _Exec, _Motion
+from markctl.simulator.grbl.defaults import default_settings
 from markctl.simulator.workpiece import Workpiece
 
 FAULT_KINDS = ("disconnect", "silence", "garble", "alarm", "door", "slow")
@@ -52,8 +53,7 @@ class _State:
         self.reset_on_attach = reset_on_attach
         self.dialect = self.proto.dialect
         self.realtime = self._realtime_table()
-        self.settings: dict[int, float] = {k: float(v) for k, v in self.proto.settings.items()}
-        self.settings.setdefault(10, 1.0)
+        self.settings: dict[int, float] = default_settings(self.proto.settings)
         self.startup_lines = ["", ""]
         self.build_info = ""
         self.spot_mm = profile.laser.spot_mm if profile.laser is not None else 0.1
@@ -96,6 +96,7 @@ class _State:
         self._wcs = [[0.0, 0.0, 0.0] for _ in range(6)]
         self._g28 = [0.0, 0.0, 0.0]
         self._g30 = [0.0, 0.0, 0.0]
+        self._tlo = 0.0  # G43.1 dynamic tool length offset on Z
         self._eeprom_busy_until = -1.0
         self._door_open = False
         self._dwelling = False
