@@ -30,15 +30,22 @@ One model object per machine, configured by the same firmware profile as the dri
   ``ALARM:6`` homing) and the machine stays in Alarm; ``$C`` check mode with the automatic reset
   on exit; ``$H`` (``error:5`` unless $22=1); ``$J=`` jogs cancelled by 0x85; ``$SLP``; overrides
   10-200 %.
-* **Laser** (§1.7): with ``$32=1`` the beam fires only in G1/G2/G3 blocks (and in jogs, which
-  inherit the laser state), ``M4`` power scales with actual speed / programmed speed and is off
-  standing still, ``M3`` is constant (fires during a dwell), ``S0``/``M5`` off, laser off during
-  hold and door. With ``$32=0`` the "spindle" output fires whenever on, G0 included - which is why
-  drivers verify ``$32=1``.
+* **Laser** (§1.7, gcode.c/spindle_control.c/stepper.c of 1.1h): with ``$32=1`` the beam fires
+  only in G1/G2/G3 blocks (and in jogs, which inherit the laser state); ``M4`` power is S x actual
+  speed / programmed F (a feed override changes it) and off standing still; ``M3`` is constant;
+  an M3/S change synced while the motion mode is not G1-G3 sets the output *off*, so ``M3 S500`` in
+  G0 leaves it off at idle while ``G1 M3 S500`` fires during a dwell; a spindle override at idle
+  re-applies S regardless; ``S0``/``M5`` off; laser off during hold and door (a spindle-stop
+  override, undone on resume or 0x9E with ``[MSG:Restoring spindle]``). With ``$32=0`` the
+  "spindle" output fires whenever on, G0 included - which is why drivers verify ``$32=1``.
+* **Suspension**: during a hold or a door, lines wait in the RX buffer unanswered until the resume;
+  a soft reset answers the line being executed (waiting for planner space, dwelling, held at a soft
+  limit) with ``ok`` before the banner; soft limits bound machine space to ``[-$13x, 0]``.
 * **Status reports** (§1.4): ``MPos`` or ``WPos`` per ``$10`` bit 0, ``Bf`` per bit 1, ``FS`` with
   the actual laser S (M4 scaling and override included), ``Pn`` (door), ``WCO`` every 10 idle /
   30 busy reports and on change, ``Ov`` every 10/20 reports and on change (one report later if
-  ``WCO`` is printed), ``A:`` with ``Ov``. Duplicate ``?`` before a report goes out are coalesced;
+  ``WCO`` is printed; at once after an override, spindle or coolant change), ``A:`` with ``Ov``
+  from the output actually on. Duplicate ``?`` before a report goes out are coalesced;
   ``?`` is ignored while homing and after a hard/soft-limit alarm until reset.
 * **The burn**: every marked piece of motion is burned into :attr:`workpiece` with the profile's
   ``laser.spot_mm`` as width. Model (documented, deliberately simple): the line energy
@@ -63,8 +70,11 @@ One model object per machine, configured by the same firmware profile as the dri
 
 Not modelled: probing, tool changes, arcs outside the XY plane, spindle ramp-up, $N startup-line
 execution errors beyond ``>line:ok``, flash-string timing, limit switches other than by the alarm
-fault; homing moves straight to the origin; feed overrides take effect at the next block; a feed
-hold decelerates within the current block; a stationary M3 beam burns only during G4 dwells.
+fault; homing moves straight to the origin and sets 0 (Grbl sets -$27 pull-off); a feed hold
+decelerates within the current block; a stationary M3 beam burns only during G4 dwells.
+
+Byte-for-byte reference: ``tests/fixtures/grbl/`` holds transcripts of gnea/grbl 1.1h on grbl-sim
+that ``tests/simulator/grbl/test_transcripts.py`` replays against this simulator.
 """
 
 from markctl.simulator.grbl.blocks import BurnRecord

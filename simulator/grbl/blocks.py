@@ -87,10 +87,12 @@ def _profile(
         v_end = math.sqrt(v0 * v0 - 2 * a * length)
         return [((v0 - v_end) / a, v0, -a)], v_end
     peak = math.sqrt((2 * a * length + v0 * v0 + v1 * v1) / 2)
-    vp = max(min(vn, peak), v0, v1)
-    d_acc = max(0.0, (vp * vp - v0 * v0) / (2 * a))
+    # The entry may be above the nominal speed (a feed override lowered it mid-block): slow down
+    # to it first. Either way the first segment runs from v0 to vp.
+    vp = max(min(vn, peak), v1)
+    d_first = abs(vp * vp - v0 * v0) / (2 * a)
     d_dec = max(0.0, (vp * vp - v1 * v1) / (2 * a))
-    cruise = max(0.0, length - d_acc - d_dec)
+    cruise = max(0.0, length - d_first - d_dec)
     segs = []
     if vp > v0:
         segs.append(((vp - v0) / a, v0, a))

@@ -8,6 +8,7 @@ import math
 
 from markctl.simulator.grbl.blocks import _Motion, _p3
 from markctl.simulator.grbl.gcode import (
+    Block,
     GCodeError,
     arc_points,
     check_block,
@@ -68,7 +69,12 @@ class _MotionControl(_Report):
         return 0
 
     def _within_travel(self, target: list[float]) -> bool:
-        return all(-1e-6 <= target[i] <= self.settings.get(130 + i, 1e9) + 1e-6 for i in range(2))
+        """system_check_travel_limits(): Grbl's machine space is ``[-$13x, 0]`` on every axis.
+
+        Homing sets the switch end to 0 and travel runs negative from there; without
+        HOMING_FORCE_SET_ORIGIN (off in 1.1h's config.h) this holds whatever ``$23`` says.
+        """
+        return all(-self.settings.get(130 + i, 1e9) - 1e-6 <= target[i] <= 1e-6 for i in range(3))
 
     async def _sync(self) -> None:
         """protocol_buffer_synchronize(): wait until the planner is empty and the head stopped."""
@@ -76,6 +82,40 @@ class _MotionControl(_Report):
             await self._wait_main()
         self._starved_at = None  # an intended stop, not an underrun
         self._starved_pending = 0
+
+    async def _spindle_sync(self, spindle: str, rpm: float) -> None:
+        """spindle_sync(): wait for the planner to empty, then set the output (not in check mode)."""
+        if self._check:
+            return
+        await self._sync()
+        self._spindle_set_state(spindle, rpm)
+
+    async def _spindle_words(self, blk: Block, non_modal: float | None) -> None:
+        """S and M3/M4/M5 with gcode.c's laser-mode rules (steps 4 and 7).
+
+        In laser mode a block whose motion mode is not G1/G2/G3 syncs the laser *off*
+        (GC_PARSER_LASER_DISABLE): ``M3 S500`` in G0 leaves it off at idle; an S change on a line
+        that moves goes with the motion instead of a sync; M3 re-syncs when the motion mode
+        changes between G1/G2/G3 and the rest without axis words (GC_PARSER_LASER_FORCE_SYNC).
+        """
+        laser = bool(self.settings.get(32, 0))
+        cutting = (1, 2, 3)
+        laser_disable = laser and blk.g.get("motion", self.motion_mode) not in cutting
+        axis_motion = bool(blk.axes) and non_modal not in (10, 28, 30, 92) and "tool-length" not in blk.g
+        force_sync = False
+        if laser and not axis_motion and self.spindle == "M3":
+            was_cutting = self.motion_mode in cutting
+            force_sync = laser_disable if was_cutting else not laser_disable
+        new_s = blk.values.get("S", self.s)
+        if new_s != self.s or force_sync:
+            if self.spindle != "M5" and not (laser and axis_motion):
+                await self._spindle_sync(self.spindle, 0.0 if laser_disable else new_s)
+            self.s = new_s
+        if "spindle" in blk.m:
+            new = f"M{blk.m['spindle']}"
+            if new != self.spindle:
+                await self._spindle_sync(new, 0.0 if laser_disable else self.s)
+            self.spindle = new
 
     async def _gcode(self, number: int, text: str) -> int:
         blk = parse_block(text)
@@ -87,22 +127,16 @@ class _MotionControl(_Report):
             self.feed_mode = blk.g["feed-mode"]
         if "F" in values:
             self.feed = values["F"] * (scale if self.feed_mode == 94 else 1.0)
-        if "S" in values:
-            self.s = values["S"]
         if "T" in values:
             self.tool = int(values["T"])
-        # 2. spindle / laser: a state change synchronises the planner (spindle_sync)
-        if "spindle" in blk.m:
-            new = f"M{blk.m['spindle']}"
-            if new != self.spindle and not self._check:
-                await self._sync()
-            self.spindle = new
+        non_modal = blk.g.get("non-modal")
+        await self._spindle_words(blk, non_modal)
         if "coolant" in blk.m:
             new = f"M{blk.m['coolant']}"
             if new != self.coolant and not self._check:
-                await self._sync()
+                await self._sync()  # coolant_sync(); coolant_set_state() shows it on the next report
+                self._ovr_counter = 0
             self.coolant = new
-        non_modal = blk.g.get("non-modal")
         if non_modal == 4:
             if not self._check:
                 await self._sync()
@@ -182,6 +216,7 @@ class _MotionControl(_Report):
                 # Program end (M2/M30): Grbl restores these modal defaults (gcode.c).
                 self.motion_mode, self.distance, self.feed_mode, self.plane = 1.0, 90.0, 94.0, 17.0
                 self.spindle, self.coolant, self.wcs_index = "M5", "M9", 0
+                self._spindle_set_state("M5", 0.0)
                 self._g92 = [0.0, 0.0, 0.0]
                 self._line_out("[MSG:Pgm End]")
         return 0

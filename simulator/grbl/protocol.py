@@ -38,24 +38,52 @@ class _Protocol(_System):
         elif byte == 0x85:
             if self.state == "Jog":
                 self._jog_cancel()
-        elif 0x90 <= byte <= 0x94:
-            self.feed_ovr = self._step_override(self.feed_ovr, byte - 0x90)
-        elif 0x95 <= byte <= 0x97:
-            self.rapid_ovr = {0x95: 100, 0x96: 50, 0x97: 25}[byte]
-            self._ovr_counter = 0
+        elif 0x90 <= byte <= 0x97:
+            feed, rapid = self.feed_ovr, self.rapid_ovr
+            if byte <= 0x94:
+                feed = self._step_override(feed, byte - 0x90)
+            else:
+                rapid = {0x95: 100, 0x96: 50, 0x97: 25}[byte]
+            if (feed, rapid) != (self.feed_ovr, self.rapid_ovr):
+                self.feed_ovr, self.rapid_ovr = feed, rapid
+                self._ovr_counter = 0
+                self._replan()
         elif 0x99 <= byte <= 0x9D:
-            self.spindle_ovr = self._step_override(self.spindle_ovr, byte - 0x99)
+            ovr = self._step_override(self.spindle_ovr, byte - 0x99)
+            if ovr != self.spindle_ovr:
+                self.spindle_ovr = ovr
+                self._ovr_counter = 0
+                if self.state == "Idle":
+                    # protocol.c: at idle the new override re-sets the spindle from the parser
+                    # state, G0 or not (a laser in G0 mode comes on at S x override).
+                    self._spindle_set_state(self.spindle, self.s)
         elif byte == 0x9E:
-            pass  # spindle stop toggle only matters in Hold, where the laser is already off
+            self._spindle_stop_toggle()
         elif byte in (0xA0, 0xA1):
-            self.coolant = "M9" if self.coolant != "M9" else ("M8" if byte == 0xA0 else "M7")
+            self._coolant_toggle(byte)
 
     def _step_override(self, value: int, op: int) -> int:
-        self._ovr_counter = 0  # show Ov on the next report
         if op == 0:
             return 100
         step = {1: 10, 2: -10, 3: 1, 4: -1}[op]
         return max(10, min(200, value + step))
+
+    def _replan(self) -> None:
+        """plan_cycle_reinitialize(): a feed or rapid override takes effect mid-block, from the
+        speed the head has now (with acceleration), not at the next block."""
+        if self.state in ("Run", "Jog") and self._exec is not None and self._exec.block.kind != "home":
+            self._last_exit_v = self._cut_motion()
+
+    def _coolant_toggle(self, byte: int) -> None:
+        """0xA0 flood / 0xA1 mist toggles in Idle, Run, Hold and Jog. Grbl 1.1h is built without
+        ENABLE_M7, so on the ``grbl`` dialect the mist toggle does nothing."""
+        if self.state not in ("Idle", "Run", "Hold", "Jog"):
+            return
+        if byte == 0xA1 and self.dialect == "grbl":
+            return
+        word = "M8" if byte == 0xA0 else "M7"
+        self.coolant = "M9" if self.coolant == word else word
+        self._ovr_counter = 0
 
     def _raise_alarm(self, code: int) -> None:
         self._cut_motion()
@@ -64,13 +92,16 @@ class _Protocol(_System):
         self.alarms.append(code)
         self.state, self.substate = "Alarm", None
         self.spindle = "M5"
+        self._spindle_out = 0.0
         self._line_out(f"ALARM:{code}")
         if code in (1, 2):
-            # Critical: only a reset is served (protocol.c); the host must send ^X (§1.5).
+            # Critical: only a reset is served (protocol.c); the host must send ^X (§1.5). The line
+            # that hit the limit is still inside mc_line() and gets its "ok" after that reset.
             self._critical = True
             self._ring.clear()
             self._line_out("[MSG:Reset to continue]")
-        # mc_reset(): the line being executed is abandoned without a response.
+        else:
+            self._in_flight = None  # a simulated fault: the line is abandoned without a response
         self._restart_protocol_loop()
 
     def _soft_reset(self, *, power_cycle: bool = False) -> None:
@@ -88,6 +119,7 @@ class _Protocol(_System):
             self._pos = [0.0, 0.0, 0.0]
         if moving and not power_cycle and prior not in ("Alarm", "Sleep"):
             alarm = 6 if homing else 3
+        in_flight = None if power_cycle else self._in_flight
         keep_settings = self.settings
         self._boot()
         self.settings = keep_settings
@@ -95,6 +127,10 @@ class _Protocol(_System):
         if alarm is not None:
             self.alarms.append(alarm)
             self._line_out(f"ALARM:{alarm}")
+        if in_flight is not None:
+            # The line being executed (waiting for planner space, dwelling, held at a limit) returns
+            # from mc_*() on the abort and protocol.c prints its status, "ok", before restarting.
+            self._respond(in_flight, "ok")
         if not power_cycle and (prior in ("Alarm", "Sleep") or alarm is not None):
             self.state = "Alarm"
         elif power_cycle:
@@ -126,7 +162,9 @@ class _Protocol(_System):
         line = bytearray()
         overflow = False
         while True:
-            if self._critical or self.state == "Sleep" or not self._ring:
+            # A hold or a door suspends line processing (protocol_exec_rt_suspend): bytes wait in
+            # the RX buffer and get their response after the resume.
+            if self._critical or self.state in ("Sleep", "Hold", "Door") or not self._ring:
                 self._ring_kick.clear()
                 await self._ring_kick.wait()
                 continue
@@ -174,6 +212,7 @@ class _Protocol(_System):
         if not text:
             self._respond(number, "ok")  # empty or comment-only line: "ok" for syncing (protocol.c)
             return
+        self._in_flight = number
         if text.startswith("$"):
             code = await self._system(number, text)
         elif self.state in ("Alarm", "Jog"):
@@ -182,9 +221,10 @@ class _Protocol(_System):
             try:
                 code = await self._gcode(number, text)
             except _SoftLimitError:
-                return  # the ALARM:2 is the answer; the line is dropped with the planner
+                return  # ALARM:2; the line stays in flight and is answered after the reset
             except GCodeError as exc:
                 code = exc.code
+        self._in_flight = None
         self._respond(number, "ok" if code == 0 else f"error:{code}")
 
     async def _timed_fault(self, fault: Fault) -> None:

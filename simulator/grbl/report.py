@@ -40,8 +40,8 @@ class _Report(_Stepper):
             fields.append(f"Bf:{self.proto.planner_blocks - len(self._planner)},{self.rx_free}")
         # FS: the actual rate and the S actually applied (M4 scaling, override), one instant.
         v, block = self._speed_now()
-        spindle = self._power_fraction(block, v) * (self.settings.get(30, 1000.0) or 1000.0)
-        fields.append(f"FS:{round(v * 60)},{round(spindle)}")
+        spindle_s, spindle_word = self._spindle_at(v, block)
+        fields.append(f"FS:{format_number(v * 60)},{format_number(spindle_s)}")
         if self._door_open:
             fields.append("Pn:D")
         busy = self.state in ("Run", "Jog", "Hold", "Home", "Door")
@@ -62,10 +62,8 @@ class _Report(_Stepper):
             self._ovr_counter = (20 if busy else 10) - 1
             fields.append(f"Ov:{self.feed_ovr},{self.rapid_ovr},{self.spindle_ovr}")
             acc = ""
-            if self.spindle == "M3":
-                acc += "S"
-            elif self.spindle == "M4":
-                acc += "C"
+            if spindle_s > 0:  # spindle_get_state(): the output, not the modal word
+                acc += "S" if spindle_word == "M3" else "C"
             if self.coolant == "M8":
                 acc += "F"
             elif self.coolant == "M7":

@@ -129,6 +129,11 @@ class _State:
         self._corrupt_ordinals: set[int] = set()
         self._planner: deque[_Motion] = deque()
         self._exec: _Exec | None = None
+        self._last_block: _Motion | None = None  # the last block the stepper finished
+        self._spindle_out = 0.0  # sys.spindle_speed: the S at the output now (0: off)
+        self._spindle_stop = False  # a spindle-stop override is in force (hold, door, 0x9E)
+        self._decelerating = False  # a hold, door or jog cancel is bringing the head to a stop
+        self._in_flight: int | None = None  # the line the protocol loop is executing
         self._last_exit_v = 0.0
         self._pending_report = False
         self._wco_counter = 0

@@ -39,24 +39,50 @@ class _Stepper(_Planner):
 
     def _power_fraction(self, block: _Motion | None, v_mm_s: float) -> float:
         """Fraction of full laser power for ``block`` at speed ``v`` (None: standing still)."""
-        spindle = block.spindle if block is not None else self.spindle
-        s_value = block.s if block is not None else self.s
-        if spindle == "M5" or s_value <= 0 or self._check or self.state in ("Alarm", "Sleep"):
+        if self._check or self.state in ("Alarm", "Sleep"):
             return 0.0
         s_max = self.settings.get(30, 1000.0) or 1000.0
-        base = min(1.0, max(0.0, min(1.0, s_value / s_max)) * self.spindle_ovr / 100.0)
-        if not self.settings.get(32, 0):
-            return base  # a spindle output: on whenever it is on, G0 included
-        if self.state in ("Hold", "Door"):
-            return 0.0  # DISABLE_LASER_DURING_HOLD; the door kills the output
         if block is None:
-            return base if spindle == "M3" else 0.0  # M3 fires standing still, M4 does not (§1.7)
-        if block.kind in ("rapid", "home"):
-            return 0.0  # G0 never fires in laser mode
-        if spindle == "M4":
-            v_prog = self._nominal(block)
-            return min(1.0, base * (v_mm_s / v_prog if v_prog > 0 else 0.0))
-        return base
+            return min(1.0, self._spindle_out / s_max)  # whatever spindle_set_state() left on
+        return min(1.0, self._block_spindle(block, v_mm_s) / s_max)
+
+    def _spindle_rpm(self, rpm: float) -> float:
+        """spindle_compute_pwm_value(): the S the output gets (override, $30/$31 limits); 0 is off."""
+        if rpm <= 0:
+            return 0.0
+        rpm *= self.spindle_ovr / 100.0
+        s_max, s_min = self.settings.get(30, 1000.0), self.settings.get(31, 0.0)
+        return max(s_min, min(s_max, rpm))
+
+    def _spindle_set_state(self, spindle: str, rpm: float) -> None:
+        """spindle_set_state(): set the output while not moving; the next report shows ``Ov``/``A:``."""
+        if spindle == "M5" or (self.settings.get(32, 0) and spindle == "M4"):
+            rpm = 0.0  # laser mode: M4 is off standing still (spindle_control.c)
+        self._spindle_out = self._spindle_rpm(rpm)
+        self._ovr_counter = 0
+
+    def _block_spindle(self, block: _Motion, v_mm_s: float) -> float:
+        """The S a block applies at speed ``v`` (the stepper's per-segment PWM update)."""
+        if block.spindle == "M5" or block.s <= 0:
+            return 0.0
+        laser = bool(self.settings.get(32, 0))
+        if not laser:
+            return self._spindle_rpm(block.s)  # a spindle output: on whenever on, G0 included
+        if self.state in ("Hold", "Door") or block.kind in ("rapid", "home"):
+            return 0.0  # DISABLE_LASER_DURING_HOLD; G0 never fires in laser mode
+        if block.spindle == "M4":
+            # Dynamic power: S x actual speed / programmed rate (the F word, without the feed
+            # override), so a feed override changes the power with the speed (stepper.c).
+            programmed = block.feed_mm_min / 60.0
+            return self._spindle_rpm(block.s * (v_mm_s / programmed if programmed > 0 else 0.0))
+        return self._spindle_rpm(block.s)
+
+    def _spindle_at(self, v: float, block: _Motion | None) -> tuple[float, str]:
+        """(S at the output, the spindle word it runs under) with the head at speed ``v`` in
+        ``block`` (from one :meth:`_speed_now`): what ``FS`` and ``A:`` report."""
+        if block is not None and self.state in ("Run", "Jog", "Home"):
+            return self._block_spindle(block, v), block.spindle
+        return self._spindle_out, self.spindle
 
     def _beam_fraction_now(self) -> float:
         v, block = self._speed_now()
@@ -159,9 +185,10 @@ class _Stepper(_Planner):
     async def _motion_loop(self) -> None:
         was_running = False
         while True:
-            if not self._planner or self.state not in _MOVING:
+            if not self._planner or self.state not in _MOVING or self._decelerating:
                 if was_running and self.state in ("Run", "Jog") and not self._planner:
                     self.state, self.substate = "Idle", None
+                    self._spindle_out = self._spindle_after_motion()
                     self._last_exit_v = 0.0
                     self._kick_main()
                 was_running = False
@@ -188,6 +215,7 @@ class _Stepper(_Planner):
             self._pos = list(block.end)
             self._exec = None
             self._last_exit_v = v_exit
+            self._last_block = block
             if self._planner and self._planner[0] is block:
                 self._planner.popleft()
             if not self._planner and self.state == "Run":
@@ -201,6 +229,7 @@ class _Stepper(_Planner):
             self._start_decel("Hold")
         elif self.state == "Idle":
             self.state, self.substate = "Hold", 0
+            self._stop_spindle_for_hold("Hold")
 
     def _jog_cancel(self) -> None:
         jogging = [b for b in self._planner if b.kind == "jog"]
@@ -222,11 +251,20 @@ class _Stepper(_Planner):
             self.state, self.substate = "Hold", 1
         else:
             self.state, self.substate = "Door", 2
+        self._stop_spindle_for_hold(kind)
         task = asyncio.get_running_loop().create_task(self._decelerate(kind, v))
         self._tasks.append(task)
 
     async def _decelerate(self, kind: str, v: float) -> None:
         """Feed hold / door / jog cancel: slow to a stop from ``v`` with the laser off (§1.3)."""
+        self._decelerating = True  # the motion loop keeps off the head block meanwhile
+        try:
+            await self._decelerate_from(kind, v)
+        finally:
+            self._decelerating = False
+            self._kick_motion()
+
+    async def _decelerate_from(self, kind: str, v: float) -> None:
         a = self.accel
         if v > 0 and self._planner:
             head = self._planner[0]
@@ -267,22 +305,59 @@ class _Stepper(_Planner):
             self.substate = 1 if self._door_open else 0
         self._kick_main()
 
+    def _stop_spindle_for_hold(self, kind: str) -> None:
+        """A door always stops the spindle; a hold stops a laser (DISABLE_LASER_DURING_HOLD). Either
+        is a spindle-stop override that the resume undoes with ``[MSG:Restoring spindle]``."""
+        if kind == "Door" or self.settings.get(32, 0):
+            self._spindle_out = 0.0
+            if self.spindle != "M5":
+                self._spindle_stop = True
+
+    def _spindle_stop_toggle(self) -> None:
+        """0x9E during a hold: stop the spindle, or restore one a stop override turned off."""
+        if self.state != "Hold":
+            return
+        if self._spindle_stop:
+            self._spindle_stop = False
+            self._line_out("[MSG:Restoring spindle]")
+            self._spindle_set_state(self.spindle, self.s)
+        else:
+            self._spindle_stop = True
+            self._spindle_set_state("M5", 0.0)
+
+    def _restore_spindle_on_resume(self) -> None:
+        if self._spindle_stop:
+            self._spindle_stop = False
+            self._line_out("[MSG:Restoring spindle]")
+
     def _cycle_start(self) -> None:
         if self.state == "Hold":
             if self.substate == 1:
                 self._hold_pending_resume = True
                 return
+            self._restore_spindle_on_resume()
             self.state, self.substate = ("Run", None) if self._planner else ("Idle", None)
             self._kick_motion()
         elif self.state == "Door" and self.substate == 0 and not self._door_open:
+            self._restore_spindle_on_resume()
             self.state, self.substate = ("Run", None) if self._planner else ("Idle", None)
             self._kick_motion()
+        self._ring_kick.set()  # lines wait in the RX buffer while suspended (protocol.c)
         self._kick_main()
 
     def _door_event(self) -> None:
         if self.state in ("Alarm", "Sleep", "Check"):
             return
+        self._line_out("[MSG:Check Door]")
         if self.state in ("Run", "Jog", "Hold"):
             self._start_decel("Door")
         elif self.state != "Door":
             self.state, self.substate = "Door", 1 if self._door_open else 0
+
+    def _spindle_after_motion(self) -> float:
+        """The output once the planner is empty: a constant-power (M3) block leaves the laser at its
+        S, a dynamic-power (M4) one turns it off (stepper.c: is_pwm_rate_adjusted)."""
+        block = self._last_block
+        if block is None or (self.settings.get(32, 0) and block.spindle == "M4"):
+            return 0.0 if block is not None else self._spindle_out
+        return self._block_spindle(block, self._nominal(block))

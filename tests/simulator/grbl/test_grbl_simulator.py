@@ -286,10 +286,11 @@ async def test_laser_mode_off_fires_on_g0_too(make_host) -> None:
 
 
 async def test_m3_dwell_burns_a_dot_m4_dwell_does_not(make_host) -> None:
+    # In G0 mode an M3 is synced *off* (gcode.c laser-disable, transcript row07); G1 mode fires it.
     host = await make_host()
-    for line in ("G0X10Y10", "M4S1000", "G4P0.5", "M3S1000", "G4P0.5", "M5"):
+    for line in ("G0X10Y10", "M4S1000", "G4P0.5", "M3S1000", "G4P0.5", "G1", "G4P0.5", "M5"):
         host.send(line + "\n")
-    await host.responses(6)
+    await host.responses(8)
     assert len(host.sim.burn_log) == 1
     dot = host.sim.burn_log[0]
     assert (dot.x0, dot.y0, dot.x1, dot.y1) == (10.0, 10.0, 10.0, 10.0)
