@@ -60,17 +60,18 @@ One model object per machine, configured by the same firmware profile as the dri
   ``garble@byte:N[=mask]`` (the N-th byte sent is XORed with ``mask``, default 0x80),
   ``alarm@t:T=N`` (``ALARM:N``; 1 and 2 are critical: ``[MSG:Reset to continue]`` and only ^X is
   served), ``door@t:T[=seconds open]``, ``slow@t:T=S`` (S more seconds before the host reads each
-  reply). ``t`` counts simulated seconds from the first planned motion (job start), so one spec
+  reply), ``stall@t:T`` (motion freezes where it is, ``Run`` is still reported and no more lines
+  are taken, so no ``ok`` comes; realtime commands still work; a reset clears it). ``t`` counts simulated seconds from the first planned motion (job start), so one spec
   means the same under every clock; ``t:0`` means from power-on.
 
 * **Power cycles**: attaching a host to a running simulator pulses "DTR" (``reset_on_attach``): the
   board resets and forgets its position, so :attr:`GrblSimulator.position` (what Grbl reports)
   and :attr:`GrblSimulator.physical_position` (where the head is, where burns land) differ until
-  ``$H`` homes to the physical origin.
+  ``$H`` homes to the switches: machine 0 at the far corner, physical = machine + travel.
 
 Not modelled: probing, tool changes, arcs outside the XY plane, spindle ramp-up, $N startup-line
 execution errors beyond ``>line:ok``, flash-string timing, limit switches other than by the alarm
-fault; homing moves straight to the origin and sets 0 (Grbl sets -$27 pull-off); a feed hold
+fault; homing moves straight to the switch corner (no search/locate/pull-off); a feed hold
 decelerates within the current block; a stationary M3 beam burns only during G4 dwells.
 
 Byte-for-byte reference: ``tests/fixtures/grbl/`` holds transcripts of gnea/grbl 1.1h on grbl-sim

@@ -30,16 +30,23 @@ class _MotionControl(_Report):
 
     async def _home(self, number: int) -> None:
         self.state = "Home"
-        # The switches sit at the physical origin; after homing Grbl's position is true again.
-        target = _p3([-o for o in self._offset])
+        # The switch of each axis sits at the far end of its travel (physical $13x), or at the
+        # near end (physical 0) where $23 sets the axis's bit. Grbl calls the far end machine 0
+        # and the near end -$13x (limits.c, without HOMING_FORCE_SET_ORIGIN; the $27 pull-off is
+        # not modelled), so after homing physical = machine + travel either way and machine space
+        # is -$13x..0: jobs at positive work coordinates need a work offset (G10 L2).
+        travel = [self.settings.get(130 + i, 0.0) for i in range(3)]
+        negative = [int(self.settings.get(23, 0)) >> i & 1 for i in range(3)]
+        machine_after = [-travel[i] if negative[i] else 0.0 for i in range(3)]
+        target = _p3([m + t - o for m, t, o in zip(machine_after, travel, self._offset, strict=True)])
         block = _Motion("home", _p3(self._pos), target, self.settings.get(25, 500.0), "M5", 0.0, number)
         self._planner.append(block)
         self._kick_motion()
         while self._planner and self.state == "Home":
             await self._wait_main()
         if self.state == "Home":
-            self._pos = [0.0, 0.0, 0.0]
-            self._offset = [0.0, 0.0, 0.0]
+            self._pos = machine_after
+            self._offset = travel
             self.state = "Idle"
 
     async def _jog(self, number: int, body: str) -> int:

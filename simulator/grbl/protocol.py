@@ -164,7 +164,7 @@ class _Protocol(_System):
         while True:
             # A hold or a door suspends line processing (protocol_exec_rt_suspend): bytes wait in
             # the RX buffer and get their response after the resume.
-            if self._critical or self.state in ("Sleep", "Hold", "Door") or not self._ring:
+            if self._critical or self._stalled or self.state in ("Sleep", "Hold", "Door") or not self._ring:
                 self._ring_kick.clear()
                 await self._ring_kick.wait()
                 continue
@@ -244,5 +244,10 @@ class _Protocol(_System):
                 self._door_open = False
                 if self.state == "Door" and self.substate == 1:
                     self.substate = 0
+        elif fault.kind == "stall":
+            # A jammed machine: it keeps reporting Run where it stopped, takes no more lines (so
+            # sends no ok) and still obeys realtime commands (hold, reset).
+            self._cut_motion()
+            self._stalled = True
         elif fault.kind == "slow":
             self._slow_extra = fault.arg_float(0.25)

@@ -15,7 +15,7 @@ from markctl.simulator.grbl.blocks import BurnRecord, _Exec, _Motion
 from markctl.simulator.grbl.defaults import default_settings
 from markctl.simulator.workpiece import Workpiece
 
-FAULT_KINDS = ("disconnect", "silence", "garble", "alarm", "door", "slow")
+FAULT_KINDS = ("disconnect", "silence", "garble", "alarm", "door", "slow", "stall")
 
 
 _MOVING = ("Run", "Jog", "Home")
@@ -132,6 +132,7 @@ class _State:
         self._last_block: _Motion | None = None  # the last block the stepper finished
         self._spindle_out = 0.0  # sys.spindle_speed: the S at the output now (0: off)
         self._spindle_stop = False  # a spindle-stop override is in force (hold, door, 0x9E)
+        self._stalled = False  # the stall fault: Run reported, nothing moves, no line is taken
         self._decelerating = False  # a hold, door or jog cancel is bringing the head to a stop
         self._in_flight: int | None = None  # the line the protocol loop is executing
         self._last_exit_v = 0.0

@@ -185,7 +185,7 @@ class _Stepper(_Planner):
     async def _motion_loop(self) -> None:
         was_running = False
         while True:
-            if not self._planner or self.state not in _MOVING or self._decelerating:
+            if not self._planner or self.state not in _MOVING or self._decelerating or self._stalled:
                 if was_running and self.state in ("Run", "Jog") and not self._planner:
                     self.state, self.substate = "Idle", None
                     self._spindle_out = self._spindle_after_motion()
