@@ -104,6 +104,9 @@ class GRBLOptions(DriverOptions):
     stall_s: float = Field(
         default=5.0, gt=0, le=600, description="'Run' with the position and acks frozen this long = stalled."
     )
+    reset_timeout_s: float = Field(
+        default=1.5, gt=0, le=2.0, description="Safe state: wait this long for the banner after ^X (twice)."
+    )
     keepalive_s: float = Field(
         default=0.5, gt=0, le=60, description="Handshake: send '?' after this much silence (bridges)."
     )
@@ -961,9 +964,19 @@ class GRBLDriver(Driver):
                         break
                     report = await self.query_status(timeout=0.5)
                 before = self._resets
-                await self.realtime(RT.RESET)
-                if not await self._await_banner(before, 1.5):
-                    raise SafetyError(f"{self.name}: no banner after the soft reset", address=self.name)
+                for attempt in range(2):
+                    # A ^X can be lost: Grbl clears the reset flag as it enters the wait after a
+                    # hard/soft-limit alarm, so one that arrives between ALARM:1/2 and
+                    # [MSG:Reset to continue] does nothing (seen on grbl-sim). Send it once more.
+                    await self.realtime(RT.RESET)
+                    if await self._await_banner(before, self.opts.reset_timeout_s):
+                        break
+                    if attempt:
+                        raise SafetyError(
+                            f"{self.name}: no banner within {self.opts.reset_timeout_s:g} s after each of "
+                            "two soft resets",
+                            address=self.name,
+                        )
                 steps.append("soft reset")
             self._pending.clear()
             report = await self.query_status(timeout=1.0)

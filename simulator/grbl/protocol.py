@@ -19,8 +19,9 @@ class _Protocol(_System):
     """Line processing, realtime commands, alarms, resets and timed faults."""
 
     def _realtime_command(self, byte: int) -> None:
+        now = self.clock.now()
         if byte != ord("?"):
-            self.realtime_log.append((self.clock.now(), byte))
+            self.realtime_log.append((now, byte))
         if byte == 0x18:
             self._soft_reset()
             return
@@ -30,7 +31,7 @@ class _Protocol(_System):
         if self._critical or self.state == "Sleep":
             return
         if byte in (ord("!"), 0x82):
-            self._feed_hold()
+            self._feed_hold(now)
         elif byte in (ord("~"), 0x81):
             self._cycle_start()
         elif byte == 0x84:

@@ -126,12 +126,14 @@ class _Stepper(_Planner):
         self.workpiece.burn_segment(p0[0], p0[1], p1[0], p1[1], width_mm=width, depth_mm=depth, shade=shade)
         self.burn_log.append(BurnRecord(t0, t1, p0[0], p0[1], p1[0], p1[1], density, line))
 
-    def _cut_motion(self) -> float:
+    def _cut_motion(self, at: float | None = None) -> float:
         """Stop tracking the executing block where it is now; returns the speed it had."""
         ex = self._exec
         if ex is None:
             return 0.0
-        t = self.clock.now() - ex.t0
+        # ``at``: the instant the cause was seen (one clock reading: a scaled clock moves on
+        # between two reads, and the hold must cut the burn where the byte arrived).
+        t = max(0.0, (self.clock.now() if at is None else at) - ex.t0)
         s, v = ex.at(t)
         self._finish_piece(ex, s, t)
         u = ex.block.unit()
@@ -222,11 +224,11 @@ class _Stepper(_Planner):
                 self._starved_at = self.clock.now()  # an underrun if more motion follows
             self._kick_main()
 
-    def _feed_hold(self) -> None:
+    def _feed_hold(self, at: float | None = None) -> None:
         if self.state == "Jog":
             self._jog_cancel()
         elif self.state == "Run":
-            self._start_decel("Hold")
+            self._start_decel("Hold", at)
         elif self.state == "Idle":
             self.state, self.substate = "Hold", 0
             self._stop_spindle_for_hold("Hold")
@@ -244,9 +246,9 @@ class _Stepper(_Planner):
 
         asyncio.get_running_loop().create_task(cancel())
 
-    def _start_decel(self, kind: str) -> None:
+    def _start_decel(self, kind: str, at: float | None = None) -> None:
         """Hold or door: the laser goes off in the same instant the byte or the pin is seen."""
-        v = self._cut_motion()  # burn up to here, then the state change turns the laser off
+        v = self._cut_motion(at)  # burn up to here, then the state change turns the laser off
         if kind == "Hold":
             self.state, self.substate = "Hold", 1
         else:

@@ -109,3 +109,27 @@ async def test_handshake_timeout_names_the_step() -> None:
         await driver.connect()
     assert "no answer to handshake step 'build info' ('$I') within 0.3 s" in str(info.value)
     assert t.written.startswith(b"?$I\n?")  # it kept the link alive meanwhile
+
+
+async def test_a_lost_reset_after_a_soft_limit_alarm_is_sent_again() -> None:
+    # Grbl clears the reset flag as it enters its wait after ALARM:2; a ^X that lands before
+    # [MSG:Reset to continue] does nothing (seen on grbl-sim). The safe state sends a second one.
+    alarm = b"ALARM:2\r\n"
+    job = [
+        (b"G0X5\n", b"ok\r\n"),
+        (b"?", alarm),  # the wait for Idle; after a limit alarm Grbl answers no '?'
+        (b"!", b""),
+        (b"?", b""),
+        (b"\x18", b"[MSG:Reset to continue]\r\n"),  # lost: arrived before the wait began
+        (b"\x18", b"ok\r\n" + BANNER + b"[MSG:'$H'|'$X' to unlock]\r\n"),
+        (b"?", b"<Alarm|MPos:-1.000,0.000,0.000|FS:0,0>\r\n"),
+    ]
+    t = ScriptedTransport(
+        [(b"?", IDLE), (b"$I\n", VERSION), (b"$$\n", SETTINGS_AS_GRBL_PRINTS), *job], greeting=BANNER
+    )
+    driver = driver_for(t, reset_timeout_s=0.3)
+    await driver.connect()
+    result = await driver.run_gcode(["G0X5"])
+    assert result.outcome is Outcome.ALARM and result.code == "ALARM:2"
+    assert result.safe_state_confirmed
+    t.assert_done()
