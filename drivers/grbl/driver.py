@@ -101,6 +101,15 @@ class GRBLOptions(DriverOptions):
     handshake_timeout_s: float = Field(default=2.5, gt=0, le=60, description="Wait for the banner, then ^X.")
     response_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Wait for a command's ok/error.")
     watchdog_s: float = Field(default=10.0, gt=0, le=600, description="Silence while running = link lost.")
+    stall_s: float = Field(
+        default=5.0, gt=0, le=600, description="'Run' with the position and acks frozen this long = stalled."
+    )
+    reset_timeout_s: float = Field(
+        default=1.5, gt=0, le=2.0, description="Safe state: wait this long for the banner after ^X (twice)."
+    )
+    keepalive_s: float = Field(
+        default=0.5, gt=0, le=60, description="Handshake: send '?' after this much silence (bridges)."
+    )
     rx_buffer_bytes: int | None = Field(default=None, gt=0, le=65536, description="Override [OPT:]/profile.")
     dynamic_power: bool = Field(default=True, description="M4 (power follows speed); False = M3 constant.")
 
@@ -160,6 +169,8 @@ class GRBLDriver(Driver):
         self._idle_streak = 0
         self._quiet_since = 0
         self._last_rx = time.monotonic()
+        self._progress_at = time.monotonic()  # last ack or position change while running
+        self._progress_pos: tuple[float, ...] | None = None
         self._last_poll = 0.0
         self._protocol_error: ProtocolError | None = None
         self._polling = False
@@ -239,6 +250,15 @@ class GRBLDriver(Driver):
         self.status = report
         if report.wco is not None:
             self.wco = report.wco
+        mpos, _ = report.position(self.wco)
+        if (
+            report.state != "Run"
+            or mpos is None
+            or self._progress_pos is None
+            or any(abs(a - b) > 1e-3 for a, b in zip(mpos, self._progress_pos, strict=False))
+        ):
+            self._progress_at = time.monotonic()  # moving, or in a state that explains standing still
+        self._progress_pos = mpos
         self._status_seq += 1
         self._idle_streak = self._idle_streak + 1 if report.state in ("Idle", "Check") else 0
         if self._state is not State.CONNECTING:
@@ -301,8 +321,15 @@ class GRBLDriver(Driver):
         if self._job is not None and not self._job.done():
             raise MachineError(f"{self.name}: cannot {what} while a job runs", address=self.name)
 
-    async def command(self, line: str, timeout: float | None = None) -> list[Message]:
+    async def command(
+        self, line: str, timeout: float | None = None, *, keepalive_s: float | None = None, step: str = ""
+    ) -> list[Message]:
         """Send one line send-response and return the push messages that came before its ``ok``.
+
+        ``keepalive_s``: while no answer has come, send ``?`` that often. Some USB bridges and
+        boards hand a line over only when more bytes follow it; a status request is harmless and
+        answered by realtime code, so it pushes the answer out without changing anything.
+        ``step`` names the step in the timeout message (``handshake step '$I'``).
 
         Raises:
             DeviceError: the machine answered ``error:N`` (text from the profile).
@@ -317,13 +344,27 @@ class GRBLDriver(Driver):
         self._pending.append(entry)
         await self._write(data)
         assert entry.future is not None
-        try:
-            async with asyncio.timeout(timeout or self.opts.response_timeout_s):
-                reply = await asyncio.shield(entry.future)
-        except TimeoutError:
-            with contextlib.suppress(ValueError):
-                self._pending.remove(entry)
-            raise MachineTimeoutError(f"{self.name}: no answer to {line!r}", address=self.name) from None
+        limit = timeout or self.opts.response_timeout_s
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            wait = min(left, keepalive_s) if keepalive_s else left
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    reply = await asyncio.shield(entry.future)
+                break
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    await self.realtime(RT.STATUS)  # keep-alive
+                    continue
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(entry)
+                what = f"{step} ({line!r})" if step else repr(line)
+                raise MachineTimeoutError(
+                    f"{self.name}: no answer to {what} within {limit:g} s",
+                    address=self.name,
+                    hint="check the baud rate and the cable; a bridge that holds lines back needs keep-alive",
+                ) from None
         if isinstance(reply, ErrorResponse):
             raise DeviceError(
                 f"{self.name}: {line!r} refused: {self._error_text(reply.code)}",
@@ -412,8 +453,14 @@ class GRBLDriver(Driver):
             )
         report = await self.query_status(timeout=self.opts.response_timeout_s)
         if report is None:
-            raise MachineTimeoutError(f"{self.name}: no status report after '?'", address=self.name)
-        pushes = await self.command("$I")
+            raise MachineTimeoutError(
+                f"{self.name}: handshake step 'status' got no report to '?' within "
+                f"{self.opts.response_timeout_s:g} s",
+                address=self.name,
+            )
+        pushes = await self.command(
+            "$I", keepalive_s=self.opts.keepalive_s, step="handshake step 'build info'"
+        )
         version = self.welcome.version
         opt_codes = ""
         for item in pushes:
@@ -433,7 +480,7 @@ class GRBLDriver(Driver):
             raise self._dialect_error(f"the machine is grbl ({self.welcome.text!r}) and $I names no grblHAL")
         if self.opts.rx_buffer_bytes is not None:
             self.rx_buffer_bytes = self.opts.rx_buffer_bytes
-        await self.refresh_settings()
+        await self.refresh_settings(keepalive_s=self.opts.keepalive_s, step="handshake step 'settings'")
         self.set_state(_STATE.get(report.state, State.FAULT), raw=report.raw_state)
         return DeviceInfo(
             family="grbl",
@@ -457,9 +504,10 @@ class GRBLDriver(Driver):
             hint="pick the profile that matches the firmware",
         )
 
-    async def refresh_settings(self) -> dict[int, float]:
-        """``$$``, cached in :attr:`settings` (numbered settings only)."""
-        pushes = await self.command("$$")
+    async def refresh_settings(self, *, keepalive_s: float | None = None, step: str = "") -> dict[int, float]:
+        """``$$``, every numbered setting cached in :attr:`settings` as a float (Grbl prints
+        ``$11=0.010``, ``$100=80.000``; grblHAL and FluidNC print more than the profile names)."""
+        pushes = await self.command("$$", keepalive_s=keepalive_s, step=step)
         settings: dict[int, float] = {}
         for item in pushes:
             if isinstance(item, Setting) and item.number is not None:
@@ -561,6 +609,8 @@ class GRBLDriver(Driver):
                 raise ValueError(
                     f"program bounds {program.bounds} leave the work area 0..{w:g} x 0..{h:g} mm"
                 )
+            if program.strokes:
+                self._check_travel((x0, y0, x1, y1))
         else:
             raise ValueError(f"{self.name}: a GRBL laser marks MotionPrograms, not {type(program).__name__}")
         if self.settings.get(32) != 1:
@@ -574,6 +624,39 @@ class GRBLDriver(Driver):
                 f"{self.name}: the machine is in alarm; unlock ($X) or home ($H) first",
                 alarm_code=f"ALARM:{self._alarm}" if self._alarm else "Alarm",
                 address=self.name,
+            )
+
+    def _check_travel(self, bounds: tuple[float, float, float, float]) -> None:
+        """With soft limits on ($20=1) Grbl stops the job with ALARM:2 at the first target outside
+        machine space, which is ``-$13x..0`` on every axis (limits.c; homing sets the switch end to
+        0, travel runs negative; ``$23`` only picks the switch end). Refuse such a job before a byte
+        goes out, naming the axis and the overshoot. Machine = work + WCO, the offset the machine
+        last reported (G54 + G92 + tool length; the handshake's first report carries it)."""
+        if not self.settings.get(20):
+            return
+        wco = self.wco if self.wco is not None else (0.0, 0.0, 0.0)
+        for i, axis in enumerate("XY"):
+            travel = self.settings.get(130 + i)
+            if travel is None or i >= len(wco):
+                continue
+            low, high = bounds[i] + wco[i], bounds[i + 2] + wco[i]
+            if high > 1e-6:
+                over, edge, reach = high, "0", high
+            elif low < -travel - 1e-6:
+                over, edge, reach = -travel - low, f"-{travel:g}", low
+            else:
+                continue
+            if bounds[i + 2] - bounds[i] > travel:
+                fix = f"the job is {bounds[i + 2] - bounds[i]:g} mm wide on {axis}, more than the {travel:g} mm of travel"
+            else:
+                fix = (
+                    f"set a work offset that puts it inside, e.g. G10 L2 P1 {axis}{-bounds[i + 2]:g} "
+                    f"(work {axis}0..{bounds[i + 2]:g} then lies at machine {-bounds[i + 2]:g}..0)"
+                )
+            raise ValueError(
+                f"{self.name}: soft limits are on and the job would reach machine {axis}{reach:+.3f}, "
+                f"{over:.3f} mm past the limit at {axis}{edge} (machine space is {axis}-{travel:g}..0, "
+                f"work offset {axis}{wco[i]:+.3f}); {fix}"
             )
 
     def lines_for(self, program: MotionProgram) -> list[str]:
@@ -684,6 +767,7 @@ class GRBLDriver(Driver):
         sent = acked = reported = 0
         resets_before = self._resets
         self._acked.clear()
+        self._progress_at = time.monotonic()
         phase = "check" if check else "mark"
         while acked < total:
             # 1. everything the reader handed over since the last turn
@@ -692,6 +776,7 @@ class GRBLDriver(Driver):
                 in_flight.popleft()
                 in_flight_bytes -= entry.size
                 acked += 1
+                self._progress_at = time.monotonic()
                 self.last_acked = entry.index + 1
                 if isinstance(reply, ErrorResponse):
                     return JobResult(
@@ -709,6 +794,7 @@ class GRBLDriver(Driver):
                 break
             # 2. how the job can end early
             self._raise_if_lost()
+            self._raise_if_stalled()
             if self._protocol_error is not None:
                 raise self._protocol_error
             if self._alarm is not None:
@@ -778,6 +864,7 @@ class GRBLDriver(Driver):
         while True:
             report = await self.query_status(timeout=min(1.0, self.opts.watchdog_s))
             self._raise_if_lost()
+            self._raise_if_stalled()
             if self._alarm is not None:
                 code = self._alarm
                 return JobResult(
@@ -803,6 +890,25 @@ class GRBLDriver(Driver):
                 break
         job.report(total, total, "done", self._work_xy())
         return JobResult(Outcome.DONE, f"{total} lines", None, None, total, total)
+
+    def _raise_if_stalled(self) -> None:
+        """A machine that keeps reporting ``Run`` while its position and its acknowledgements stay
+        frozen is stalled (a jammed axis, a firmware stuck in a loop): the silence watchdog never
+        fires because status reports keep coming. The planner explains a frozen position only
+        for an instant (a stop between blocks); ``stall_s`` allows far more than that."""
+        report = self.status
+        if report is None or report.state != "Run":
+            return
+        frozen = time.monotonic() - self._progress_at
+        if frozen > self.opts.stall_s:
+            where = ",".join(f"{v:.3f}" for v in self._progress_pos or ())
+            raise MachineTimeoutError(
+                f"{self.name}: stalled: the machine reports Run but has neither moved nor acknowledged "
+                f"a line for {frozen:.1f} s (MPos {where}; last acknowledged line {self.last_acked})",
+                address=self.name,
+                code="stall",
+                hint="check the axes and drivers for a jam; the job was stopped and the beam turned off",
+            )
 
     def _work_xy(self) -> tuple[float, float] | None:
         if self.status is None:
@@ -860,9 +966,19 @@ class GRBLDriver(Driver):
                         break
                     report = await self.query_status(timeout=0.5)
                 before = self._resets
-                await self.realtime(RT.RESET)
-                if not await self._await_banner(before, 1.5):
-                    raise SafetyError(f"{self.name}: no banner after the soft reset", address=self.name)
+                for attempt in range(2):
+                    # A ^X can be lost: Grbl clears the reset flag as it enters the wait after a
+                    # hard/soft-limit alarm, so one that arrives between ALARM:1/2 and
+                    # [MSG:Reset to continue] does nothing (seen on grbl-sim). Send it once more.
+                    await self.realtime(RT.RESET)
+                    if await self._await_banner(before, self.opts.reset_timeout_s):
+                        break
+                    if attempt:
+                        raise SafetyError(
+                            f"{self.name}: no banner within {self.opts.reset_timeout_s:g} s after each of "
+                            "two soft resets",
+                            address=self.name,
+                        )
                 steps.append("soft reset")
             self._pending.clear()
             report = await self.query_status(timeout=1.0)

@@ -77,7 +77,9 @@ def program_lines(
                 for x, y in points:
                     lines.append(f"G0X{num(x)}Y{num(y)}")
                     # M3 and M5 are spindle-state changes: Grbl finishes the G0 before firing.
-                    lines.append(f"M3S{num(s_value, 1)}")
+                    # G1 first: in laser mode an M3 synced in G0 mode sets the laser *off*
+                    # (gcode.c GC_PARSER_LASER_DISABLE; transcript row07_m3_idle_g0).
+                    lines.append(f"G1M3S{num(s_value, 1)}")
                     lines.append(f"G4P{num(dwell_s, 3)}")
                     lines.append("M5")
             spindle = "M5"

@@ -26,6 +26,23 @@ from markctl.simulator.grbl import GrblSimulator
 from markctl.simulator.workpiece import Workpiece
 
 GRBL_PROFILES = ("grbl-1.1", "grblhal", "fluidnc")
+#: The contract cases: every profile, plus Grbl 1.1h with homing and soft limits on, homed, and a
+#: work offset putting work 0,0 at the plate's corner (machine space is -travel..0, issue 12 row 17).
+CONTRACT_CASES = (*GRBL_PROFILES, "grbl-1.1+soft-limits")
+
+
+async def limit_machine_space(driver: GRBLDriver) -> None:
+    """Homing and soft limits on, homed, work 0,0 at the physical corner where the plate lies."""
+    await driver.set_setting(22, 1)
+    await driver.set_setting(20, 1)
+    await driver.home()
+    await driver.command(f"G10L2P1X{-driver.settings[130]:g}Y{-driver.settings[131]:g}")
+    await driver.command("G0X0Y0")  # off the switches, to the plate's corner
+    for _ in range(500):
+        report = await driver.query_status()  # the new WCO comes with the next report
+        if report is not None and report.state == "Idle" and driver.wco is not None:
+            return
+    raise AssertionError(f"never idle after homing: {report}")
 
 
 def fast(profile: FirmwareProfile, poll_hz: float = 40.0) -> FirmwareProfile:
@@ -83,6 +100,7 @@ async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
         sim_kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Rig:
+        profile_id, _, variant = profile_id.partition("+")
         profile = load_profile(profile_id)
         if speed:
             profile = fast(profile)
@@ -103,6 +121,8 @@ async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
         made.append(built)
         if connect:
             await driver.connect()
+            if variant == "soft-limits":
+                await limit_machine_space(driver)
         return built
 
     yield make

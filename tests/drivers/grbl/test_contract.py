@@ -24,9 +24,9 @@ from markctl.simulator.grbl import GrblSimulator
 from markctl.simulator.serve import PtyBridge, serve_tcp
 from markctl.simulator.workpiece import Workpiece
 
-from .conftest import GRBL_PROFILES, Rig, fast, long_program, square_and_zigzag  # noqa: TID252
+from .conftest import CONTRACT_CASES, Rig, fast, long_program, square_and_zigzag  # noqa: TID252
 
-pytestmark = pytest.mark.parametrize("profile_id", GRBL_PROFILES)
+pytestmark = pytest.mark.parametrize("profile_id", CONTRACT_CASES)
 
 
 def expected_mask(program: MotionProgram, like: Workpiece, width_mm: float) -> np.ndarray:
@@ -56,7 +56,7 @@ async def test_connect_learns_dialect_and_buffers(rig, profile_id: str) -> None:
     r = await rig(profile_id)
     info = r.driver.info
     assert info is not None
-    profile = load_profile(profile_id)
+    profile = load_profile(profile_id.partition("+")[0])
     assert info.dialect == profile.protocol.dialect  # type: ignore[union-attr]
     assert info.details["rx_buffer_bytes"] == profile.protocol.rx_buffer_bytes  # type: ignore[union-attr]
     assert info.details["planner_blocks"] == profile.protocol.planner_blocks  # type: ignore[union-attr]
@@ -179,10 +179,11 @@ async def test_overrides_reach_the_machine(rig, profile_id: str) -> None:
 
 async def test_check_mode_refuses_a_bad_job_before_anything_moves(rig, profile_id: str) -> None:
     r = await rig(profile_id, check_mode=True)
+    start = r.sim.position
     result = await r.driver.run_gcode(["G21G90", "M4S0", "G1X5Y5F600S100", "G1X10Y5 P3", "G1X10Y10"])
     assert (result.outcome, result.code, result.line) == (Outcome.ERROR, "error:36", 4)
     assert result.message.startswith("check mode")
-    assert r.sim.position == (0.0, 0.0, 0.0) and not r.sim.burn_log
+    assert r.sim.position == start and not r.sim.burn_log
     good = await r.driver.run(square_and_zigzag())
     assert good.ok and r.sim.burn_log  # check passed, then it marked
 
@@ -244,7 +245,7 @@ async def test_registry_and_options(profile_id: str) -> None:
 
 
 async def test_over_a_real_pty_with_the_serial_transport(profile_id: str) -> None:
-    profile = fast(load_profile(profile_id))
+    profile = fast(load_profile(profile_id.partition("+")[0]))
     sim = GrblSimulator(profile, clock=make_clock("instant"), workpiece=Workpiece(60, 40, px_per_mm=20))
     await sim.start()
     bridge = PtyBridge(sim)
@@ -264,7 +265,7 @@ async def test_over_a_real_pty_with_the_serial_transport(profile_id: str) -> Non
 
 
 async def test_over_tcp_with_the_tcp_transport(profile_id: str) -> None:
-    profile = fast(load_profile(profile_id))
+    profile = fast(load_profile(profile_id.partition("+")[0]))
     sim = GrblSimulator(profile, clock=make_clock("instant"), workpiece=Workpiece(60, 40, px_per_mm=20))
     await sim.start()
     server, port = await serve_tcp(sim)
@@ -310,19 +311,20 @@ async def test_counting_against_a_wrong_buffer_size_overflows_the_machine(rig, p
 
 async def test_jog_and_jog_cancel(rig, profile_id: str) -> None:
     r = await rig(profile_id, clock="scaled:20")
+    x0, y0, _ = r.sim.position  # machine coordinates: 0,0 here, or -travel with soft limits on
     await r.driver.jog(5.0, 2.0, 3000)
     for _ in range(200):
         report = await r.driver.query_status()
         if report is not None and report.state == "Idle":
             break
-    assert r.sim.position[:2] == pytest.approx((5.0, 2.0))
+    assert r.sim.position[:2] == pytest.approx((x0 + 5.0, y0 + 2.0))
     await r.driver.jog(50.0, 0.0, 600)  # 5 s: long enough to cancel half way
     await r.driver.jog_cancel()
     for _ in range(200):
         report = await r.driver.query_status()
         if report is not None and report.state == "Idle":
             break
-    assert 5.0 < r.sim.position[0] < 55.0 and not r.sim.burn_log
+    assert x0 + 5.0 < r.sim.position[0] < x0 + 55.0 and not r.sim.burn_log
     with pytest.raises(ValueError):
         await r.driver.jog(1, 1, 0)
 

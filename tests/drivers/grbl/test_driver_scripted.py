@@ -207,9 +207,9 @@ async def test_overrides_are_realtime_bytes() -> None:
 
 async def test_silent_machine_mid_job_is_a_lost_link_and_unconfirmed() -> None:
     # The machine stops talking (no EOF, no error): the watchdog declares the link lost, the safe
-    # state tries hold, status and reset, hears nothing, sends one last unconfirmed reset and says
-    # so instead of guessing.
-    steps = [*handshake(), (b"G0X1\n", b""), (b"!", b""), (b"?", b""), (b"\x18", b""), (b"\x18", b"")]
+    # state tries hold, status and reset (twice: a reset can be lost), hears nothing, sends one
+    # last unconfirmed reset and says so instead of guessing.
+    steps = [*handshake(), (b"G0X1\n", b""), (b"!", b""), (b"?", b"")] + [(b"\x18", b"")] * 3
     t = ScriptedTransport(steps, greeting=BANNER)
     driver = driver_for(t, watchdog_s=0.3)
     driver.safe_state_timeout_s = 2.5  # type: ignore[misc]

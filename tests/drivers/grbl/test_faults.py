@@ -246,7 +246,11 @@ async def test_after_a_power_cycling_reconnect_home_then_resume_from_the_last_ac
         assert driver.state is State.ALARM and sim.position == (0.0, 0.0, 0.0)
         assert sim.physical_position != (0.0, 0.0, 0.0)  # Grbl forgot where the head is
         await driver.home()
-        assert sim.physical_position == (0.0, 0.0, 0.0)
+        # The switches are at the far corner, machine 0 (Grbl's default $23=0): machine space is
+        # -travel..0, so the operator puts work 0,0 back at the plate's corner with a work offset.
+        travel = [driver.settings[130 + i] for i in range(3)]
+        assert sim.position == (0.0, 0.0, 0.0) and sim.physical_position == tuple(travel)
+        await driver.command(f"G10L2P1X{-travel[0]:g}Y{-travel[1]:g}")
         lines = driver.last_lines
         # Acknowledged is not executed: up to a planner's worth of acknowledged lines died with
         # the power cycle, so the resume point steps back by that much.

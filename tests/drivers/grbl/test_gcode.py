@@ -35,11 +35,11 @@ def test_program_lines_golden() -> None:
         "G0X10Y10",  # second pass
         "G1X12Y10S250",
         "G0X20Y20",  # a dot: constant power while standing still, two passes
-        "M3S250",
+        "G1M3S250",  # G1 mode: laser mode syncs an M3 given in G0 mode *off* (row07 transcript)
         "G4P0.007",
         "M5",
         "G0X20Y20",
-        "M3S250",
+        "G1M3S250",
         "G4P0.007",
         "M5",
         "M5S0",

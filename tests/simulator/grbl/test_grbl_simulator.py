@@ -88,7 +88,8 @@ async def test_settings_dump_and_parser_state(make_host) -> None:
     [
         ("G1 X10", 22),  # feed rate undefined
         ("X1 X2", 25),  # repeated word
-        ("G0 G1 X1", 21),  # modal group violation
+        ("G0 G1 X1", 24),  # two axis commands: checked before the modal group (row04 transcript)
+        ("G90 G91", 21),  # modal group violation
         ("G1 G92 X1 F100", 24),  # two axis commands
         ("G2 X10 Y0 R0.1 F100", 33),  # arc target out of reach
         ("G2 X10 F100", 35),  # arc without I/J/R
@@ -97,11 +98,11 @@ async def test_settings_dump_and_parser_state(make_host) -> None:
         ("G1 X1 F100 P5", 36),  # unused value word
         ("G123", 20),  # unsupported command
         ("M3.5", 23),  # integer required
-        ("G1 X1.2.3", 2),  # bad number
+        ("G1 X1.2.3", 1),  # "1.2" is a number, then ".3" is not a letter (x_gcode_errors transcript)
         ("1X", 1),  # letter expected
         ("G1 F-5 X1", 4),  # negative value
         ("T300", 38),  # tool number
-        ("$Z", 3),  # unknown $ command
+        ("$Z", 2),  # unknown $ letter: read as a setting number, which fails (row02 transcript)
         ("$H", 5),  # homing disabled ($22=0)
     ],
 )
@@ -197,7 +198,7 @@ async def test_jog_and_jog_cancel(make_host) -> None:
     report = await host.idle()
     assert 0 < host.sim.position[0] < 50, report
     assert await host.command("$J=G91X5") == ["error:22"]
-    assert await host.command("$J=M3") == ["error:16"]
+    assert await host.command("$J=M3 F100") == ["error:16"]  # F is checked first (row15 transcript)
 
 
 async def test_check_mode_parses_without_moving_and_resets_on_exit(make_host) -> None:
@@ -215,7 +216,8 @@ async def test_check_mode_parses_without_moving_and_resets_on_exit(make_host) ->
 
 async def test_sleep_needs_a_reset(make_host) -> None:
     host = await make_host()
-    assert await host.command("$SLP") == ["[MSG:Sleeping]", "ok"]
+    assert await host.command("$SLP") == ["ok"]  # the ok first, then the sleep (row06 transcript)
+    await host.until(lambda: "[MSG:Sleeping]" in host.lines)
     assert (await host.status()).startswith("<Sleep")
     host.send("G0X1\n")  # ignored while asleep
     host.send(b"\x18")
@@ -284,10 +286,11 @@ async def test_laser_mode_off_fires_on_g0_too(make_host) -> None:
 
 
 async def test_m3_dwell_burns_a_dot_m4_dwell_does_not(make_host) -> None:
+    # In G0 mode an M3 is synced *off* (gcode.c laser-disable, transcript row07); G1 mode fires it.
     host = await make_host()
-    for line in ("G0X10Y10", "M4S1000", "G4P0.5", "M3S1000", "G4P0.5", "M5"):
+    for line in ("G0X10Y10", "M4S1000", "G4P0.5", "M3S1000", "G4P0.5", "G1", "G4P0.5", "M5"):
         host.send(line + "\n")
-    await host.responses(6)
+    await host.responses(8)
     assert len(host.sim.burn_log) == 1
     dot = host.sim.burn_log[0]
     assert (dot.x0, dot.y0, dot.x1, dot.y1) == (10.0, 10.0, 10.0, 10.0)

@@ -9,7 +9,7 @@ number, 28 missing P/L, 30 G53 with arcs, 31 unused axis words, 32/33/34/35 arc 
 spaces, no comments (see :func:`preprocess`).
 
 Not modelled (refused with ``error:20``): probing (G38.x), cutter compensation other than G40,
-G43.1 tool length offsets, G61.1/G64 path modes; jog lines (``$J=``) are checked by
+G61.1/G64 path modes; G43.1 is checked (``error:37``) and stored as the tool length offset; jog lines (``$J=``) are checked by
 :func:`parse_jog`.
 """
 
@@ -56,6 +56,7 @@ _G_GROUPS: dict[float, str] = {
     93: "feed-mode",
     94: "feed-mode",
     40: "cutter",
+    43.1: "tool-length",
     49: "tool-length",
     54: "wcs",
     55: "wcs",
@@ -78,6 +79,10 @@ _M_GROUPS: dict[int, str] = {
     9: "coolant",
 }
 _VALUE_LETTERS = frozenset("FIJKLNPRSTXYZ")
+# G words that take the axis words (gcode.c axis_command): two of them in one block is error:24.
+_AXIS_COMMANDS = frozenset({0, 1, 2, 3, 10, 28, 30, 43.1, 92})
+# Integer parts Grbl knows: a decimal it does not support on them is error:23 (unused mantissa).
+_KNOWN_INTEGERS = frozenset(int(code) for code in _G_GROUPS) | {38, 43, 61}
 _AXES = "XYZ"
 
 
@@ -119,18 +124,21 @@ def preprocess(raw: bytes) -> str:
 
 
 def _read_number(text: str, i: int) -> tuple[float, int]:
+    """read_float() of nuts_bolts.c: sign, digits, at most one point; the rest is the next word."""
     start = i
     if i < len(text) and text[i] in "+-":
         i += 1
     digits = 0
-    while i < len(text) and (text[i].isdigit() or text[i] == "."):
-        if text[i].isdigit():
+    point = False
+    while i < len(text) and (text[i].isdigit() or (text[i] == "." and not point)):
+        if text[i] == ".":
+            point = True
+        else:
             digits += 1
         i += 1
-    chunk = text[start:i]
-    if digits == 0 or chunk.count(".") > 1:
+    if digits == 0:
         raise GCodeError(2)
-    return float(chunk), i
+    return float(text[start:i]), i
 
 
 def _words(text: str) -> list[tuple[str, float]]:
@@ -148,12 +156,17 @@ def _words(text: str) -> list[tuple[str, float]]:
 def parse_block(text: str) -> Block:
     """Tokenise and check the words of a line; raises GCodeError with Grbl's code."""
     block = Block()
+    axis_command = False
     for letter, value in _words(text):
         if letter == "G":
             code = round(value, 1)
             if code not in _G_GROUPS:
-                raise GCodeError(20)
+                raise GCodeError(23 if code != int(code) and int(code) in _KNOWN_INTEGERS else 20)
             group = _G_GROUPS[code]
+            if code in _AXIS_COMMANDS:
+                if axis_command:
+                    raise GCodeError(24)  # checked as the word is read, before its modal group
+                axis_command = True
             if group in block.g:
                 raise GCodeError(21)
             block.g[group] = code
@@ -190,6 +203,10 @@ def check_block(block: Block, *, motion: float, feed: float, feed_mode: float) -
     motion_word = block.g.get("motion", motion)
     axes = block.axes
     axis_users = [c for c in (non_modal,) if c in (10, 28, 30, 92)]
+    if block.g.get("tool-length") == 43.1:
+        if set(axes) != {"Z"}:
+            raise GCodeError(37)  # G43.1 takes exactly the tool-length axis, Z
+        axis_users.append(43.1)
     uses_axes_for_motion = bool(axes) and not axis_users
     if "motion" in block.g and axis_users and axes:
         raise GCodeError(24)
@@ -211,9 +228,11 @@ def check_block(block: Block, *, motion: float, feed: float, feed_mode: float) -
     if uses_axes_for_motion and motion_word == 80:
         raise GCodeError(31)
     if uses_axes_for_motion and motion_word in (1, 2, 3):
-        if feed_mode == 93 and not block.has("F"):
-            raise GCodeError(22)
-        if feed_mode == 94 and feed <= 0 and not block.has("F"):
+        # The block's F, else (G94 only) the modal feed; zero is as undefined as none (gcode.c).
+        block_feed = block.values.get("F")
+        if block_feed is None and block.g.get("feed-mode", feed_mode) == 94:
+            block_feed = feed
+        if not block_feed:
             raise GCodeError(22)
     arc = uses_axes_for_motion and motion_word in (2, 3)
     if arc:
@@ -286,14 +305,17 @@ def arc_points(
 
 
 def parse_jog(text: str) -> Block:
-    """``$J=`` body: only G20/G21, G90/G91, G53, axis words and F; error 16 otherwise."""
+    """``$J=`` body, checked in gcode.c's order: syntax, then F (22), then allowed words (16).
+
+    Only G20/G21, G90/G91, G53, axis words and F are allowed.
+    """
     block = parse_block(text)
+    if not block.has("F"):
+        raise GCodeError(22)
     if block.m or any(g not in (20, 21, 90, 91, 53) for g in block.g.values()):
         raise GCodeError(16)
     if any(letter not in "XYZFN" for letter in block.values):
         raise GCodeError(16)
-    if not block.has("F"):
-        raise GCodeError(22)
     if not block.axes:
         raise GCodeError(16)
     return block
