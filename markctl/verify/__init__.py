@@ -39,7 +39,7 @@ from markctl.layouts.datamatrix import decode_datamatrix as read_datamatrix
 from markctl.layouts.program import MotionProgram, StrokeKind
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify.photo import PhotoRejectedError, image_slot, open_photo
-from markctl.verify.reference import CharReading, DotReport, Reference, build_reference
+from markctl.verify.reference import MIN_GLYPH_SCORE, CharReading, DotReport, Reference, build_reference
 from markctl.verify.register import MIN_REGISTRATION, decode_code, register
 
 __all__ = [
@@ -182,7 +182,7 @@ def _glyph_problems(
         read[r.slot.line][r.slot.index] = r.read if not r.ok else r.slot.char
         if r.ok:
             continue
-        legible = r.best_score >= 0.45
+        legible = r.best_score >= MIN_GLYPH_SCORE
         mismatches.append(
             {
                 "line": r.slot.line + 1,
@@ -210,7 +210,9 @@ def _dot_problems(report: DotReport) -> tuple[list[str], dict[str, Any] | None]:
     if report.total == 0:
         return [], None
     problems = []
-    if report.missing:
+    # A dot or two lost in a photo's glare does not change a character (the glyphs are judged on
+    # their own); more than 1 % of the dots, or any dot where none belongs, fails.
+    if len(report.missing) > max(1, report.total // 100):
         x, y = report.missing[0]
         problems.append(
             f"{len(report.missing)} of {report.total} dots missing (first at X{x:.2f} Y{y:.2f} mm)"

@@ -40,7 +40,7 @@ F64 = npt.NDArray[np.float64]
 # Characters offered as alternatives at every position: what serials and marks are made of.
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-./"
 # The recorded character must fit at least this well (correlation) to count as legible ...
-MIN_GLYPH_SCORE = 0.45
+MIN_GLYPH_SCORE = 0.3
 # ... and no other glyph may fit better by more than this (noise between similar glyphs, 8/B).
 GLYPH_MARGIN = 0.03
 # Two glyphs whose drawings correlate above this are the same shape in this font (0/O in 5x7).
@@ -210,19 +210,23 @@ class Reference:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         near = cv2.dilate(expected.astype(np.uint8), kernel) > 0
         far = ~cv2.dilate(near.astype(np.uint8), kernel).astype(bool)
-        ink_level = float(np.median(dark[expected]))
+        # The upper quartile: a pixel of registration error leaves thin strokes' edges bare.
+        ink_level = float(np.percentile(dark[expected], 75))
         bare_level = float(np.median(dark[far])) if far.any() else 0.0
         contrast = ink_level - bare_level
         if contrast <= 0.05:
             return InkReport(contrast, 0.0, 0.0)
-        marked = dark > bare_level + contrast / 2
-        # Specks smaller than a third of a stroke are surface texture or noise, not marks.
-        speck = max(1, round(self.stroke_px / 3))
-        marked = cv2.morphologyEx(
-            marked.astype(np.uint8), cv2.MORPH_OPEN, np.ones((speck, speck), np.uint8)
-        ).astype(bool)
-        reach = cv2.dilate(marked.astype(np.uint8), kernel).astype(bool)
+        # Coverage asks "is the expected ink dark?" leniently; spill asks "is there a mark where none
+        # should be?" strictly (as dark as the real marks, bigger than a speck), so surface texture
+        # is neither.
+        found = dark > bare_level + 0.35 * contrast
+        reach = cv2.dilate(found.astype(np.uint8), kernel).astype(bool)
         coverage = float((expected & reach).sum()) / float(expected.sum())
+        strong = (dark > bare_level + 0.6 * contrast).astype(np.uint8)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
+        big = np.zeros(count, dtype=bool)
+        big[1:] = stats[1:, cv2.CC_STAT_AREA] >= max(3.0, self.stroke_px**2)
+        marked = big[labels]
         n_marked = int(marked.sum())
         spill = 0.0 if n_marked == 0 else float((marked & ~near).sum()) / n_marked
         return InkReport(contrast, coverage, spill)
@@ -232,23 +236,29 @@ class Reference:
         if len(self.dots) == 0:
             return DotReport(0)
         soft = cv2.GaussianBlur(dark, (0, 0), max(0.6, self.stroke_px / 4))
+        # A dot counts as found within about a dot's radius of where it should be.
+        reach = max(1, round(self.stroke_px * 0.6))
+        near_max = cv2.dilate(
+            soft, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+        )
         centres = self.to_px(self.dots) - 0.5
         rows, cols = self.shape
         inside = (centres[:, 0] >= 0) & (centres[:, 0] < cols) & (centres[:, 1] >= 0) & (centres[:, 1] < rows)
         cx = np.clip(np.round(centres[:, 0]).astype(int), 0, cols - 1)
         cy = np.clip(np.round(centres[:, 1]).astype(int), 0, rows - 1)
-        levels = np.where(inside, soft[cy, cx], 0.0)
+        levels = np.where(inside, near_max[cy, cx], 0.0)
         expected = self.ink > 0.5
         bare = float(
             np.median(soft[~cv2.dilate(expected.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)])
         )
         ink = float(np.percentile(levels, 75)) if len(levels) else bare
-        threshold = bare + max(contrast_floor, (ink - bare) * 0.4)
+        threshold = bare + max(contrast_floor, (ink - bare) * 0.3)
         missing = [
             (float(x), float(y)) for (x, y), lv in zip(self.dots, levels, strict=True) if lv < threshold
         ]
         # Extra dots: blobs of dark pixels farther than a dot pitch from every program dot.
-        marked = (soft > threshold).astype(np.uint8)
+        # An extra dot must be about as dark as the real ones, not a streak of surface texture.
+        marked = (soft > bare + max(contrast_floor, (ink - bare) * 0.6)).astype(np.uint8)
         reach_px = max(
             2, round((self.dot_pitch_mm or self.stroke_px / self.px_per_mm * 2) * self.px_per_mm * 0.6)
         )
@@ -256,7 +266,7 @@ class Reference:
         for x, y in centres:
             cv2.circle(near, (round(x), round(y)), reach_px, 1, -1)
         count, _, stats, blob_centres = cv2.connectedComponentsWithStats(marked & (1 - near), connectivity=8)
-        min_area = max(2.0, 0.3 * math.pi * (self.stroke_px / 2) ** 2)
+        min_area = max(2.0, 0.5 * math.pi * (self.stroke_px / 2) ** 2)
         extra = []
         for i in range(1, count):
             if stats[i, cv2.CC_STAT_AREA] >= min_area:

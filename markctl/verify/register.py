@@ -57,23 +57,24 @@ class Registration:
 
 
 def darkness(gray: F32, feature_px: float | None = None) -> F32:
-    """How much darker than its surroundings each pixel is: 0 bare surface .. 1 the darkest mark."""
+    """How much darker than the surface around it each pixel is: 0 bare surface, 1 black.
+
+    The surface level is a median over a window much wider than a stroke (marks are a minority
+    there, so they do not pull it down), which follows uneven light and a tinted surface; surface
+    texture brighter or darker than that level by a few percent stays a few percent.
+    """
     h, w = gray.shape
     size = int(feature_px) if feature_px else max(15, max(h, w) // 10)
     # The background estimate at quarter resolution is as good and 16x cheaper.
     f = 4 if min(h, w) >= 64 else 1
     small = cv2.resize(gray, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-    k = max(3, (size // f) | 1)
-    background = cv2.morphologyEx(
-        small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    )
-    background = cv2.GaussianBlur(background, (0, 0), k / 2)
-    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
-    ratio = 1.0 - gray / np.maximum(np.asarray(background, dtype=np.float32), 1e-3)
-    dark = np.asarray(cv2.medianBlur(np.clip(ratio, 0.0, 1.0).astype(np.float32), 3), dtype=np.float32)
-    top = float(np.percentile(dark, 99.7))
-    out: F32 = np.clip(dark / max(top, 1e-3), 0.0, 1.0).astype(np.float32)
-    return out
+    k = min(255, max(3, (size // f) | 1))
+    u8 = np.clip(small * 255.0, 0, 255).astype(np.uint8)
+    background = _f32(cv2.medianBlur(u8, k)) / np.float32(255.0)
+    background = _blur(background, k / 4)
+    background = _f32(cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR))
+    ratio = 1.0 - gray / np.maximum(background, 1e-3)
+    return _f32(np.clip(ratio, 0.0, 1.0))
 
 
 def decode_code(gray: F32) -> tuple[str, F64] | None:
@@ -128,29 +129,66 @@ def _ncc(a: F32, b: F32) -> float:
     return float((am * bm).sum()) / denom if denom > 1e-12 else 0.0
 
 
-def _refine(dark: F32, ref: Reference, start: F64) -> tuple[F64, float, F32]:
+def _ecc_step(template: F32, moving: F32, factor: float, iterations: int, eps: float) -> F64 | None:
+    """One ECC homography step between same-size images, computed at ``factor`` of their size."""
+    if factor < 1.0:
+        size = (max(8, round(template.shape[1] * factor)), max(8, round(template.shape[0] * factor)))
+        template = _f32(cv2.resize(template, size, interpolation=cv2.INTER_AREA))
+        moving = _f32(cv2.resize(moving, size, interpolation=cv2.INTER_AREA))
+    try:
+        _, found = cv2.findTransformECC(
+            template, moving, np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps), np.empty((0, 0), np.uint8), 1,
+        )  # fmt: skip
+    except cv2.error:
+        return None  # no convergence from here
+    step = np.asarray(found, dtype=np.float64)
+    if factor < 1.0:
+        scale = np.diag([factor, factor, 1.0])
+        step = np.linalg.inv(scale) @ step @ scale
+    return step if np.all(np.isfinite(step)) else None
+
+
+def _passes(ref: Reference) -> tuple[list[tuple[float, float, int]], list[tuple[float, float, int]]]:
+    """(blur px, working size factor, iterations) of the coarse and the fine refinement passes.
+
+    Dots repeat at their pitch: a blur of less than a pitch lets the correlation lock one dot
+    off, so dotted marks are first aligned as if their dots were strokes.
+    """
+    stroke = ref.stroke_px
+    coarse = [(max(2.0, 1.5 * stroke), 0.5, 40)]
+    fine = [(max(1.2, 0.75 * stroke), 1.0, 40), (max(0.8, 0.35 * stroke), 1.0, 40)]
+    if ref.dot_glyphs and ref.dot_pitch_mm:
+        pitch = ref.dot_pitch_mm * ref.px_per_mm
+        coarse = [(max(2.0, 0.9 * pitch), 0.5, 40)]
+        fine = [(max(1.5, 0.5 * pitch), 1.0, 40), *fine]
+    return coarse, fine
+
+
+def _refine(dark: F32, ref: Reference, start: F64, passes: list[tuple[float, float, int]]) -> F64:
+    """Refine ``start`` pass by pass, keeping a pass only if it improves the match."""
     h = start.copy()
-    for blur in (max(2.0, ref.stroke_px * 1.5), max(1.0, ref.stroke_px / 2)):
+    score = _score(dark, ref, h)[0]
+    for blur_px, factor, iterations in passes:
+        blur = max(blur_px, 1.0 / factor)
         warped = _warp(dark, h, ref, _scale_of(h, ref))
-        template = _blur(ref.ink, blur)
-        moving = _blur(warped, blur)
-        step = np.eye(3, dtype=np.float32)
-        try:
-            _, found = cv2.findTransformECC(
-                template, moving, step, cv2.MOTION_HOMOGRAPHY,
-                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5), np.empty((0, 0), np.uint8), 1,
-            )  # fmt: skip
-            step = np.asarray(found, dtype=np.float32)
-        except cv2.error:
-            break  # no convergence from this start: keep what we have
-        candidate = h @ step.astype(np.float64)
-        if not np.all(np.isfinite(candidate)) or abs(candidate[2, 2]) < 1e-9:
-            break
-        h = candidate / candidate[2, 2]
+        step = _ecc_step(_blur(ref.ink, blur), _blur(warped, blur), factor, iterations, 1e-5)
+        if step is None:
+            continue
+        candidate = h @ step
+        if abs(candidate[2, 2]) < 1e-9:
+            continue
+        candidate = candidate / candidate[2, 2]
+        new_score = _score(dark, ref, candidate)[0]
+        if new_score > score:
+            h, score = candidate, new_score
+    return h
+
+
+def _score(dark: F32, ref: Reference, h: F64) -> tuple[float, F32]:
     warped = _warp(dark, h, ref, _scale_of(h, ref))
     blur = max(1.0, ref.stroke_px / 2)
-    score = _ncc(_blur(ref.ink, blur), _blur(warped, blur))
-    return h, score, warped
+    return _ncc(_blur(ref.ink, blur), _blur(warped, blur)), warped
 
 
 def _from_code(corners_photo: F64, ref: Reference) -> F64 | None:
@@ -176,10 +214,26 @@ def _spread(weights: F32) -> tuple[F64, float, float, float] | None:
 
 
 def _mask(dark: F32) -> F32:
-    u8 = np.clip(dark * 255, 0, 255).astype(np.uint8)
-    _, binary = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    out: F32 = (binary > 0).astype(np.float32)
+    # Marks are much darker than the surface's texture: a light blur averages the texture out, and
+    # Otsu's threshold over the pixels darker than the texture can be separates the mark.
+    soft = _blur(dark, 1.0)
+    floor = float(np.percentile(soft, 90)) * 2.0 + 0.02
+    values = soft[soft > floor]
+    if values.size < 10:
+        return np.zeros_like(dark)
+    u8 = np.clip(values * 255, 0, 255).astype(np.uint8)
+    level, _ = cv2.threshold(u8.reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    threshold = max(floor, float(level) / 255.0 * 0.5)
+    mask = (soft > threshold).astype(np.uint8)
+    # The mark is one cluster of dark pixels; stray dark specks of the surface lie apart from it.
+    reach = max(3, max(dark.shape) // 25) | 1
+    joined = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    count, labels = cv2.connectedComponents(joined)
+    if count > 2:
+        weight = np.bincount(labels.ravel(), weights=mask.ravel().astype(np.float64), minlength=count)
+        weight[0] = 0.0
+        mask = mask * (labels == int(np.argmax(weight))).astype(np.uint8)
+    out: F32 = mask.astype(np.float32)
     return out
 
 
@@ -236,11 +290,17 @@ def register(gray: F32, ref: Reference, *, code_corners: F64 | None = None) -> R
         features = _from_features(dark, ref)
         if features is not None:
             starts.append(("features", features))
-    best: Registration | None = None
+    if not starts:
+        return None
+    # Every start gets a cheap coarse refinement; only the best is refined finely.
+    coarse_passes, fine_passes = _passes(ref)
+    coarse = []
     for method, start in starts:
-        h, score, warped = _refine(dark, ref, start)
-        if best is None or score > best.score:
-            best = Registration(h, score, method, warped)
-        if method == "data matrix" and score > 0.8:
-            break  # the code's own corners, refined, are as good as it gets
-    return best
+        h = _refine(dark, ref, start, coarse_passes)
+        coarse.append((_score(dark, ref, h)[0], method, h))
+        if method == "data matrix" and coarse[-1][0] > 0.6:
+            break  # the code's own corners are as good a start as there is
+    _, method, h = max(coarse, key=lambda c: c[0])
+    h = _refine(dark, ref, h, fine_passes)
+    score, warped = _score(dark, ref, h)
+    return Registration(h, score, method, warped)
