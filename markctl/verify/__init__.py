@@ -36,7 +36,8 @@ from PIL import Image
 
 from markctl.layouts.compose import Layout
 from markctl.layouts.datamatrix import decode_datamatrix as read_datamatrix
-from markctl.layouts.program import MotionProgram, StrokeKind
+from markctl.layouts.program import MotionProgram, ProcessParams, Program, StrokeKind
+from markctl.layouts.toolpath import composed_strokes
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify.photo import PhotoRejectedError, image_slot, open_photo
 from markctl.verify.reference import MIN_GLYPH_SCORE, CharReading, DotReport, Reference, build_reference
@@ -48,6 +49,7 @@ __all__ = [
     "compare_masks",
     "decode_datamatrix",
     "expected_mask",
+    "expected_program",
     "verify_extent",
     "verify_photo",
     "verify_workpiece",
@@ -62,6 +64,8 @@ MAX_SPILL = 0.02
 # characters are judged one by one regardless).
 PHOTO_MIN_COVERAGE = 0.8
 PHOTO_MAX_SPILL = 0.05
+# Placeholder process for strokes a pattern machine draws itself (only their geometry is compared).
+_PATTERN_PARAMS = ProcessParams(speed_mm_min=1000.0, force_pct=50.0)
 # A --px-per-mm more than this far from the measured scale is reported as wrong.
 SCALE_TOLERANCE = 0.15
 
@@ -275,6 +279,15 @@ def text_read_expected(ref: Reference) -> list[str]:
     for slot in ref.slots:
         lines.setdefault(slot.line, []).append(slot.char)
     return ["".join(lines[n]) for n in sorted(lines)]
+
+
+def expected_program(layout: Layout, program: Program) -> MotionProgram:
+    """The strokes to expect in the image: the program itself, or for a pattern machine (which owns
+    its motion and fonts) the dots and strokes the layout places, in the machine frame."""
+    if isinstance(program, MotionProgram):
+        return program
+    strokes = composed_strokes(layout, layout.request.options.origin_mm)
+    return MotionProgram(tuple(strokes), (_PATTERN_PARAMS, _PATTERN_PARAMS))
 
 
 # --- entry points ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "max_bytes",
     "max_pixels",
     "open_photo",
+    "photo_workers",
 ]
 
 # The verifier works at this many pixels on the long side at most: finer detail than this only
@@ -74,6 +75,10 @@ def max_bytes() -> int:
     return _env_int("MARKCTL_PHOTO_MAX_BYTES", 40_000_000)
 
 
+def photo_workers() -> int:
+    return _env_int("MARKCTL_PHOTO_WORKERS", 2)
+
+
 _slots_lock = threading.Lock()
 _slots: threading.BoundedSemaphore | None = None
 
@@ -82,7 +87,7 @@ def _semaphore() -> threading.BoundedSemaphore:
     global _slots
     with _slots_lock:
         if _slots is None:
-            _slots = threading.BoundedSemaphore(_env_int("MARKCTL_PHOTO_WORKERS", 2))
+            _slots = threading.BoundedSemaphore(photo_workers())
         return _slots
 
 

@@ -33,9 +33,9 @@ from PIL import Image
 from markctl.layouts import MarkRequest, compose
 from markctl.layouts import program as make_program
 from markctl.layouts.compose import Layout
-from markctl.layouts.program import MotionProgram, ProcessParams, Stroke, StrokeKind
-from markctl.layouts.toolpath import composed_strokes
+from markctl.layouts.program import MotionProgram, Stroke, StrokeKind
 from markctl.simulator.workpiece import Workpiece
+from markctl.verify import expected_program
 
 __all__ = ["Case", "Mark", "burn", "cases", "make_mark", "synth_photo", "wrong_fields"]
 
@@ -44,8 +44,6 @@ F32 = npt.NDArray[np.float32]
 SERIALS = ("AK100202", "PX45123", "NW26A0042", "GB00317", "TR88310", "BX70451", "KR2209", "MZ661804")
 MACHINES = ("laser", "laser-dm", "laser-dots", "peen")
 WORKPIECE_PX_PER_MM = 20.0
-# Pattern machines get no motion program; the dots the layout places are struck with these.
-_DOT_PARAMS = ProcessParams(speed_mm_min=3000.0, force_pct=50.0)
 
 
 @dataclass(frozen=True)
@@ -88,12 +86,7 @@ def _request(fields: dict[str, str], machine: str) -> dict[str, Any]:
 def make_mark(fields: tuple[tuple[str, str], ...], machine: str) -> Mark:
     """Compose a record's mark. Pattern machines (dot peen) get the dots the layout places."""
     layout = compose(MarkRequest.parse(_request(dict(fields), machine)))
-    built = make_program(layout, layout.request.machine)
-    if isinstance(built, MotionProgram):
-        program = built
-    else:
-        strokes = composed_strokes(layout, layout.request.options.origin_mm)
-        program = MotionProgram(tuple(strokes), (_DOT_PARAMS, _DOT_PARAMS))
+    program = expected_program(layout, make_program(layout, layout.request.machine))
     code = layout.code.symbol.content if layout.code is not None else None
     return Mark(fields, machine, layout, program, code)
 
@@ -177,7 +170,9 @@ def synth_photo(
     # Brushed metal: noise stretched along one direction, a tint, a little grain.
     grain = rng.normal(0.0, 1.0, size=(out_h, out_w)).astype(np.float32)
     brushed = np.asarray(cv2.GaussianBlur(grain, (0, 0), sigmaX=float(rng.uniform(6, 14)), sigmaY=0.7))
-    brushed = brushed / max(float(brushed.std()), 1e-6) * float(rng.uniform(0.015, 0.045))
+    brushed = (brushed / max(float(brushed.std()), 1e-6) * float(rng.uniform(0.015, 0.045))).astype(
+        np.float32
+    )
     surface = float(rng.uniform(0.55, 0.85)) + brushed
     contrast = float(rng.uniform(0.45, 0.75))
     photo = surface * (1.0 - contrast * ink)
