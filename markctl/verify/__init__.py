@@ -302,8 +302,6 @@ def verify_workpiece(
     layout: Layout | None = None,
 ) -> Verification:
     """Compare a simulated workpiece with the program that was sent to it (its frame is known)."""
-    expected = expected_mask(program, workpiece, spot_mm=spot_mm)
-    coverage, spill = compare_masks(expected, workpiece.marked())
     read = decode_datamatrix(_code_image(workpiece)) if code is not None else None
     ref = build_reference(program, stroke_mm=_stroke_mm(program, spot_mm, layout), layout=layout,
                           px_per_mm=workpiece.px_per_mm)  # fmt: skip
@@ -311,18 +309,30 @@ def verify_workpiece(
     dark = 1.0 - gray / max(float(np.median(gray)), 1e-3)
     dark = np.clip(dark / max(float(dark.max()), 1e-3), 0.0, 1.0).astype(np.float32)
     # Reference pixel -> workpiece pixel: both are machine mm at the same scale, offset only.
-    dx = (ref.x0 - workpiece.origin[0]) * workpiece.px_per_mm
-    dy = (workpiece.origin[1] + workpiece.height_mm - ref.y1) * workpiece.px_per_mm
-    rows, cols = ref.shape
-    registered = np.zeros((rows, cols), dtype=np.float32)
-    src_r0, src_c0 = round(dy), round(dx)
-    r0, c0 = max(0, -src_r0), max(0, -src_c0)
-    r1 = min(rows, dark.shape[0] - src_r0)
-    c1 = min(cols, dark.shape[1] - src_c0)
-    if r1 > r0 and c1 > c0:
-        registered[r0:r1, c0:c1] = dark[src_r0 + r0 : src_r0 + r1, src_c0 + c0 : src_c0 + c1]
+    shift = (
+        round((workpiece.origin[1] + workpiece.height_mm - ref.y1) * workpiece.px_per_mm),
+        round((ref.x0 - workpiece.origin[0]) * workpiece.px_per_mm),
+    )
+    registered = _shifted(dark, ref.shape, shift)
+    marked = _shifted(workpiece.marked().astype(np.float32), ref.shape, shift) > 0.5
+    outside = int(workpiece.marked().sum()) - int(marked.sum())  # marks beyond the reference frame
+    coverage, spill = compare_masks(ref.ink > 0.25, marked)
+    if outside > 0:
+        spill = (spill * int(marked.sum()) + outside) / max(1, int(marked.sum()) + outside)
     return _judge(ref, registered, coverage=coverage, spill=spill, min_coverage=MIN_COVERAGE,
                   max_spill=MAX_SPILL, code=code, read=read, notes=[])  # fmt: skip
+
+
+def _shifted(image: F32, shape: tuple[int, int], shift: tuple[int, int]) -> F32:
+    """The ``shape`` window of ``image`` starting at row, column ``shift`` (zeros outside it)."""
+    rows, cols = shape
+    out = np.zeros((rows, cols), dtype=np.float32)
+    src_r0, src_c0 = shift
+    r0, c0 = max(0, -src_r0), max(0, -src_c0)
+    r1, c1 = min(rows, image.shape[0] - src_r0), min(cols, image.shape[1] - src_c0)
+    if r1 > r0 and c1 > c0:
+        out[r0:r1, c0:c1] = image[src_r0 + r0 : src_r0 + r1, src_c0 + c0 : src_c0 + c1]
+    return out
 
 
 def _stroke_mm(program: MotionProgram, spot_mm: float, layout: Layout | None) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -154,8 +155,11 @@ def open_photo(source: str | Path | BinaryIO) -> Photo:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=_FORMATS)
     except Image.DecompressionBombError as exc:
+        # Pillow's own limit (far above ours) tripped on the header: its message has the size.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "too many pixels"
         raise PhotoRejectedError(
-            f"the photo claims more than {pixels_allowed / 1e6:.0f} megapixels "
+            f"the photo is {size}, more than the {pixels_allowed / 1e6:.0f} allowed "
             "(MARKCTL_PHOTO_MAX_PIXELS); it was not decoded",
             too_large=True,
         ) from exc
@@ -166,7 +170,7 @@ def open_photo(source: str | Path | BinaryIO) -> Photo:
     width, height = image.size
     if width * height > pixels_allowed:
         raise PhotoRejectedError(
-            f"the photo is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), more than "
+            f"the photo is {width}x{height} pixels: {width * height / 1e6:.0f} megapixels, more than "
             f"the {pixels_allowed / 1e6:.0f} allowed (MARKCTL_PHOTO_MAX_PIXELS); it was not decoded",
             too_large=True,
         )
