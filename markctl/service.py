@@ -33,7 +33,7 @@ from markctl.machines import Machine, open_machine
 from markctl.profiles import load_profile
 from markctl.records import Record, RecordStore
 from markctl.simulator.workpiece import Workpiece
-from markctl.verify import verify_extent, verify_photo, verify_workpiece
+from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
 
@@ -190,6 +190,7 @@ class MarkService:
         override_by: str | None = None,
         wait: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        continue_on_verify_fail: bool = False,
     ) -> JobRun:
         """Pre-check a manifest and, if it may run, start marking it; returns the job at once."""
         job = self.new_job(machine, operator)
@@ -199,7 +200,8 @@ class MarkService:
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
         plan = await precheck_off_loop(manifest, catalogue, load_profile(self.profile_of(machine)))
         return await self.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,
-                                      wait=wait, on_event=on_event)  # fmt: skip
+                                      wait=wait, on_event=on_event,
+                                      continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
 
     async def submit_plan(
         self,
@@ -211,6 +213,7 @@ class MarkService:
         override_by: str | None = None,
         wait: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        continue_on_verify_fail: bool = False,
     ) -> JobRun:
         """Run a pre-checked plan as ``job`` (rejected if rows block it)."""
         slot = self._slot(job.machine)
@@ -222,7 +225,9 @@ class MarkService:
             job.error = f"rows with errors block the batch: lines {', '.join(map(str, sorted(blocked)))}"
             await job.add_event({"type": "rejected", "lines": sorted(blocked)})
             return job
-        job.task = asyncio.create_task(self._run(job, plan, slot, exclude, overrides, override_by, on_event))
+        job.task = asyncio.create_task(
+            self._run(job, plan, slot, exclude, overrides, override_by, on_event, continue_on_verify_fail)
+        )
         if wait:
             await asyncio.shield(job.task)
         return job
@@ -240,6 +245,7 @@ class MarkService:
         overrides: Mapping[int, str] | None,
         override_by: str | None,
         on_event: Callable[[dict[str, Any]], None] | None,
+        continue_on_verify_fail: bool = False,
     ) -> None:
         def emit(event: dict[str, Any]) -> None:
             job.events.append({"seq": len(job.events) + 1, "at": _now(), **event})
@@ -258,7 +264,8 @@ class MarkService:
                 job.report = await run_plan(plan, machine, self.store, operator=job.operator, batch_id=job.id,
                                             exclude=exclude, overrides=overrides, override_by=override_by,
                                             on_event=emit, load_part=load_part, verify=verify_item,
-                                            images=images)  # fmt: skip
+                                            images=images,
+                                            continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
                 job.state = "done" if job.report.ok else "failed"
             except asyncio.CancelledError:
                 job.state = "aborted"
@@ -293,12 +300,13 @@ class MarkService:
         return self.store.append(item_key, "override", who, {"reason": reason})
 
     def verify_image(
-        self, record_seq: int, image: Path | io.BytesIO, who: str, *, px_per_mm: float = 10.0
+        self, record_seq: int, image: Path | io.BytesIO, who: str, *, px_per_mm: float | None = None
     ) -> Record:
-        """Check a photo of an applied mark against the item's recorded layout; record the result.
+        """Read a photo of an applied mark back against the item's recorded layout; record the result.
 
         The recorded request is composed again and must give the recorded program digest, so the
-        comparison is against exactly what was sent to the machine.
+        comparison is against exactly what was sent to the machine. Each verification is a new
+        record; none is ever overwritten.
         """
         found = self.store.get(record_seq)
         if found is None:
@@ -314,15 +322,9 @@ class MarkService:
             raise ConfigError(
                 "the recorded request no longer gives the recorded program (was the software changed?)"
             )
-        if not isinstance(prog, MotionProgram):
-            raise ConfigError(
-                "photo verification compares stroke geometry: only motion programs are supported"
-            )
-        laser = load_profile(data["machine_profile"]).laser
         code = layout.code.symbol.content if layout.code is not None else None
-        result = verify_photo(
-            image, prog, spot_mm=laser.spot_mm if laser else 0.3, code=code, px_per_mm=px_per_mm
-        )
+        result = verify_photo(image, expected_program(layout, prog), spot_mm=2 * layout.half_width_mm,
+                              code=code, px_per_mm=px_per_mm, layout=layout)  # fmt: skip
         label = image.name if isinstance(image, Path) else "uploaded image"
         return self.store.append(
             found.item_key, "verified", who, {"image": str(label), "verification": result.as_dict()}
@@ -377,7 +379,9 @@ def verify_item(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
     if isinstance(prepared.program, MotionProgram):
         spot = machine.profile.laser.spot_mm if machine.profile.laser else 0.3
         code = layout.code.symbol.content if layout.code is not None else None
-        return verify_workpiece(prepared.program, sim.workpiece, spot_mm=spot, code=code).as_dict()
+        return verify_workpiece(
+            prepared.program, sim.workpiece, spot_mm=spot, code=code, layout=layout
+        ).as_dict()
     assert prepared.request is not None
     ox, oy = prepared.request.options.origin_mm
     dots = np.concatenate([stroke for line in layout.lines for stroke in line.strokes()])

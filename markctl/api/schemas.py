@@ -47,7 +47,9 @@ class VerifyImageIn(_In):
     image_base64: str = Field(
         min_length=4, max_length=40_000_000, description="The photo (PNG or JPEG), base64."
     )
-    px_per_mm: float = Field(default=10.0, gt=0, le=200)
+    px_per_mm: float | None = Field(
+        default=None, gt=0, le=1000, description="Pixels per mm, if known; the scale is measured anyway."
+    )
 
 
 class Problem(BaseModel):

@@ -61,7 +61,8 @@ def print_report(report: BatchReport) -> None:
         verdict = (
             "" if not v else ("pass" if v.get("passed") else "FAIL") + f" ({v.get('coverage', 0):.0%} cut)"
         )
-        table.add_row(str(r.line), r.item_key, r.state, str(r.record or ""), verdict, r.message)
+        state = f"{r.state}, INSPECT" if r.inspect else r.state
+        table.add_row(str(r.line), r.item_key, state, str(r.record or ""), verdict, r.message)
     console.print(table)
     console.print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())))
 
@@ -77,6 +78,7 @@ async def run_batch(
     overrides: dict[int, str],
     override_by: str | None,
     quiet: bool = False,
+    continue_on_verify_fail: bool = False,
 ) -> JobRun:
     """Pre-check, show the report, mark with progress bars; shared by ``batch``, ``mark`` and ``demo``."""
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -98,7 +100,8 @@ async def run_batch(
     with progress:
         job = await service.submit(manifest.read_bytes(), catalogue.read_text("utf-8"), machine=machine,
                                    operator=operator, exclude=exclude, overrides=overrides,
-                                   override_by=override_by, wait=True, on_event=on_event)  # fmt: skip
+                                   override_by=override_by, wait=True, on_event=on_event,
+                                   continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
     if not quiet:
         print_rows(job.rows)
         if job.report is not None:
@@ -121,8 +124,13 @@ def batch(
     override_by: Annotated[str | None, typer.Option(help="Supervisor giving the overrides.")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for burned-workpiece images (simulators).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    continue_on_verify_fail: Annotated[
+        bool,
+        typer.Option(help="Go on marking after an item's check fails (it is flagged for inspection anyway)."),
+    ] = False,
 ) -> int:
-    """Pre-check a whole manifest, then mark it; exit 1 unless every item ended marked (or skipped)."""
+    """Pre-check a whole manifest, then mark it; exit 1 unless every item ended marked (or skipped)
+    and passed its check."""
     _check_out(out)
     settings = load_settings()
     settings.machine(machine)  # refuses an unknown name before anything else
@@ -132,7 +140,7 @@ def batch(
     async def body(service: MarkService) -> JobRun:
         return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
                                overrides=_parse_overrides(override), override_by=override_by,
-                               quiet=as_json)  # fmt: skip
+                               quiet=as_json, continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
 
     return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
 
@@ -251,10 +259,16 @@ def verify_cmd(
     image: Annotated[Path, typer.Option("--image", help="Photo (or simulator PNG) of the applied mark.")],
     record: Annotated[int, typer.Option("--record", help="Any record of the item (sequence number).")],
     operator: OperatorOpt = None,
-    px_per_mm: Annotated[float, typer.Option(help="Scale for the comparison raster.")] = 10.0,
+    px_per_mm: Annotated[
+        float | None,
+        typer.Option(
+            help="Pixels per mm of the photo, if known; the scale is measured from the photo anyway."
+        ),
+    ] = None,
     records: RecordsOpt = None,
 ) -> int:
-    """Check a photo of a mark against the recorded layout; the result is recorded. Exit 1 if it fails."""
+    """Read a photo of a mark back against the recorded layout (each character, the Data Matrix, each
+    dot); the result is recorded as a new record. Exit 1 if it fails."""
     settings = load_settings()
     who = settings.operator(operator)
     with open_store(records) as store:
@@ -262,6 +276,10 @@ def verify_cmd(
         stored = service.verify_image(record, image, who, px_per_mm=px_per_mm)
     result = stored.data["verification"]
     typer.echo(f"{'PASS' if result['passed'] else 'FAIL'}: {result['detail']} (recorded as {stored.seq})")
+    if not result["passed"]:
+        typer.echo(
+            "next: inspect the weapon and the photo; a supervisor decides (markctl items allow-remark)"
+        )
     return 0 if result["passed"] else 1
 
 

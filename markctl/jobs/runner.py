@@ -421,6 +421,7 @@ class ItemResult:
     verification: dict[str, Any] | None = None
     image: str | None = None
     machine_safe: bool = True  # False: the driver could not confirm its safe state after this item
+    inspect: bool = False  # marked, but the check after marking failed: flagged for inspection
 
 
 @dataclass
@@ -429,11 +430,15 @@ class BatchReport:
     results: list[ItemResult] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return dict(Counter(r.state for r in self.results))
+        counts = dict(Counter(r.state for r in self.results))
+        flagged = sum(r.inspect for r in self.results)
+        if flagged:
+            counts["flagged for inspection"] = flagged
+        return counts
 
     @property
     def ok(self) -> bool:
-        return all(r.state in ("marked", "skipped", "excluded") for r in self.results)
+        return all(r.state in ("marked", "skipped", "excluded") and not r.inspect for r in self.results)
 
 
 Event = dict[str, Any]
@@ -476,8 +481,14 @@ async def run_plan(
     load_part: LoadPart | None = None,
     verify: Callable[[Prepared, Machine], dict[str, Any] | None] | None = None,
     images: Path | None = None,
+    continue_on_verify_fail: bool = False,
 ) -> BatchReport:
-    """Mark every item of a pre-checked plan on ``machine``; records every step before reporting it."""
+    """Mark every item of a pre-checked plan on ``machine``; records every step before reporting it.
+
+    An item whose check after marking fails is flagged for inspection (a record of its own) and,
+    unless ``continue_on_verify_fail``, stops the batch: the next weapon is not marked by a machine
+    that just cut something other than what was meant.
+    """
     exclude = exclude or set()
     overrides = overrides or {}
     if overrides and not (override_by and override_by.strip()):
@@ -516,11 +527,18 @@ async def run_plan(
         report.results.append(result)
         emit({"type": "item-ended", "index": index, "of": len(todo), "item": result.item_key, "state": result.state,
               "message": result.message})  # fmt: skip
+        stop = None
         if result.state == "unknown" or not result.machine_safe:
             # The weapon's or the machine's state is in doubt: stop rather than cut the next weapon blind.
+            stop = "batch stopped"
+        elif result.inspect and not continue_on_verify_fail:
+            stop = (
+                f"batch stopped: the check of line {result.line} failed (--continue-on-verify-fail to go on)"
+            )
+        if stop is not None:
             for rest in todo[index:]:
                 v = plan.verdicts[rest]
-                report.results.append(ItemResult(v.item.item_key, v.item.line, "refused", "batch stopped"))
+                report.results.append(ItemResult(v.item.item_key, v.item.line, "refused", stop))
             break
     emit({"type": "batch-ended", "batch": report.batch_id, "counts": report.counts()})
     return report
@@ -623,11 +641,16 @@ async def _run_item(
     final = {"result": outcome, "verification": verification, "image": image, "started": started.seq}
     record = await asyncio.to_thread(store.append, key, state.value, operator, final)
     message = job_result.message or state.value
-    if verification is not None and not verification.get("passed", True):
-        message = f"marked, but verification failed: {verification.get('detail')}"
-    return ItemResult(
-        key, item.line, state.value, message, record.seq, verification, image, job_result.safe_state_confirmed
-    )
+    inspect = verification is not None and not verification.get("passed", True)
+    if inspect:
+        assert verification is not None
+        message = f"marked, but verification failed: {verification.get('detail')}; inspect the weapon"
+        # A record of its own (the mark's record stays as written): the register shows the flag.
+        flag = {"verification": verification, "image": image, "inspect": True, "marked": record.seq,
+                "reason": "the check after marking failed: inspect the weapon"}  # fmt: skip
+        record = await asyncio.to_thread(store.append, key, "verified", operator, flag)
+    return ItemResult(key, item.line, state.value, message, record.seq, verification, image,
+                      job_result.safe_state_confirmed, inspect)  # fmt: skip
 
 
 def _outcome(result: JobResult) -> dict[str, Any]:
