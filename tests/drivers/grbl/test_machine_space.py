@@ -123,6 +123,7 @@ async def test_a_lost_reset_after_a_soft_limit_alarm_is_sent_again() -> None:
         (b"\x18", b"[MSG:Reset to continue]\r\n"),  # lost: arrived before the wait began
         (b"\x18", b"ok\r\n" + BANNER + b"[MSG:'$H'|'$X' to unlock]\r\n"),
         (b"?", b"<Alarm|MPos:-1.000,0.000,0.000|FS:0,0>\r\n"),
+        (b"?", b"<Alarm|MPos:-1.000,0.000,0.000|FS:0,0>\r\n"),  # close
     ]
     t = ScriptedTransport(
         [(b"?", IDLE), (b"$I\n", VERSION), (b"$$\n", SETTINGS_AS_GRBL_PRINTS), *job], greeting=BANNER
@@ -132,4 +133,5 @@ async def test_a_lost_reset_after_a_soft_limit_alarm_is_sent_again() -> None:
     result = await driver.run_gcode(["G0X5"])
     assert result.outcome is Outcome.ALARM and result.code == "ALARM:2"
     assert result.safe_state_confirmed
+    await driver.close()  # in Alarm the beam is off: one status report confirms it
     t.assert_done()
