@@ -250,6 +250,8 @@ async def run_plan(
             f"the manifest has rows with errors (lines {lines}); nothing was marked",
             hint="fix them, exclude them (--exclude LINE), or have a supervisor override findings with a reason",
         )
+    # A production registry never takes a simulated mark, a training registry never a real one (ISSUE 10 §2).
+    store.check_machine(_simulated(machine), str(machine.address))
     report = BatchReport(batch_id or uuid.uuid4().hex[:12])
     emit = on_event or (lambda event: None)
     todo = [p for p in plan.prepared if p.item.line not in exclude]
@@ -319,6 +321,7 @@ async def _run_item(
         **_summary(prepared),
         "machine": str(machine.address),
         "machine_profile": machine.profile.id,
+        "simulated": _simulated(machine),
         "owner": this_process(),
     }
     if not prepared.passed:
@@ -371,7 +374,8 @@ async def _run_item(
             image = str(machine.simulator.workpiece.save_png(images / f"{file_stem(key)}.png"))
         except OSError as exc:
             image = f"not saved: {exc}"
-    final = {"result": outcome, "verification": verification, "image": image, "started": started.seq}
+    final = {"result": outcome, "verification": verification, "image": image, "started": started.seq,
+             "simulated": _simulated(machine)}  # fmt: skip
     record = await asyncio.to_thread(store.append, key, state.value, operator, final)
     message = job_result.message or state.value
     if verification is not None and not verification.get("passed", True):
@@ -379,6 +383,11 @@ async def _run_item(
     return ItemResult(
         key, item.line, state.value, message, record.seq, verification, image, job_result.safe_state_confirmed
     )
+
+
+def _simulated(machine: Machine) -> bool:
+    """Whether marks on ``machine`` are simulated (recorded with every cycle, ISSUE 10 §2)."""
+    return machine.simulator is not None or machine.address.is_simulated
 
 
 def _outcome(result: JobResult) -> dict[str, Any]:
