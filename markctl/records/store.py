@@ -583,12 +583,12 @@ class RecordStore:
         info = self.registry
         if simulated and not info.training:
             raise RegistryModeError(
-                f"{machine} is simulated and {info.describe()} takes real marks only",
+                f"{machine} is simulated; the {info.describe()} takes real marks only",
                 hint="simulate into a training registry: markctl records init PATH --site NAME --training",
             )
         if not simulated and info.training:
             raise RegistryModeError(
-                f"{machine} is a real machine and {info.describe()} is for simulation only",
+                f"{machine} is a real machine; the {info.describe()} is for simulated marks only",
                 hint="mark real weapons into the site's production registry (--records)",
             )
 

@@ -60,7 +60,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         engine = create_engine(url)
         with engine.begin() as conn:  # a clean schema per test
             conn.execute(
-                text("DROP TABLE IF EXISTS journal, chain_head, items, api_tokens, registry, alembic_version CASCADE")
+                text(
+                    "DROP TABLE IF EXISTS journal, chain_head, items, api_tokens, registry, alembic_version CASCADE"
+                )
             )
         engine.dispose()
     RecordStore.init(url, site="test-depot", training=True, key_path=tmp_path / "site.key").close()
