@@ -32,6 +32,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -43,9 +44,25 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    String,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, RecordError
 from markctl.records import keys
@@ -300,6 +317,53 @@ class VerifyReport:
         }
 
 
+class _Compiled:
+    """A Core statement compiled once for a dialect: its SQL text and how to lay out its parameters."""
+
+    __slots__ = ("defaults", "order", "sql")
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self.defaults: dict[str, Any] = dict(compiled.params)
+        self.order = list(compiled.positiontup or ()) if compiled.positional else None
+
+    def args(self, params: Mapping[str, Any] | None) -> Any:
+        full = {**self.defaults, **params} if params else self.defaults
+        return tuple(full[name] for name in self.order) if self.order is not None else full
+
+
+class _Tx:
+    """Statements run on the writer's DBAPI cursor inside one transaction."""
+
+    __slots__ = ("cursor", "sql")
+
+    def __init__(self, cursor: Any, sql: dict[str, _Compiled]) -> None:
+        self.cursor = cursor
+        self.sql = sql
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
+        statement = self.sql[name]
+        self.cursor.execute(statement.sql, statement.args(params))
+        return self.cursor
+
+    def first(self, name: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        row = self.run(name, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def one(self, name: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        row = self.first(name, params)
+        if row is None:
+            raise RecordError(f"the records database lost a row it needs ({name}); run records verify")
+        return row
+
+
+def _record_of(content: dict[str, Any], seq: int) -> Record:
+    return Record(seq, content["at"], content["item"], content["event"], content["state"], content["actor"],
+                  content["data"], "", "")  # fmt: skip
+
+
 def to_url(location: str | Path) -> str:
     """A SQLAlchemy URL from a URL or a file path (SQLite)."""
     text = str(location)
@@ -338,6 +402,9 @@ class RecordStore:
         self.where = _where(url)
         self._clock = clock
         self._lock = threading.Lock()  # one writer per process; the chain head serialises processes
+        self._writer: PoolProxiedConnection | None = (
+            None  # the DBAPI connection for writes, made on first use
+        )
         try:
             self.engine: Engine = create_engine(url, future=True)
         except Exception as exc:  # a malformed URL is the user's input
@@ -414,6 +481,10 @@ class RecordStore:
         return store
 
     def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
 
     def __enter__(self) -> RecordStore:
@@ -477,60 +548,41 @@ class RecordStore:
 
     def _create_registry(self, site: str, training: bool, public_key: str, actor: str) -> RegistryInfo:
         at = self._clock()
-        with self._lock, self.engine.begin() as conn:
-            record = self._append_row(
-                conn,
-                REGISTRY_KEY,
-                "registry",
-                SYSTEM_STATE,
-                actor,
-                _canonical({"site": site, "training": training, "public_key": public_key, "created_at": at}),
+        with self._writing() as tx:
+            data = _canonical(
+                {"site": site, "training": training, "public_key": public_key, "created_at": at}
             )
-            conn.execute(
-                insert(registry).values(
-                    id=1,
-                    site=site,
-                    training=training,
-                    created_at=at,
-                    public_key=public_key,
-                    init_seq=record.seq,
-                )
-            )
+            record = self._append_row(tx, REGISTRY_KEY, "registry", SYSTEM_STATE, actor, data)
+            tx.run("add_registry", {"id": 1, "site": site, "training": training, "created_at": at,
+                                    "public_key": public_key, "init_seq": record.seq})  # fmt: skip
             # Tokens of a database made before registries existed come under the chain now.
-            for token in conn.execute(select(api_tokens)).all():
-                self._append_row(
-                    conn,
-                    TOKEN_PREFIX + token.name,
-                    "token-created",
-                    SYSTEM_STATE,
-                    actor,
-                    _canonical({"token_hash": token.token_hash, "role": token.role, "adopted": True}),
-                )
-                if token.revoked:
-                    self._append_row(
-                        conn, TOKEN_PREFIX + token.name, "token-revoked", SYSTEM_STATE, actor, "{}"
-                    )
+            for name, token_hash, role, revoked in tx.run("all_tokens").fetchall():
+                data = _canonical({"token_hash": token_hash, "role": role, "adopted": True})
+                self._append_row(tx, TOKEN_PREFIX + name, "token-created", SYSTEM_STATE, actor, data)
+                if revoked:
+                    self._append_row(tx, TOKEN_PREFIX + name, "token-revoked", SYSTEM_STATE, actor, "{}")
         return RegistryInfo(site, training, at, public_key, self.where)
 
     # --- writing -----------------------------------------------------------------------------
 
     def _prepare_statements(self) -> None:
-        # Built once: SQLAlchemy then finds their compiled form in its cache instead of building and
-        # caching a new statement for every row (issue 16: half of the write cost was that).
-        self._claim = (
-            update(chain_head)
+        # Every write statement is a Core statement compiled once for this database's dialect and then
+        # run on one DBAPI connection kept for writing: per event, no statement is built, cached or
+        # looked up again (issue 16: that was most of the cost of a write), and the connection is not
+        # checked out of the pool and reset each time.
+        statements: dict[str, ClauseElement] = {
+            "claim": update(chain_head)
             .where(chain_head.c.id == 1)
             .values(seq=chain_head.c.seq + 1)
-            .returning(chain_head.c.seq, chain_head.c.hash)
-        )
-        self._set_head = update(chain_head).where(chain_head.c.id == 1).values(hash=bindparam("new_hash"))
-        self._get_item = select(items.c.state, items.c.attempts, items.c.marks).where(
-            items.c.item_key == bindparam("key")
-        )
-        self._add_row = insert(journal)
-        self._add_item = insert(items)
-        self._set_item = (
-            update(items)
+            .returning(chain_head.c.seq, chain_head.c.hash),
+            "set_head": update(chain_head).where(chain_head.c.id == 1).values(hash=bindparam("new_hash")),
+            "get_item": select(items.c.state, items.c.attempts, items.c.marks, items.c.last_seq).where(
+                items.c.item_key == bindparam("key")
+            ),
+            "get_row": select(journal.c.body).where(journal.c.seq == bindparam("at_seq")),
+            "add_row": insert(journal),
+            "add_item": insert(items),
+            "set_item": update(items)
             .where(items.c.item_key == bindparam("key"))
             .values(
                 state=bindparam("new_state"),
@@ -538,9 +590,54 @@ class RecordStore:
                 marks=bindparam("new_marks"),
                 last_seq=bindparam("new_seq"),
                 updated_at=bindparam("new_at"),
-            )
-        )
-        self._set_item_batch = self._set_item.values(batch_id=bindparam("new_batch"))
+                batch_id=func.coalesce(bindparam("new_batch", type_=String), items.c.batch_id),
+            ),
+            "add_registry": insert(registry),
+            "all_tokens": select(
+                api_tokens.c.name, api_tokens.c.token_hash, api_tokens.c.role, api_tokens.c.revoked
+            ),
+            "token_named": select(api_tokens.c.revoked).where(api_tokens.c.name == bindparam("token_name")),
+            "add_token": insert(api_tokens),
+            "revoke_token": update(api_tokens)
+            .where(api_tokens.c.name == bindparam("token_name"))
+            .values(revoked=True),
+        }
+        self._sql = {name: _Compiled(stmt, self.engine.dialect) for name, stmt in statements.items()}
+
+    @contextmanager
+    def _writing(self) -> Iterator[_Tx]:
+        """One write transaction on the writer connection; committed (durable) when the block ends."""
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        with self._lock:
+            if self._writer is None:
+                try:
+                    self._writer = self.engine.raw_connection()
+                except DatabaseError as exc:
+                    raise RecordError(f"cannot write records at {self.where}: {exc.orig}") from exc
+            conn = self._writer
+            cursor = conn.cursor()
+            try:
+                yield _Tx(cursor, self._sql)
+                conn.commit()
+            except BaseException as exc:
+                try:
+                    conn.rollback()
+                except dbapi_error:
+                    self._drop_writer()
+                if isinstance(exc, dbapi_error):
+                    self._drop_writer()  # a broken link is not reused; the next write reconnects
+                    raise RecordError(f"cannot write records: {exc}") from exc
+                raise
+            finally:
+                if self._writer is not None:
+                    cursor.close()
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.invalidate()
+            finally:
+                self._writer = None
 
     def append(
         self,
@@ -568,15 +665,9 @@ class RecordStore:
                 raise ValueError("a started record says whether the machine is simulated (data['simulated'])")
             self.check_machine(simulated, str(payload.get("machine", "this machine")))
         data_json = _canonical(payload)  # outside the lock: the only costly serialisation
-        with self._lock:
-            try:
-                with self.engine.begin() as conn:
-                    return self._append_item(
-                        conn, item_key, event_name, actor, payload, data_json, weapon_key, component,
-                        mark_profile, batch_id,
-                    )  # fmt: skip
-            except OperationalError as exc:
-                raise RecordError(f"cannot write records: {exc.orig}") from exc
+        with self._writing() as tx:
+            return self._append_item(tx, item_key, event_name, actor, payload, data_json, weapon_key, component,
+                                     mark_profile, batch_id)  # fmt: skip
 
     def check_machine(self, simulated: bool, machine: str) -> None:
         """Refuse a simulated machine on a production registry, a real one on a training registry."""
@@ -593,46 +684,48 @@ class RecordStore:
             )
 
     def _append_row(
-        self, conn: Connection, item_key: str, event_name: str, state: str, actor: str, data_json: str
+        self,
+        tx: _Tx,
+        item_key: str,
+        event_name: str,
+        state: str,
+        actor: str,
+        data_json: str | Callable[[int, str], str],
+        payload: dict[str, Any] | None = None,
     ) -> Record:
-        """Claim the chain head, add the row, move the head: three statements, hashing in between."""
+        """Claim the chain head, add the row, move the head: three statements, hashing in between.
+
+        ``data_json`` may be a function of the claimed (sequence, previous hash): a checkpoint signs
+        the head it follows, known only once the head is claimed.
+        """
         # The UPDATE takes the write lock (SQLite) / row lock (PostgreSQL) first: it orders appenders.
-        seq, prev_hash = conn.execute(self._claim).one()
+        seq, prev_hash = tx.one("claim")
+        if callable(data_json):
+            data_json = data_json(seq - 1, prev_hash)
         at = self._clock()
         body = _body(seq, at, item_key, event_name, state, actor, data_json)
         digest = _hash(prev_hash, body)
-        conn.execute(
-            self._add_row,
-            {
-                "seq": seq,
-                "at": at,
-                "item_key": item_key,
-                "event": event_name,
-                "state": state,
-                "actor": actor,
-                "body": body,
-                "prev_hash": prev_hash,
-                "hash": digest,
-            },
-        )
-        conn.execute(self._set_head, {"new_hash": digest})
-        return Record(seq, at, item_key, event_name, state, actor, json.loads(data_json), prev_hash, digest)
+        tx.run("add_row", {"seq": seq, "at": at, "item_key": item_key, "event": event_name, "state": state,
+                           "actor": actor, "body": body, "prev_hash": prev_hash, "hash": digest})  # fmt: skip
+        tx.run("set_head", {"new_hash": digest})
+        data = payload if payload is not None else json.loads(data_json)
+        return Record(seq, at, item_key, event_name, state, actor, data, prev_hash, digest)
 
     def _append_item(
         self,
-        conn: Connection,
+        tx: _Tx,
         item_key: str,
         event_name: str,
         actor: str,
         payload: dict[str, Any],
         data_json: str,
-        weapon_key: str | None,
-        component: str | None,
-        mark_profile: str | None,
-        batch_id: str | None,
+        weapon_key: str | None = None,
+        component: str | None = None,
+        mark_profile: str | None = None,
+        batch_id: str | None = None,
     ) -> Record:
-        current = conn.execute(self._get_item, {"key": item_key}).first()
-        state_before = ItemState(current.state) if current is not None else None
+        current = tx.first("get_item", {"key": item_key})
+        state_before = ItemState(current[0]) if current is not None else None
         allowed, target = _TRANSITIONS[event_name]
         if state_before not in allowed:
             self._refuse(item_key, event_name, state_before)
@@ -648,40 +741,20 @@ class RecordStore:
         if current is None and (weapon_key is None or component is None or mark_profile is None):
             raise ValueError("a new item needs weapon_key, component and mark_profile")
         assert target is not None
-        record = self._append_row(conn, item_key, event_name, target.value, actor, data_json)
-        attempts = (current.attempts if current is not None else 0) + (event_name == "started")
-        marks = (current.marks if current is not None else 0) + (
+        record = self._append_row(tx, item_key, event_name, target.value, actor, data_json, payload)
+        attempts = (current[1] if current is not None else 0) + (event_name == "started")
+        marks = (current[2] if current is not None else 0) + (
             target is ItemState.MARKED and event_name != "verified"
         )
         if current is None:
-            conn.execute(
-                self._add_item,
-                {
-                    "item_key": item_key,
-                    "weapon_key": weapon_key,
-                    "component": component,
-                    "mark_profile": mark_profile,
-                    "batch_id": batch_id,
-                    "state": target.value,
-                    "attempts": attempts,
-                    "marks": marks,
-                    "last_seq": record.seq,
-                    "updated_at": record.at,
-                },
-            )
+            tx.run("add_item", {"item_key": item_key, "weapon_key": weapon_key, "component": component,
+                                "mark_profile": mark_profile, "batch_id": batch_id, "state": target.value,
+                                "attempts": attempts, "marks": marks, "last_seq": record.seq,
+                                "updated_at": record.at})  # fmt: skip
         else:
-            values = {
-                "key": item_key,
-                "new_state": target.value,
-                "new_attempts": attempts,
-                "new_marks": marks,
-                "new_seq": record.seq,
-                "new_at": record.at,
-            }
-            if batch_id is None:
-                conn.execute(self._set_item, values)
-            else:
-                conn.execute(self._set_item_batch, {**values, "new_batch": batch_id})
+            tx.run("set_item", {"key": item_key, "new_state": target.value, "new_attempts": attempts,
+                                "new_marks": marks, "new_seq": record.seq, "new_at": record.at,
+                                "new_batch": batch_id})  # fmt: skip
         return record
 
     @staticmethod
@@ -724,51 +797,30 @@ class RecordStore:
             raise ValueError("a resolution says outcome 'marked' or 'not-marked'")
         if not reason.strip():
             raise ValueError("a resolution needs a reason")
-        with self._lock:
-            try:
-                with self.engine.begin() as conn:
-                    current = conn.execute(select(items).where(items.c.item_key == item_key)).first()
-                    written: list[Record] = []
-                    if current is not None and current.state == ItemState.STARTED.value:
-                        started_row = conn.execute(
-                            select(journal).where(journal.c.seq == current.last_seq)
-                        ).one()
-                        started = Record.from_row(started_row)
-                        if owner_gone is None or not owner_gone(started):
-                            owner = started.data.get("owner") or {}
-                            raise ItemStateError(
-                                f"is being marked right now (process {owner.get('pid', '?')} on "
-                                f"{owner.get('host', '?')}, record {started.seq})",
-                                item_key=item_key,
-                                state=ItemState.STARTED,
-                                hint="resolve it once that process has ended (it is still running, "
-                                "or runs on another computer)",
-                            )
-                        data = {"reason": "resolved by a supervisor: the process that started the cycle is gone",
-                                "started": started.seq}  # fmt: skip
-                        written.append(
-                            self._append_item(
-                                conn,
-                                item_key,
-                                "unknown",
-                                actor,
-                                data,
-                                _canonical(data),
-                                None,
-                                None,
-                                None,
-                                None,
-                            )  # fmt: skip
-                        )
-                    data = {"outcome": outcome, "reason": reason}
-                    written.append(
-                        self._append_item(
-                            conn, item_key, "resolved", actor, data, _canonical(data), None, None, None, None
-                        )  # fmt: skip
+        with self._writing() as tx:
+            current = tx.first("get_item", {"key": item_key})
+            written: list[Record] = []
+            if current is not None and current[0] == ItemState.STARTED.value:
+                (body,) = tx.one("get_row", {"at_seq": current[3]})
+                started = _record_of(json.loads(body), current[3])
+                if owner_gone is None or not owner_gone(started):
+                    owner = started.data.get("owner") or {}
+                    raise ItemStateError(
+                        f"is being marked right now (process {owner.get('pid', '?')} on "
+                        f"{owner.get('host', '?')}, record {started.seq})",
+                        item_key=item_key,
+                        state=ItemState.STARTED,
+                        hint="resolve it once that process has ended (it is still running, or runs on "
+                        "another computer)",
                     )
-                    return written
-            except OperationalError as exc:
-                raise RecordError(f"cannot write records: {exc.orig}") from exc
+                data: dict[str, Any] = {
+                    "reason": "resolved by a supervisor: the process that started the cycle is gone",
+                    "started": started.seq,
+                }
+                written.append(self._append_item(tx, item_key, "unknown", actor, data, _canonical(data)))
+            data = {"outcome": outcome, "reason": reason}
+            written.append(self._append_item(tx, item_key, "resolved", actor, data, _canonical(data)))
+            return written
 
     def recover_interrupted(
         self, actor: str = "markctl", *, is_stale: Callable[[Record], bool] = lambda record: True
@@ -800,30 +852,23 @@ class RecordStore:
 
     def add_token(self, name: str, role: str, token_hash: str, actor: str) -> Record:
         """Store a token's hash and record its creation in the chain, in one transaction."""
-        with self._lock, self.engine.begin() as conn:
-            conn.execute(
-                insert(api_tokens).values(
-                    token_hash=token_hash, name=name, role=role, created_at=self._clock(), revoked=False
-                )
-            )
-            return self._append_row(
-                conn, TOKEN_PREFIX + name, "token-created", SYSTEM_STATE, actor,
-                _canonical({"token_hash": token_hash, "role": role}),
-            )  # fmt: skip
+        with self._writing() as tx:
+            if tx.first("token_named", {"token_name": name}) is not None:
+                raise ConfigError(f"a token named {name!r} exists already")
+            tx.run("add_token", {"token_hash": token_hash, "name": name, "role": role,
+                                 "created_at": self._clock(), "revoked": False})  # fmt: skip
+            data = _canonical({"token_hash": token_hash, "role": role})
+            return self._append_row(tx, TOKEN_PREFIX + name, "token-created", SYSTEM_STATE, actor, data)
 
     def revoke_token(self, name: str, actor: str) -> bool:
-        with self._lock, self.engine.begin() as conn:
-            result = conn.execute(
-                update(api_tokens)
-                .where(api_tokens.c.name == name, api_tokens.c.revoked.is_(False))
-                .values(revoked=True)
-            )
-            if not result.rowcount:
-                return (
-                    conn.execute(select(api_tokens.c.name).where(api_tokens.c.name == name)).first()
-                    is not None
-                )
-            self._append_row(conn, TOKEN_PREFIX + name, "token-revoked", SYSTEM_STATE, actor, "{}")
+        """Revoke a token (recorded in the chain); False when no token has that name."""
+        with self._writing() as tx:
+            found = tx.first("token_named", {"token_name": name})
+            if found is None:
+                return False
+            if not found[0]:
+                tx.run("revoke_token", {"token_name": name})
+                self._append_row(tx, TOKEN_PREFIX + name, "token-revoked", SYSTEM_STATE, actor, "{}")
             return True
 
     def token_on_chain(self, name: str, token_hash: str, role: str) -> bool:
@@ -852,16 +897,18 @@ class RecordStore:
                 f"{info.describe()} (fingerprint {keys.fingerprint(info.public_key)})",
                 hint="pass --key with the site key made by records init",
             )
-        with self._lock, self.engine.begin() as conn:
-            seq, head_hash = conn.execute(
-                select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
-            ).one()
-            signature = keys.sign(key, info.site, seq, head_hash)
-            data = {"site": info.site, "seq": seq, "hash": head_hash, "signature": signature}
-            record = self._append_row(
-                conn, CHECKPOINT_KEY, "checkpoint", SYSTEM_STATE, actor, _canonical(data)
+        signed: dict[str, Any] = {}
+
+        def sign(seq: int, head_hash: str) -> str:
+            signed.update(
+                site=info.site, seq=seq, hash=head_hash, signature=keys.sign(key, info.site, seq, head_hash)
             )
-        return Checkpoint(info.site, seq, head_hash, signature, info.public_key, record.seq, record.at)
+            return _canonical(signed)
+
+        with self._writing() as tx:
+            record = self._append_row(tx, CHECKPOINT_KEY, "checkpoint", SYSTEM_STATE, actor, sign)
+        return Checkpoint(info.site, signed["seq"], signed["hash"], signed["signature"], info.public_key,
+                          record.seq, record.at)  # fmt: skip
 
     def checkpoints(self) -> list[Checkpoint]:
         info = self.registry
@@ -1044,20 +1091,18 @@ class _Verifier:
         tokens: dict[str, tuple[str, str, bool]] = {}
         registry_event: dict[str, Any] | None = None
         prev, expected, rows, last_seq = GENESIS, 1, 0, 0
-        query = select(
-            journal.c.seq, journal.c.at, journal.c.item_key, journal.c.event, journal.c.state,
-            journal.c.actor, journal.c.body, journal.c.prev_hash, journal.c.hash,
-        ).order_by(journal.c.seq)  # fmt: skip
         sha256 = hashlib.sha256
+        integrity: _IntegrityCheck | None = None
+        sqlite = store.engine.dialect.name == "sqlite"
         try:
-            with store.engine.connect() as conn:
-                if store.engine.dialect.name == "sqlite":
-                    # Bytes flipped in an index page never reach the chain walk; SQLite's own check sees them.
-                    verdict = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
-                    if verdict != ["ok"]:
-                        problems.append(Problem(None, "corrupt", "; ".join(verdict[:3])))
-                result = conn.execute(query.execution_options(yield_per=5000))
-                for seq, at, key, ev, state, actor, body, prev_hash, digest in result:
+            options = {} if sqlite else {"isolation_level": "REPEATABLE READ"}
+            with store.engine.connect().execution_options(**options) as conn:
+                if sqlite:
+                    # Bytes flipped in an index page never reach the chain walk; SQLite's own check sees
+                    # them. It runs on its own connection in a thread (SQLite releases the GIL), beside the walk.
+                    integrity = _IntegrityCheck(store.engine)
+                    conn.exec_driver_sql("BEGIN")  # one snapshot for the walk, the head and the index
+                for seq, at, key, ev, state, actor, body, prev_hash, digest in _journal_rows(conn, sqlite):
                     rows += 1
                     if seq != expected:
                         if seq > expected:
@@ -1073,19 +1118,17 @@ class _Verifier:
                     if sha256(f"{prev_hash}\n{body}".encode()).hexdigest() != digest:
                         problems.append(Problem(seq, "altered", "content does not match its hash"))
                     # The body is canonical JSON with sorted keys: the columns are its fixed prefix and
-                    # suffix around "data". Only a row that fails this cheap test is parsed.
+                    # suffix around "data". Text that JSON escapes fails this cheap test and is parsed.
                     if not (
-                        body.startswith(f'{{"actor":{_q(actor)},"at":{_q(at)},"data":')
-                        and body.endswith(
-                            f',"event":{_q(ev)},"item":{_q(key)},"seq":{seq},"state":{_q(state)}}}'
-                        )
+                        body.startswith(f'{{"actor":"{actor}","at":"{at}","data":')
+                        and body.endswith(f',"event":"{ev}","item":"{key}","seq":{seq},"state":"{state}"}}')
                     ):
                         problems.extend(_check_columns(seq, at, key, ev, state, actor, body))
-                    if key.startswith("@"):
+                    if key[:1] == "@":
                         registry_event = self._system(seq, key, ev, body, prev_hash, tokens, registry_event)
                     else:
                         replay[key] = (state, seq)
-                    if self.expect_hash is not None and not self.expect_found:
+                    if not self.expect_found and self.expect_hash is not None:
                         self.expect_found = digest.startswith(self.expect_hash) and (
                             self.expect_seq is None or self.expect_seq == seq
                         )
@@ -1106,7 +1149,13 @@ class _Verifier:
                 self._check_tokens(conn, tokens)
         except DatabaseError as exc:
             problems.append(Problem(None, "corrupt", f"the database cannot be read: {exc.orig}"))
-            return VerifyReport(rows, last_seq, prev, tuple(problems))
+        except store.engine.dialect.loaded_dbapi.Error as exc:
+            problems.append(Problem(None, "corrupt", f"the database cannot be read: {exc}"))
+        finally:
+            if integrity is not None:
+                verdict = integrity.result()
+                if verdict != ["ok"]:
+                    problems.insert(0, Problem(None, "corrupt", "; ".join(verdict[:3])))
         if not self.expect_found:
             problems.append(
                 Problem(last_seq, "head", f"the head kept outside ({self.expect_hash}) is not on this chain")
@@ -1222,6 +1271,57 @@ class _Verifier:
                 )
         for name in tokens.keys() - seen:
             self.problems.append(Problem(None, "token", f"API token {name!r} was recorded but is gone"))
+
+
+_JOURNAL_SQL = (
+    "SELECT seq, at, item_key, event, state, actor, body, prev_hash, hash FROM journal ORDER BY seq"
+)
+
+
+def _journal_rows(conn: Connection, sqlite: bool) -> Iterator[Any]:
+    """Every journal row in chain order, in batches: the DBAPI cursor itself for SQLite (no per-row
+    wrapping), a server-side stream elsewhere (PostgreSQL would otherwise load the whole table)."""
+    if sqlite:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.arraysize = 5000
+        try:
+            cursor.execute(_JOURNAL_SQL)
+            while batch := cursor.fetchmany():
+                yield from batch
+        finally:
+            cursor.close()
+        return
+    query = select(
+        journal.c.seq, journal.c.at, journal.c.item_key, journal.c.event, journal.c.state,
+        journal.c.actor, journal.c.body, journal.c.prev_hash, journal.c.hash,
+    ).order_by(journal.c.seq)  # fmt: skip
+    yield from conn.execute(query.execution_options(yield_per=5000))
+
+
+class _IntegrityCheck:
+    """``PRAGMA integrity_check`` on a connection of its own, in a thread, while the chain is walked."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._verdict: list[str] = []
+        self._engine = engine
+        self._thread = threading.Thread(target=self._run, name="records-integrity-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            raw = self._engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                cursor.execute("PRAGMA integrity_check")
+                self._verdict = [str(row[0]) for row in cursor.fetchall()]
+            finally:
+                raw.close()
+        except Exception as exc:  # a file too damaged to check: the verdict says so
+            self._verdict = [f"the database cannot be checked: {exc}"]
+
+    def result(self) -> list[str]:
+        self._thread.join()
+        return self._verdict
 
 
 def _check_columns(seq: int, at: str, key: str, ev: str, state: str, actor: str, body: str) -> list[Problem]:
