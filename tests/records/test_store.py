@@ -231,3 +231,27 @@ def test_unopenable_database_is_a_record_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(RecordError, match="cannot open records"):
         RecordStore.open(bad)
+
+
+def test_registry_mode_decides_which_machines_may_mark(records_db: Path, production_db: Path) -> None:
+    from markctl.records import RegistryModeError
+
+    for path, refused, accepted in ((records_db, False, True), (production_db, True, False)):
+        with RecordStore.open(path) as s:
+            key = _plan(s)
+            with pytest.raises(ValueError, match="says whether the machine is simulated"):
+                s.append(key, "started", "op", {"machine": "grbl+serial:///dev/ttyUSB0"})
+            with pytest.raises(RegistryModeError, match="registry of site"):
+                s.append(key, "started", "op", {"machine": "m", "simulated": refused})
+            s.append(key, "started", "op", {"machine": "m", "simulated": accepted})
+            assert s.verify().ok and [r.event for r in s.history(key)] == ["planned", "started"]
+
+
+def test_open_never_creates_and_init_never_overwrites(tmp_path: Path, records_db: Path) -> None:
+    from markctl.records import NoRegistryError
+
+    with pytest.raises(NoRegistryError, match="no registry at"):
+        RecordStore.open(tmp_path / "typo.db")
+    assert not (tmp_path / "typo.db").exists()
+    with pytest.raises(RecordError, match="exists already"):
+        RecordStore.init(records_db, site="again")
