@@ -100,11 +100,17 @@ def test_a_misspelt_registry_is_refused_and_nothing_is_marked_or_created(
     assert main([*bad, "--records", "depto.db"]) == 2
     assert "clok" in capsys.readouterr().err
     # The right registry works and says where it wrote.
-    assert main([*args, "--records", "depot.db"]) == 0
+    assert main([*args, "--records", "depot.db", "--out", "out"]) == 0
     assert (
         f"wrote to the TRAINING registry of site 'Depot' at {tmp_path / 'depot.db'}"
         in capsys.readouterr().err
     )
+    # The workpiece image is kept by content beside the registry, whatever happens to out/.
+    assert main(["records", "show", "t1", "--records", "depot.db"]) == 0
+    shown = capsys.readouterr().out
+    image = Path(shown.split("image:")[1].split()[0])
+    assert image.parent == tmp_path / "depot.db.images" and "(SIMULATED)" in shown
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == image.stem
 
 
 def test_a_database_without_a_registry_is_refused_by_every_reader(

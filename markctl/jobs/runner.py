@@ -34,6 +34,7 @@ from markctl.layouts.program import MotionProgram, Program
 from markctl.machines import Machine
 from markctl.profiles import FirmwareProfile
 from markctl.records import ItemState, RecordStore
+from markctl.records.images import put_image
 
 __all__ = ["BatchReport", "ItemResult", "Plan", "Prepared", "precheck", "prepare", "run_plan"]
 
@@ -360,6 +361,7 @@ async def _run_item(
     # The machine has finished: nothing below may keep this result from being recorded.
     verification: dict[str, Any] | None = None
     image: str | None = None
+    stored: dict[str, Any] | None = None
     if state is ItemState.MARKED and verify is not None:
         try:
             verification = await asyncio.to_thread(verify, prepared, machine)
@@ -374,7 +376,13 @@ async def _run_item(
             image = str(machine.simulator.workpiece.save_png(images / f"{file_stem(key)}.png"))
         except OSError as exc:
             image = f"not saved: {exc}"
-    final = {"result": outcome, "verification": verification, "image": image, "started": started.seq,
+        else:
+            try:  # kept by content beside the registry too, so the record's image outlives the batch folder
+                stored = await asyncio.to_thread(put_image, store, Path(image))
+            except OSError as exc:
+                stored = {"error": f"not stored: {exc}"}
+    final = {"result": outcome, "verification": verification, "image": image, "image_stored": stored,
+             "started": started.seq,
              "simulated": _simulated(machine)}  # fmt: skip
     record = await asyncio.to_thread(store.append, key, state.value, operator, final)
     message = job_result.message or state.value

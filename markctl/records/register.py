@@ -133,11 +133,11 @@ def _apply(entry: MarkEntry, identity: dict[str, str], seq: int, ev: str, at: st
                           for f in data.get("findings") or []]  # fmt: skip
     elif ev in ("marked", "resolved") and (ev == "marked" or data.get("outcome") == "marked"):
         entry.marked_at, entry.operator, entry.record, entry.record_hash = at, actor, seq, digest
-        image = data.get("image")
-        if isinstance(image, dict):
-            entry.image = str(image.get("path", ""))
-        elif image:
-            entry.image = str(image)
+        stored, image = data.get("image_stored"), data.get("image")
+        if isinstance(stored, dict) and stored.get("path"):
+            entry.image = str(stored["path"])  # in the registry's image store
+        elif isinstance(image, str) and not image.startswith("not saved"):
+            entry.image = image
     if ev in ("marked", "verified"):
         verification = data.get("verification")
         if isinstance(verification, dict):
