@@ -331,7 +331,10 @@ def test_backup_verifies_on_its_own_and_tampering_shows(
     con.commit()
     con.close()
     capsys.readouterr()
+    dest.chmod(0o400)  # archives are checked on read-only media too: verify never writes
+    before = sorted(p.name for p in dest.parent.iterdir())
     assert main(["records", "verify", "--archive", str(dest)]) == 1
+    assert sorted(p.name for p in dest.parent.iterdir()) == before
     assert "TAMPERED: row 3: altered" in capsys.readouterr().err
 
 

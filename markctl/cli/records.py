@@ -217,6 +217,10 @@ def verify_cmd(
     archive: Annotated[
         Path | None, typer.Option("--archive", help="Verify this backup file instead.")
     ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="SQLite quick_check instead of integrity_check (no index comparison)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> int:
     """Recompute the hash chain and every signed checkpoint; exit 1 naming every problem."""
@@ -231,11 +235,11 @@ def verify_cmd(
     if archive is not None:
         if not archive.is_file():
             raise ConfigError(f"--archive {archive}: no such file")
-        store = RecordStore.open(archive)
+        store = RecordStore.open(archive, read_only=True)  # an archive is checked, never written
     else:
         store = open_store(records)
     with store:
-        report = store.verify(expect_head=expect_head, public_key=public_key)
+        report = store.verify(expect_head=expect_head, public_key=public_key, deep=not quick)
         info = store.registry
     if as_json:
         typer.echo(json.dumps({**report.as_dict(), "site": info.site, "training": info.training,
@@ -333,7 +337,7 @@ def backup_cmd(
         dest.with_name(dest.name + ".checkpoint.json").write_text(
             json.dumps(checkpoint.as_dict(), indent=2) + "\n"
         )
-    with RecordStore.open(dest) as copy:
+    with RecordStore.open(dest, read_only=True) as copy:
         report = copy.verify(
             expect_head=f"{checkpoint.seq}:{checkpoint.hash}" if checkpoint is not None else None,
             public_key=checkpoint.public_key if checkpoint is not None else None,

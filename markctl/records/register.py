@@ -173,15 +173,29 @@ def entries(
     current: WeaponEntry | None = None
     entry: MarkEntry | None = None
     with store.engine.connect() as conn:
-        for row in conn.execute(query.execution_options(yield_per=batch_rows)):
-            if current is None or row.weapon_key != current.weapon_key:
+        rows = conn.execute(query.execution_options(yield_per=batch_rows))
+        for (
+            weapon_key,
+            item_key,
+            component,
+            profile,
+            batch,
+            state,
+            seq,
+            event,
+            at,
+            actor,
+            body,
+            digest,
+        ) in rows:
+            if current is None or weapon_key != current.weapon_key:
                 if current is not None and _wanted(current, filters):
                     yield current
-                current, entry = WeaponEntry(row.weapon_key), None
-            if entry is None or entry.item_key != row.item_key:
-                entry = MarkEntry(row.item_key, row.component, row.mark_profile, row.batch_id, row.state)
+                current, entry = WeaponEntry(weapon_key), None
+            if entry is None or entry.item_key != item_key:
+                entry = MarkEntry(item_key, component, profile, batch, state)
                 current.marks.append(entry)
-            _apply(entry, current.identity, row.seq, row.event, row.at, row.actor, row.body, row.hash)
+            _apply(entry, current.identity, seq, event, at, actor, body, digest)
     if current is not None and _wanted(current, filters):
         yield current
 

@@ -75,6 +75,7 @@ items = Table(
     Column("updated_at", String(32), nullable=False),
     Index("ix_items_weapon", "weapon_key"),
     Index("ix_items_batch", "batch_id"),
+    Index("ix_items_weapon_item", "weapon_key", "item_key"),
 )
 
 api_tokens = Table(

@@ -378,6 +378,8 @@ def sqlite_path(url: str) -> Path | None:
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
+    if parsed.database.startswith("file:"):  # a URI filename (read-only opening): file:PATH?mode=ro
+        return Path(parsed.database.removeprefix("file:").split("?", 1)[0])
     return Path(parsed.database)
 
 
@@ -397,8 +399,11 @@ class RecordStore:
     Use :meth:`open` (an existing registry) or :meth:`init` (a new one); the constructor is theirs.
     """
 
-    def __init__(self, url: str, *, clock: Callable[[], str] = _now, _creating: bool = False) -> None:
+    def __init__(
+        self, url: str, *, clock: Callable[[], str] = _now, _creating: bool = False, _read_only: bool = False
+    ) -> None:
         self.url = url
+        self.read_only = _read_only
         self.where = _where(url)
         self._clock = clock
         self._lock = threading.Lock()  # one writer per process; the chain head serialises processes
@@ -410,9 +415,9 @@ class RecordStore:
         except Exception as exc:  # a malformed URL is the user's input
             raise RecordError(f"records URL {url!r}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_read_only if _read_only else _sqlite_pragmas)
         self._prepare_statements()
-        self._migrate(creating=_creating)
+        self._migrate(creating=_creating, read_only=_read_only)
         self._registry: RegistryInfo | None = None
         if not _creating:
             self._registry = self._read_registry()
@@ -422,13 +427,19 @@ class RecordStore:
                     f"{self.where} holds no initialised registry",
                     hint=f"create one with: markctl records init {self.where} --site NAME [--training]",
                 )
-        self._tighten()
+        if not _read_only:
+            self._tighten()
 
     # --- opening and creating ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, location: str | Path, *, clock: Callable[[], str] = _now) -> RecordStore:
-        """The registry at a URL or SQLite path; refuses (RecordError) a location with none. Never creates."""
+    def open(
+        cls, location: str | Path, *, clock: Callable[[], str] = _now, read_only: bool = False
+    ) -> RecordStore:
+        """The registry at a URL or SQLite path; refuses (RecordError) a location with none. Never creates.
+
+        ``read_only`` (SQLite) opens the file without ever writing to it: an archive on read-only media.
+        """
         url = to_url(location)
         path = sqlite_path(url)
         if path is not None and not path.is_file():
@@ -436,7 +447,9 @@ class RecordStore:
                 f"no registry at {path}",
                 hint=f"check the path, or create one with: markctl records init {path} --site NAME",
             )
-        return cls(url, clock=clock)
+        if read_only and path is not None:
+            url = f"sqlite:///file:{path}?mode=ro&uri=true"
+        return cls(url, clock=clock, _read_only=read_only)
 
     @classmethod
     def init(
@@ -498,7 +511,7 @@ class RecordStore:
         assert self._registry is not None
         return self._registry
 
-    def _migrate(self, *, creating: bool) -> None:
+    def _migrate(self, *, creating: bool, read_only: bool = False) -> None:
         config = Config()
         config.set_main_option("script_location", "markctl.records:migrations")
         head = ScriptDirectory.from_config(config).get_current_head()
@@ -512,6 +525,11 @@ class RecordStore:
                     if current is None and not creating:
                         # Not a markctl database at all (an empty file, another program's): leave it alone.
                         return
+                    if read_only:
+                        raise RecordError(
+                            f"{self.where} was written by another version of markctl (schema {current})",
+                            hint="verify a writable copy of it: markctl brings the copy up to date first",
+                        )
                     config.attributes["connection"] = conn
                     command.upgrade(config, "head")
             except DatabaseError as exc:
@@ -983,14 +1001,21 @@ class RecordStore:
 
     # --- verification, backup and export ----------------------------------------------------
 
-    def verify(self, *, expect_head: str | None = None, public_key: str | None = None) -> VerifyReport:
+    def verify(
+        self, *, expect_head: str | None = None, public_key: str | None = None, deep: bool = True
+    ) -> VerifyReport:
         """Recompute the chain; name every altered, inserted, deleted or reordered row.
+
+        SQLite's own check of the file runs beside the walk: by default the full ``integrity_check``,
+        which also compares every index with its table (a flipped byte in the item index would let a
+        lookup miss a marked weapon); ``deep=False`` runs ``quick_check`` (every page and record
+        readable, no index comparison), several times faster on a large registry.
 
         Every checkpoint's signature is checked with the registry's public key (and, when given,
         ``public_key`` from outside the database must be that key). ``expect_head`` is a head kept
         outside (full hash, or a paper code ``SEQ:PREFIX``): it passes when it lies anywhere on the chain.
         """
-        return _Verifier(self, expect_head, public_key).run()
+        return _Verifier(self, expect_head, public_key, deep).run()
 
     def backup(self, dest: Path) -> Path:
         """An online copy of a SQLite registry (the backup API: consistent while writers go on)."""
@@ -1063,8 +1088,11 @@ def default_key_path(db: Path) -> Path:
 class _Verifier:
     """One pass over the journal in batches; every check that needs a row is made on that pass."""
 
-    def __init__(self, store: RecordStore, expect_head: str | None, public_key: str | None) -> None:
+    def __init__(
+        self, store: RecordStore, expect_head: str | None, public_key: str | None, deep: bool
+    ) -> None:
         self.store = store
+        self.deep = deep
         self.problems: list[Problem] = []
         self.expect_seq: int | None = None
         self.expect_hash: str | None = None
@@ -1100,7 +1128,9 @@ class _Verifier:
                 if sqlite:
                     # Bytes flipped in an index page never reach the chain walk; SQLite's own check sees
                     # them. It runs on its own connection in a thread (SQLite releases the GIL), beside the walk.
-                    integrity = _IntegrityCheck(store.engine)
+                    integrity = _IntegrityCheck(
+                        store.engine, "integrity_check" if self.deep else "quick_check"
+                    )
                     conn.exec_driver_sql("BEGIN")  # one snapshot for the walk, the head and the index
                 for seq, at, key, ev, state, actor, body, prev_hash, digest in _journal_rows(conn, sqlite):
                     rows += 1
@@ -1299,11 +1329,12 @@ def _journal_rows(conn: Connection, sqlite: bool) -> Iterator[Any]:
 
 
 class _IntegrityCheck:
-    """``PRAGMA integrity_check`` on a connection of its own, in a thread, while the chain is walked."""
+    """SQLite's check of the file, on a connection of its own, in a thread, while the chain is walked."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pragma: str) -> None:
         self._verdict: list[str] = []
         self._engine = engine
+        self._pragma = pragma
         self._thread = threading.Thread(target=self._run, name="records-integrity-check", daemon=True)
         self._thread.start()
 
@@ -1312,7 +1343,7 @@ class _IntegrityCheck:
             raw = self._engine.raw_connection()
             try:
                 cursor = raw.cursor()
-                cursor.execute("PRAGMA integrity_check")
+                cursor.execute(f"PRAGMA {self._pragma}")
                 self._verdict = [str(row[0]) for row in cursor.fetchall()]
             finally:
                 raw.close()
@@ -1361,4 +1392,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")  # durable before a write returns, also across power loss
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()

@@ -1,4 +1,4 @@
-"""Registry identity: which site a database belongs to and whether it is a training registry.
+"""Registry identity (site, training or production, site key), and an index for the register view.
 
 Revision ID: 0002
 Revises: 0001
@@ -28,6 +28,9 @@ def upgrade() -> None:
         sa.Column("init_seq", sa.BigInteger, nullable=False),
         sa.CheckConstraint("id = 1", name="ck_registry_single_row"),
     )
+    # The register walks weapons in key order and each item's journal rows in sequence: with this index
+    # and ix_journal_item that is one ordered scan, with no sort of the whole journal (issue 10 §3).
+    op.create_index("ix_items_weapon_item", "items", ["weapon_key", "item_key"])
 
 
 def downgrade() -> None:
