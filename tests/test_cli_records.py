@@ -185,6 +185,13 @@ def test_show_by_serial_alone_any_case_and_json(db: Path, capsys: pytest.Capture
     assert main(["records", "show", "--records", str(db), "A2"]) == 0
     assert "2 weapons carry serial A2" in capsys.readouterr().out
     assert main(["records", "show", "--records", str(db), "NOPE"]) == 2
+    with RecordStore.open(db) as store:
+        _mark(store, "Walther", "0012345")
+    capsys.readouterr()
+    assert main(["records", "show", "--records", str(db), "0012345"]) == 0  # digits that are a serial
+    assert "WALTHER|0012345" in capsys.readouterr().out
+    assert main(["records", "show", "--records", str(db), "3"]) == 0  # digits that are a record number
+    assert json.loads(capsys.readouterr().out)["event"] == "started"
 
 
 def test_register_csv_is_formula_safe_and_filters(
@@ -341,6 +348,8 @@ def test_backup_verifies_on_its_own_and_tampering_shows(
 def test_verify_exit_codes(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["records", "verify", "--records", str(db)]) == 0
     assert "records intact: 7 rows" in capsys.readouterr().out
+    assert main(["records", "verify", "--records", str(db), "--quick", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
     con = sqlite3.connect(db)
     con.execute("UPDATE journal SET state = 'failed' WHERE seq = 4")
     con.commit()

@@ -146,9 +146,11 @@ def show_cmd(
 ) -> int:
     """A weapon, an item or a record; keys in any case, a serial alone lists the weapons that carry it."""
     with open_store(records) as store:
-        if what.isdigit() and store.get(int(what)) is not None:
+        # Digits alone name a record unless some weapon carries them as its serial.
+        if what.isdigit() and not store.weapons_by_serial(what):
             record = store.get(int(what))
-            assert record is not None
+            if record is None:
+                raise ConfigError(f"no record {what} and no weapon with serial {what}")
             typer.echo(json.dumps(record.as_dict(), indent=2, sort_keys=True))
             return 0
         key = _norm_key(what)

@@ -971,10 +971,17 @@ class RecordStore:
 
     def weapons_by_serial(self, serial: str) -> list[str]:
         """Weapon keys whose serial is ``serial`` (any maker), for a lookup by serial alone."""
-        wanted = f"|{' '.join(serial.upper().split())}"
-        query = select(items.c.weapon_key).distinct().order_by(items.c.weapon_key)
+        wanted = " ".join(serial.upper().split())
+        escaped = wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = (
+            select(items.c.weapon_key)
+            .where(items.c.weapon_key.like(f"%|{escaped}", escape="\\"))
+            .distinct()
+            .order_by(items.c.weapon_key)
+        )
         with self.engine.connect() as conn:
-            return [k for (k,) in conn.execute(query) if k.endswith(wanted)]
+            # LIKE ignores ASCII case on SQLite only: the exact suffix test decides everywhere.
+            return [k for (k,) in conn.execute(query) if k.endswith(f"|{wanted}")]
 
     def history(self, item_key: str) -> list[Record]:
         query = select(journal).where(journal.c.item_key == item_key).order_by(journal.c.seq)

@@ -255,3 +255,29 @@ def test_open_never_creates_and_init_never_overwrites(tmp_path: Path, records_db
     assert not (tmp_path / "typo.db").exists()
     with pytest.raises(RecordError, match="exists already"):
         RecordStore.init(records_db, site="again")
+
+
+def test_a_database_from_before_registries_is_adopted_by_init(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from markctl.records import NoRegistryError
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    config = Config()
+    config.set_main_option("script_location", "markctl.records:migrations")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            text("INSERT INTO api_tokens VALUES ('" + "a" * 64 + "', 'old-auditor', 'auditor', 'x', 0)")
+        )
+    engine.dispose()
+    with pytest.raises(NoRegistryError, match="holds no initialised registry"):
+        RecordStore.open(path)
+    with RecordStore.init(path, site="Old Depot") as store:
+        assert store.registry.site == "Old Depot" and not store.registry.training
+        assert [r.event for r in store.records()] == ["registry", "token-created"]
+        assert store.verify().ok
