@@ -341,8 +341,9 @@ async def _run_item(
         job = machine.driver.run(prepared.program)
     except (MarkctlError, ValueError) as exc:  # refused before any byte was sent
         record = await asyncio.to_thread(
-            store.append, key, "failed", operator, {"error": str(exc), "started": started.seq}
-        )
+            store.append, key, "failed", operator,
+            {"error": str(exc), "started": started.seq, "simulated": _simulated(machine)},
+        )  # fmt: skip
         return ItemResult(key, item.line, "failed", str(exc), record.seq)
     try:
         async for event in job.watch():
@@ -354,7 +355,8 @@ async def _run_item(
         # The batch was cancelled (operator abort, service shutdown): stop the machine, record, go on.
         aborted = await asyncio.shield(job.abort())
         store.append(key, _state_after(aborted).value, operator,
-                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled"})  # fmt: skip
+                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled",
+                      "simulated": _simulated(machine)})  # fmt: skip
         raise
     state = _state_after(job_result)
     outcome = _outcome(job_result)
