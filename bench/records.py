@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -176,14 +175,94 @@ def bulk_fill(path: Path, weapons: int, *, components: tuple[str, ...] = ("frame
     con.close()
 
 
+_MEASURED = (
+    "import resource, sys\n"
+    "from markctl.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "sys.stderr.write(f'\\nMAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+    "sys.exit(code)\n"
+)
+
+
 def child_run(args: list[str]) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Seconds and peak RSS (MB, the child's own) of ``markctl ARGS`` in a fresh interpreter."""
     start = time.perf_counter()
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", _MEASURED, *args], check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024
+    peak_kb = int(done.stderr.rsplit("MAXRSS ", 1)[1].split()[0])
+    return elapsed, peak_kb / 1024
+
+
+def run_insert(base: Path, rows: int) -> None:
+    plain_s, store_s = bench_insert(base, rows)
+    print(f"insert   {rows} rows, one durable transaction each (WAL, synchronous=FULL)")
+    print(f"  plain sqlite3  {rows / plain_s:10,.0f} rows/s")
+    print(f"  RecordStore    {rows / store_s:10,.0f} rows/s")
+    print(f"  ratio          {plain_s / store_s:10.2f}   (goal >= 0.7)")
+
+
+def run_verify(path: Path) -> None:
+    plain_v, rows = plain_verify(path)
+    with RecordStore.open(path) as store:
+        start = time.perf_counter()
+        report = store.verify(deep=False)
+        quick_v = time.perf_counter() - start
+        start = time.perf_counter()
+        report = store.verify()
+        store_v = time.perf_counter() - start
+    assert report.ok and report.rows == rows, report.problems[:3]
+    print(f"verify   {rows:,} rows (chain, columns, item index, registry, tokens, checkpoints)")
+    print(f"  plain read + sha256           {rows / plain_v:10,.0f} rows/s")
+    print(
+        f"  verify --quick (quick_check)  {rows / quick_v:10,.0f} rows/s  ratio {plain_v / quick_v:.2f} (goal >= 0.3)"
+    )
+    print(f"  verify (integrity_check)      {rows / store_v:10,.0f} rows/s  ratio {plain_v / store_v:.2f}")
+
+
+def run_register(path: Path, weapons: int) -> None:
+    cli = ["records", "register", "--records", str(path)]
+    out = path.with_name("register")
+    small_s, small_peak = child_run(
+        [*cli, "--format", "csv", "--batch", "B0", "-o", str(out.with_suffix(".b0"))]
+    )
+    print(f"register {weapons:,} weapons (6 journal rows each); one batch of 1,000 weapons for scale:")
+    print(f"  --format csv --batch B0  1,000 weapons: {small_s:6.1f} s, peak RSS {small_peak:4.0f} MB")
+    for fmt in ("csv", "table"):
+        seconds, peak = child_run([*cli, "--format", fmt, "-o", str(out.with_suffix(f".{fmt}"))])
+        size = out.with_suffix(f".{fmt}").stat().st_size / 1e6
+        print(
+            f"  --format {fmt:<5} {weapons:,} weapons: {seconds:6.1f} s, peak RSS {peak:4.0f} MB, {size:.0f} MB written"
+        )
+
+
+def run_million(base: Path) -> None:
+    weapons = 1_000_000 // 6 + 1
+    path = base / "million.db"
+    bulk_fill(path, weapons)
+    with RecordStore.open(path) as store:
+        store.checkpoint(load_key(default_key_path(path)), "bench")
+    con = sqlite3.connect(path)
+    blobs = [f"{p}\n{b}".encode() for p, b in con.execute("SELECT prev_hash, body FROM journal ORDER BY seq")]
+    con.close()
+    start = time.perf_counter()
+    for blob in blobs:
+        hashlib.sha256(blob).hexdigest()
+    sha_s = time.perf_counter() - start
+    del blobs
+    with RecordStore.open(path) as store:
+        start = time.perf_counter()
+        report = store.verify(deep=False)
+        quick_s = time.perf_counter() - start
+        start = time.perf_counter()
+        report = store.verify()
+        deep_s = time.perf_counter() - start
+    assert report.ok and report.checkpoints == 1, report.problems[:3]
+    print(
+        f"checkpoint verify {report.rows:,} rows (1 signed checkpoint); sha256 over the same bytes {sha_s:.1f} s"
+    )
+    print(f"  verify --quick  {quick_s:6.1f} s  ratio {sha_s / quick_s:.2f}")
+    print(f"  verify          {deep_s:6.1f} s  ratio {sha_s / deep_s:.2f}")
 
 
 def main() -> None:
@@ -191,72 +270,24 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=3000, help="rows for the insert comparison")
-    parser.add_argument("--weapons", type=int, default=100_000, help="weapons for the register run")
+    parser.add_argument(
+        "--weapons", type=int, default=100_000, help="weapons for the verify and register runs"
+    )
     parser.add_argument("--million", action="store_true", help="also checkpoint-verify 1,000,000 rows")
+    parser.add_argument("--only", choices=("insert", "verify", "register"), help="run one part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        plain_s, store_s = bench_insert(base, args.rows)
-        print(f"insert   {args.rows} rows, one durable transaction each (WAL, synchronous=FULL)")
-        print(f"  plain sqlite3  {args.rows / plain_s:10,.0f} rows/s")
-        print(f"  RecordStore    {args.rows / store_s:10,.0f} rows/s")
-        print(f"  ratio          {plain_s / store_s:10.2f}   (goal >= 0.7)")
-
-        bulk_fill(base / "big.db", args.weapons)
-        plain_v, rows = plain_verify(base / "big.db")
-        with RecordStore.open(base / "big.db") as store:
-            start = time.perf_counter()
-            report = store.verify(deep=False)
-            quick_v = time.perf_counter() - start
-            start = time.perf_counter()
-            report = store.verify()
-            store_v = time.perf_counter() - start
-        assert report.ok and report.rows == rows, report.problems[:3]
-        print(f"verify   {rows:,} rows (chain, columns, item index, registry, tokens, checkpoints)")
-        print(f"  plain read + sha256           {rows / plain_v:10,.0f} rows/s")
-        print(
-            f"  verify --quick (quick_check)  {rows / quick_v:10,.0f} rows/s  ratio {plain_v / quick_v:.2f} (goal >= 0.3)"
-        )
-        print(
-            f"  verify (integrity_check)      {rows / store_v:10,.0f} rows/s  ratio {plain_v / store_v:.2f}"
-        )
-
-        cli = [sys.executable, "-m", "markctl", "records", "register", "--records", str(base / "big.db")]
-        for fmt in ("csv", "table"):
-            seconds, peak = child_run([*cli, "--format", fmt, "-o", str(base / f"register.{fmt}")])
-            size = (base / f"register.{fmt}").stat().st_size / 1e6
-            print(f"register --format {fmt:<5} {args.weapons:,} weapons: {seconds:6.1f} s, peak RSS {peak:6.0f} MB, "
-                  f"{size:.0f} MB written")  # fmt: skip
-        idle_s, idle_peak = child_run([sys.executable, "-m", "markctl", "records", "list", "--records",
-                                       str(base / "store.db"), "--state", "failed"])  # fmt: skip
-        print(
-            f"  (baseline: the same interpreter listing an empty selection: {idle_s:.1f} s, {idle_peak:.0f} MB)"
-        )
-
+        if args.only in (None, "insert"):
+            run_insert(base, args.rows)
+        if args.only in (None, "verify", "register"):
+            bulk_fill(base / "big.db", args.weapons)
+        if args.only in (None, "verify"):
+            run_verify(base / "big.db")
+        if args.only in (None, "register"):
+            run_register(base / "big.db", args.weapons)
         if args.million:
-            weapons = 1_000_000 // 6 + 1
-            path = base / "million.db"
-            bulk_fill(path, weapons)
-            with RecordStore.open(path) as store:
-                store.checkpoint(load_key(default_key_path(path)), "bench")
-            con = sqlite3.connect(path)
-            blobs = [
-                f"{p}\n{b}".encode()
-                for p, b in con.execute("SELECT prev_hash, body FROM journal ORDER BY seq")
-            ]
-            con.close()
-            start = time.perf_counter()
-            for blob in blobs:
-                hashlib.sha256(blob).hexdigest()
-            sha_s = time.perf_counter() - start
-            del blobs
-            with RecordStore.open(path) as store:
-                start = time.perf_counter()
-                report = store.verify()
-                verify_s = time.perf_counter() - start
-            assert report.ok and report.checkpoints == 1, report.problems[:3]
-            print(f"checkpoint verify {report.rows:,} rows: {verify_s:.1f} s; sha256 over the same bytes "
-                  f"{sha_s:.1f} s; ratio {sha_s / verify_s:.2f}")  # fmt: skip
+            run_million(base)
 
 
 if __name__ == "__main__":
