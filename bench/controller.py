@@ -43,7 +43,10 @@ async def run(machines: int, factor: float) -> None:
     settings = Settings(
         machines={n: MachineEntry(address=f"sim://grbl-1.1?clock=scaled:{factor:g}") for n in names}
     )
-    with tempfile.TemporaryDirectory() as tmp, RecordStore.open(Path(tmp) / "records.db") as store:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RecordStore.init(Path(tmp) / "records.db", site="bench", training=True) as store,
+    ):
         service = MarkService(settings, store)
         app = create_app(settings, store=store)
         app.state.service = service  # the lifespan's job, done by hand for an in-process client

@@ -8,7 +8,9 @@ SHA-256 in the records database. Roles:
   re-mark overrides and managing machines;
 * ``auditor``    — read and verify records, export them.
 
-Every override or resolution records the token's name as who did it.
+Every override or resolution records the token's name as who did it. Creating and revoking a token
+are events in the records' hash chain: a token written straight into the table is not on the chain,
+so :meth:`TokenStore.identify` refuses it and ``records verify`` names it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from markctl.errors import ConfigError
@@ -74,9 +75,10 @@ class TokenStore:
     """Tokens kept (hashed) beside the records."""
 
     def __init__(self, store: RecordStore) -> None:
+        self._store = store
         self._engine = store.engine
 
-    def create(self, name: str, role: Role | str) -> str:
+    def create(self, name: str, role: Role | str, actor: str = "markctl:tokens") -> str:
         """A new token for ``name``; the only time the clear token exists is this return value."""
         try:
             role = Role(role)
@@ -86,16 +88,7 @@ class TokenStore:
             raise ConfigError("a token needs a name of 1-100 characters (it is recorded as who acted)")
         token = secrets.token_urlsafe(32)
         try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    insert(api_tokens).values(
-                        token_hash=_digest(token),
-                        name=name,
-                        role=role.value,
-                        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                        revoked=False,
-                    )
-                )
+            self._store.add_token(name, role.value, _digest(token), actor)
         except IntegrityError as exc:
             raise ConfigError(f"a token named {name!r} exists already") from exc
         return token
@@ -112,12 +105,12 @@ class TokenStore:
             ).first()
         if row is None or row.revoked:
             return None
+        if not self._store.token_on_chain(row.name, _digest(token), row.role):
+            return None  # written into the table behind markctl's back: not a token it issued
         return Identity(row.name, Role(row.role))
 
-    def revoke(self, name: str) -> bool:
-        with self._engine.begin() as conn:
-            result = conn.execute(update(api_tokens).where(api_tokens.c.name == name).values(revoked=True))
-        return bool(result.rowcount)
+    def revoke(self, name: str, actor: str = "markctl:tokens") -> bool:
+        return self._store.revoke_token(name, actor)
 
     def list(self) -> list[tuple[str, Role, bool]]:
         with self._engine.connect() as conn:

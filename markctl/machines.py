@@ -93,6 +93,28 @@ def _profile_for(address: MachineAddress, profile: str | FirmwareProfile | None)
     return load_profile(profile) if isinstance(profile, str) else profile
 
 
+def check_address(address: str, profile: str | None = None) -> None:
+    """Validate an address and its options without opening anything.
+
+    Commands call it before they open the records, so a misspelt option (``sim://grbl-1.1?clok=instant``)
+    is reported as such rather than hidden behind a records problem.
+    """
+    addr = parse_address(address)
+    prof = _profile_for(addr, profile)
+    full = MachineAddress(addr.protocol or prof.family, addr.transport, addr.location, addr.options)
+    if not addr.is_simulated:
+        validate_options(full)
+        return
+    from markctl.simulator.clock import make_clock
+
+    sim_opts = validate_options(full, transport_model=SimOptions).transport
+    assert isinstance(sim_opts, SimOptions)
+    try:
+        make_clock(sim_opts.clock)
+    except ValueError as exc:
+        raise AddressError(str(exc), address=str(addr), part="option clock") from exc
+
+
 async def open_machine(
     address: str | MachineAddress,
     *,

@@ -31,7 +31,7 @@ from markctl.layouts import program as make_program
 from markctl.layouts.program import MotionProgram
 from markctl.machines import Machine, open_machine
 from markctl.profiles import load_profile
-from markctl.records import Record, RecordStore
+from markctl.records import Record, RecordStore, RegistryModeError
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
 
@@ -225,6 +225,12 @@ class MarkService:
             job.error = f"rows with errors block the batch: lines {', '.join(map(str, sorted(blocked)))}"
             await job.add_event({"type": "rejected", "lines": sorted(blocked)})
             return job
+        try:  # before any machine is opened: a production registry takes no simulated mark (ISSUE 10 §2)
+            self.store.check_machine(parse_address(slot.entry.address).is_simulated, slot.entry.address)
+        except RegistryModeError as exc:
+            job.state, job.error = "rejected", str(exc)
+            await job.add_event({"type": "rejected", "error": job.error})
+            return job
         job.task = asyncio.create_task(
             self._run(job, plan, slot, exclude, overrides, override_by, on_event, continue_on_verify_fail)
         )
@@ -294,7 +300,15 @@ class MarkService:
     # --- supervisor actions ------------------------------------------------------------------
 
     def resolve(self, item_key: str, outcome: str, reason: str, who: str) -> Record:
-        return self.store.append(item_key, "resolved", who, {"outcome": outcome, "reason": reason})
+        """A supervisor's resolution; from ``started`` only when the owning process is certainly gone."""
+        written = self.store.resolve(
+            item_key,
+            outcome,
+            reason,
+            who,
+            owner_gone=lambda started: owner_is_gone(started.data.get("owner")),
+        )
+        return written[-1]
 
     def allow_remark(self, item_key: str, reason: str, who: str) -> Record:
         return self.store.append(item_key, "override", who, {"reason": reason})

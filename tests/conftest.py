@@ -8,10 +8,13 @@ runs derandomized.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from markctl.records import RecordStore
 
 # CI runs each submission once: the same examples every time, and no per-example deadline on a
 # shared, noisy machine. Local runs stay random so they keep finding new cases.
@@ -46,3 +49,30 @@ def machine_url(request: pytest.FixtureRequest) -> str | None:
     """The --machine address, or None."""
     value = request.config.getoption("--machine")
     return str(value) if value else None
+
+
+def make_registry(path: Path, *, training: bool = True, site: str = "test-depot") -> Path:
+    """Create a registry at ``path`` (as ``markctl records init`` does) and return the path.
+
+    Training by default: the tests mark on simulators, which only a training registry accepts.
+    """
+    RecordStore.init(path, site=site, training=training).close()
+    return path
+
+
+@pytest.fixture
+def records_db(tmp_path: Path) -> Path:
+    """An initialised training registry, ``tmp_path / "records.db"`` (its site key beside it)."""
+    return make_registry(tmp_path / "records.db")
+
+
+@pytest.fixture
+def production_db(tmp_path: Path) -> Path:
+    """An initialised production registry, ``tmp_path / "production.db"``."""
+    return make_registry(tmp_path / "production.db", training=False)
+
+
+@pytest.fixture
+def new_registry() -> Callable[..., Path]:
+    """``new_registry(path, training=True, site=...)``: create a registry where a test needs one."""
+    return make_registry

@@ -6,8 +6,8 @@
 3. marks state-stockpile marks on the embedded steel plates of polymer pistol frames
    (examples/stockpile) with the dot-peen marker;
 4. runs the import shipment again: every item is skipped, nothing is marked twice;
-5. writes layout previews (SVG, PNG), burned-workpiece PNGs and the records database to the output
-   folder, verifies the record chain and prints the summary.
+5. writes layout previews (SVG, PNG), burned-workpiece PNGs and a TRAINING registry (records.db and
+   its site key) to the output folder, verifies the record chain and prints the summary.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ async def _session(examples: Path, out: Path) -> int:
     settings = load_settings(examples / "markctl.toml")
     operator = settings.operator()
     failures = 0
-    with RecordStore.open(out / "records.db") as store:
+    # A training registry: it takes simulated marks only, and a production registry never takes them.
+    with RecordStore.init(out / "records.db", site="demo", training=True, actor="markctl:demo") as store:
+        console.print(f"records: {store.registry.describe()}")
         service = MarkService(settings, store, out_dir=out)
         try:
             for title, name, machine in STEPS:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from markctl.auth import Role, TokenStore
-from markctl.cli.records import RecordsOpt, open_store
+from markctl.cli.records import RecordsOpt, open_store, wrote_to
 from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
 from markctl.jobs.manifest import SERIAL_PATTERN, Manifest
@@ -133,7 +133,7 @@ def batch(
     and passed its check."""
     _check_out(out)
     settings = load_settings()
-    settings.machine(machine)  # refuses an unknown name before anything else
+    _check_inputs(settings, machine, manifest, catalogue)
     name = settings.machine_name(machine)
     who = settings.operator(operator)
 
@@ -180,7 +180,7 @@ def mark(
             hint="the records must name the weapon that is marked: make them agree",
         )
     settings = load_settings()
-    settings.machine(machine)  # refuses an unknown name before anything else
+    _check_inputs(settings, machine)
     name = settings.machine_name(machine)
     who = settings.operator(operator)
 
@@ -209,6 +209,17 @@ def _check_out(out: Path | None) -> None:
         raise ConfigError(f"--out {out}: not a folder")
 
 
+def _check_inputs(settings: Settings, machine: str | None, *files: Path) -> None:
+    """Files and the machine's address and options, checked before the records are opened."""
+    from markctl.machines import check_address
+
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+    entry = settings.machine(machine)  # refuses an unknown name before anything else
+    check_address(entry.address, entry.profile)
+
+
 async def _with_service(
     settings: Settings,
     records: str | None,
@@ -217,11 +228,16 @@ async def _with_service(
 ) -> JobRun:
     """Run ``body`` with a service on the records, closing machines (safe state) and records after."""
     store = open_store(records)
-    service = MarkService(settings, store, out_dir=out)
+    before = store.head()
     try:
-        return await body(service)
+        service = MarkService(settings, store, out_dir=out)
+        try:
+            return await body(service)
+        finally:
+            await service.close()
     finally:
-        await service.close()
+        if store.head() != before:
+            wrote_to(store)
         store.close()
 
 
@@ -293,11 +309,14 @@ def resolve(
     """Resolve an item whose cycle outcome is unknown, after inspecting the weapon."""
     if outcome not in ("marked", "not-marked"):
         raise ConfigError("--outcome must be marked or not-marked")
+    from markctl.jobs.owner import owner_is_gone
+
     with open_store(records) as store:
-        record = store.append(
-            item_key, "resolved", f"supervisor:{supervisor}", {"outcome": outcome, "reason": reason}
-        )
-    typer.echo(f"recorded {record.seq}: {item_key} -> {record.state}")
+        written = store.resolve(item_key, outcome, reason, f"supervisor:{supervisor}",
+                                owner_gone=lambda started: owner_is_gone(started.data.get("owner")))  # fmt: skip
+        wrote_to(store)
+    for record in written:
+        typer.echo(f"recorded {record.seq}: {item_key} -> {record.state}")
     return 0
 
 
@@ -310,6 +329,7 @@ def allow_remark(
     """Allow a marked item to be marked again (supervisor override, recorded with its reason)."""
     with open_store(records) as store:
         record = store.append(item_key, "override", f"supervisor:{supervisor}", {"reason": reason})
+        wrote_to(store)
     typer.echo(f"recorded {record.seq}: {item_key} may be marked again")
     return 0
 
@@ -326,6 +346,7 @@ def tokens_create(
     """Create a token; it is printed once and stored only as a hash."""
     with open_store(records) as store:
         token = TokenStore(store).create(name, Role(role) if role in {r.value for r in Role} else role)
+        wrote_to(store)
     typer.echo(token)
     return 0
 
@@ -335,6 +356,7 @@ def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
     with open_store(records) as store:
         if not TokenStore(store).revoke(name):
             raise ConfigError(f"no token named {name!r}")
+        wrote_to(store)
     return 0
 
 
@@ -358,6 +380,7 @@ def serve(
 
     settings = load_settings()
     with open_store(records) as store:  # --records > MARKCTL_RECORDS > markctl.toml
+        typer.echo(f"records: the {store.registry.describe()}", err=True)
         uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info")
     return 0
 

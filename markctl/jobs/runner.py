@@ -47,6 +47,7 @@ from markctl.layouts.toolpath import check_fits
 from markctl.machines import Machine
 from markctl.profiles import FirmwareProfile
 from markctl.records import ItemState, RecordStore
+from markctl.records.images import put_image
 
 __all__ = [
     "BatchReport",
@@ -503,6 +504,8 @@ async def run_plan(
             f"the manifest has rows with errors (lines {lines}); nothing was marked",
             hint="fix them, exclude them (--exclude LINE), or have a supervisor override findings with a reason",
         )
+    # A production registry never takes a simulated mark, a training registry never a real one (ISSUE 10 §2).
+    store.check_machine(_simulated(machine), str(machine.address))
     report = BatchReport(batch_id or uuid.uuid4().hex[:12])
     emit = on_event or (lambda event: None)
     todo = [i for i, v in enumerate(plan.verdicts) if v.item.line not in exclude]
@@ -586,6 +589,7 @@ async def _run_item(
         **_summary(prepared),
         "machine": str(machine.address),
         "machine_profile": machine.profile.id,
+        "simulated": _simulated(machine),
         "owner": this_process(),
     }
     if not prepared.passed:
@@ -604,8 +608,9 @@ async def _run_item(
         job = machine.driver.run(prepared.program)
     except (MarkctlError, ValueError) as exc:  # refused before any byte was sent
         record = await asyncio.to_thread(
-            store.append, key, "failed", operator, {"error": str(exc), "started": started.seq}
-        )
+            store.append, key, "failed", operator,
+            {"error": str(exc), "started": started.seq, "simulated": _simulated(machine)},
+        )  # fmt: skip
         return ItemResult(key, item.line, "failed", str(exc), record.seq)
     try:
         async for event in job.watch():
@@ -617,13 +622,15 @@ async def _run_item(
         # The batch was cancelled (operator abort, service shutdown): stop the machine, record, go on.
         aborted = await asyncio.shield(job.abort())
         store.append(key, _state_after(aborted).value, operator,
-                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled"})  # fmt: skip
+                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled",
+                      "simulated": _simulated(machine)})  # fmt: skip
         raise
     state = _state_after(job_result)
     outcome = _outcome(job_result)
     # The machine has finished: nothing below may keep this result from being recorded.
     verification: dict[str, Any] | None = None
     image: str | None = None
+    stored: dict[str, Any] | None = None
     if state is ItemState.MARKED and verify is not None:
         try:
             verification = await asyncio.to_thread(verify, prepared, machine)
@@ -638,7 +645,14 @@ async def _run_item(
             image = str(machine.simulator.workpiece.save_png(images / f"{file_stem(key)}.png"))
         except OSError as exc:
             image = f"not saved: {exc}"
-    final = {"result": outcome, "verification": verification, "image": image, "started": started.seq}
+        else:
+            try:  # kept by content beside the registry too, so the record's image outlives the batch folder
+                stored = await asyncio.to_thread(put_image, store, Path(image))
+            except OSError as exc:
+                stored = {"error": f"not stored: {exc}"}
+    final = {"result": outcome, "verification": verification, "image": image, "image_stored": stored,
+             "started": started.seq,
+             "simulated": _simulated(machine)}  # fmt: skip
     record = await asyncio.to_thread(store.append, key, state.value, operator, final)
     message = job_result.message or state.value
     inspect = verification is not None and not verification.get("passed", True)
@@ -651,6 +665,11 @@ async def _run_item(
         record = await asyncio.to_thread(store.append, key, "verified", operator, flag)
     return ItemResult(key, item.line, state.value, message, record.seq, verification, image,
                       job_result.safe_state_confirmed, inspect)  # fmt: skip
+
+
+def _simulated(machine: Machine) -> bool:
+    """Whether marks on ``machine`` are simulated (recorded with every cycle, ISSUE 10 §2)."""
+    return machine.simulator is not None or machine.address.is_simulated
 
 
 def _outcome(result: JobResult) -> dict[str, Any]:

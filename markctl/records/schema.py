@@ -9,7 +9,12 @@
 * ``items``: the current state of each item (one mark on one component of one weapon), a derived
   index kept in the same transaction as the journal, so the controller can refuse a duplicate
   mark without replaying history. ``verify`` replays the journal and compares.
-* ``api_tokens``: hashed API tokens and their roles (the service's access control).
+* ``api_tokens``: hashed API tokens and their roles (the service's access control). Every token
+  created or revoked is also a journal event, so ``verify`` catches a token written straight into
+  this table, and the service refuses it.
+* ``registry``: one row saying which registry this is (site, training or production, the site's
+  public key). A copy of the chain's first event, kept for cheap reads and compared with the chain
+  by ``verify``. Without this row the database is not a registry and markctl refuses it.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ items = Table(
     Column("updated_at", String(32), nullable=False),
     Index("ix_items_weapon", "weapon_key"),
     Index("ix_items_batch", "batch_id"),
+    Index("ix_items_weapon_item", "weapon_key", "item_key"),
 )
 
 api_tokens = Table(
@@ -80,4 +86,16 @@ api_tokens = Table(
     Column("role", String(20), nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("revoked", Boolean, nullable=False),
+)
+
+registry = Table(
+    "registry",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("site", String(100), nullable=False),
+    Column("training", Boolean, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("init_seq", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="ck_registry_single_row"),
 )

@@ -26,8 +26,8 @@ class Api:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    store = RecordStore.open(tmp_path / "records.db")
+def api(tmp_path: Path, records_db: Path) -> Iterator[Api]:
+    store = RecordStore.open(records_db)
     tokens = TokenStore(store)
     issued = {role: tokens.create(f"{role}-1", role) for role in ("operator", "supervisor", "auditor")}
     settings = Settings(machines={"laser": MachineEntry(address="sim://grbl-1.1?clock=instant")})

@@ -29,6 +29,9 @@ SURFACE = [
     ("GET", "/records/items", {"supervisor", "auditor"}),
     ("GET", "/records/verify", {"auditor"}),
     ("GET", "/records/export", {"auditor"}),
+    ("GET", "/records/register", {"auditor"}),
+    ("GET", "/records/weapons", {"supervisor", "auditor"}),
+    ("GET", "/records/weapons/{weapon_key}", {"supervisor", "auditor"}),
     ("GET", "/records/{seq}", {"supervisor", "auditor"}),
     ("POST", "/records/{seq}/verify-image", {"auditor"}),
 ]

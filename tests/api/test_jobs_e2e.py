@@ -50,7 +50,7 @@ def test_job_marks_streams_and_records(api: Api, repo: Path) -> None:
     items = api.client.get("/records/items", headers=api.headers("auditor")).json()
     assert {i["state"] for i in items} == {"marked"} and all(i["marks"] == 1 for i in items)
     verify = api.client.get("/records/verify", headers=api.headers("auditor")).json()
-    assert verify["ok"] and verify["rows"] == 6  # planned, started, marked x 2
+    assert verify["ok"] and verify["rows"] == 10  # registry, 3 tokens; planned, started, marked x 2
     started = [
         r
         for r in api.client.get("/records", headers=api.headers("auditor")).json()
@@ -83,7 +83,8 @@ def test_rows_with_errors_are_rejected_with_the_report(api: Api, repo: Path) -> 
     assert status == 422 and job["state"] == "rejected"
     bad = [r for r in job["rows"] if r["verdict"] != "ok"]  # type: ignore[union-attr]
     assert [r["line"] for r in bad] == [4] and "import_country" in " ".join(bad[0]["problems"])
-    assert api.client.get("/records", headers=api.headers("auditor")).json() == []  # nothing started
+    rows = api.client.get("/records", headers=api.headers("auditor")).json()
+    assert [r for r in rows if not r["item_key"].startswith("@")] == []  # only registry and token events
 
 
 def test_overrides_need_a_supervisor(api: Api, repo: Path) -> None:
@@ -109,7 +110,7 @@ def test_layout_preview_formats(api: Api, repo: Path) -> None:
     )
 
 
-def test_lifespan_closes_machines_to_a_safe_state(repo: Path, tmp_path: Path) -> None:
+def test_lifespan_closes_machines_to_a_safe_state(repo: Path, records_db: Path) -> None:
     from fastapi.testclient import TestClient
 
     from markctl.api import create_app
@@ -118,7 +119,7 @@ def test_lifespan_closes_machines_to_a_safe_state(repo: Path, tmp_path: Path) ->
     from markctl.drivers.base import SafeStateReached, State
     from markctl.records import RecordStore
 
-    store = RecordStore.open(tmp_path / "r.db")
+    store = RecordStore.open(records_db)
     token = TokenStore(store).create("op", "operator")
     app = create_app(Settings(machines={"laser": MachineEntry(address="sim://grbl-1.1")}), store=store)
     with TestClient(app) as client:

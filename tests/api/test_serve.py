@@ -17,10 +17,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_answers_health_and_refuses_without_token(tmp_path: Path) -> None:
+def test_serve_answers_health_and_refuses_without_token(tmp_path: Path, records_db: Path) -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "markctl", "serve", "--port", str(port), "--records", str(tmp_path / "r.db")],
+        [sys.executable, "-m", "markctl", "serve", "--port", str(port), "--records", str(records_db)],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -40,4 +40,4 @@ def test_serve_answers_health_and_refuses_without_token(tmp_path: Path) -> None:
         proc.wait(15)
         if proc.stderr is not None:
             proc.stderr.close()
-    assert (tmp_path / "r.db").exists()
+    assert records_db.exists()

@@ -39,7 +39,7 @@ def _states(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_batch(repo: Path, tmp_path: Path) -> None:
+def test_sigkill_mid_batch(repo: Path, tmp_path: Path, records_db: Path) -> None:
     (tmp_path / "manifest.csv").write_text(MANIFEST)
     Catalogue.load(repo / "examples/import/parts.toml")  # the fixture is valid
     db = tmp_path / "records.db"

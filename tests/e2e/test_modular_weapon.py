@@ -40,7 +40,7 @@ NW26A0042,Nordwaffen,P9,frame;slide;barrel,NORDWAFFEN,AT,2026
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(tmp_path: Path, records_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     (tmp_path / "markctl.toml").write_text(
@@ -58,7 +58,7 @@ def test_each_component_is_an_item_of_one_weapon(env: Path, capsys: pytest.Captu
     assert job["counts"] == {"marked": 3}
     assert [r["item_key"].split("|")[2] for r in job["results"]] == ["frame", "slide", "barrel"]
     assert all(r["verification"]["passed"] for r in job["results"])
-    assert main(["records", "show", "NORDWAFFEN|NW26A0042"]) == 0
+    assert main(["records", "show", "NORDWAFFEN|NW26A0042", "--json"]) == 0
     weapon = json.loads(capsys.readouterr().out)
     assert [i["component"] for i in weapon["items"]] == ["frame", "slide", "barrel"]
     assert {i["mark_profile"] for i in weapon["items"]} == {"eu-import"}  # from [defaults] mark_profile

@@ -17,7 +17,7 @@ def _started(store: RecordStore, serial: str, owner: dict[str, object]) -> str:
     store.append(
         key, "planned", "op", weapon_key=f"ACME|{serial}", component="frame", mark_profile="iti-import"
     )
-    store.append(key, "started", "op", {"owner": owner})
+    store.append(key, "started", "op", {"owner": owner, "simulated": True})
     return key
 
 
@@ -39,11 +39,11 @@ def test_owner_liveness() -> None:
     assert not owner_is_gone(None)
 
 
-def test_service_start_recovers_only_dead_owners(tmp_path: Path) -> None:
+def test_service_start_recovers_only_dead_owners(records_db: Path) -> None:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    with RecordStore.open(tmp_path / "r.db") as store:
+    with RecordStore.open(records_db) as store:
         gone = _started(store, "G1", {**this_process(), "pid": int(dead.stdout)})
         live = _started(store, "L1", this_process())
         remote = _started(store, "R1", {"host": "depot-pc-2", "pid": 4242, "start": "1"})

@@ -13,10 +13,10 @@ HEADER = "serial,manufacturer,model,mark_profile,components,import_country,impor
 ROWS = "F1,Beretta,92FS,iti-import,frame,KE,26,yes\nF2,Beretta,92FS,iti-import,frame,KE,26,yes\n"
 
 
-async def test_link_drop_mid_cycle_stops_the_batch(repo: Path, tmp_path: Path) -> None:
+async def test_link_drop_mid_cycle_stops_the_batch(repo: Path, tmp_path: Path, records_db: Path) -> None:
     address = "sim://grbl-1.1?clock=instant&faults=disconnect@line:400"
     settings = Settings(machines={"laser": MachineEntry(address=address)})
-    with RecordStore.open(tmp_path / "records.db") as store:
+    with RecordStore.open(records_db) as store:
         service = MarkService(settings, store, out_dir=tmp_path)
         try:
             job = await service.submit((HEADER + ROWS).encode(), (repo / "examples/import/parts.toml").read_text(),
@@ -39,12 +39,14 @@ async def test_link_drop_mid_cycle_stops_the_batch(repo: Path, tmp_path: Path) -
         assert burned_after_drop > 0
 
 
-async def test_abort_inside_the_first_character_is_unknown_not_failed(repo: Path, tmp_path: Path) -> None:
+async def test_abort_inside_the_first_character_is_unknown_not_failed(
+    repo: Path, tmp_path: Path, records_db: Path
+) -> None:
     # Progress counts whole characters: stopped during the first one it reads 0, yet dots were
     # struck. "failed" would let a re-run strike the weapon again; it must be "unknown".
     settings = Settings(machines={"peen": MachineEntry(address="sim://peen-modbus?clock=realtime")})
     manifest = (repo / "examples/stockpile/manifest.csv").read_bytes()
-    with RecordStore.open(tmp_path / "records.db") as store:
+    with RecordStore.open(records_db) as store:
         service = MarkService(settings, store)
         try:
             job = await service.submit(manifest, (repo / "examples/stockpile/parts.toml").read_text(),

@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from markctl.records import ItemState, RecordStore, item_key_of
+
+SIM = {"simulated": True}
 
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
@@ -52,14 +54,19 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'records.db'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    with RecordStore(base) as store, store.engine.begin() as conn:  # a clean schema per test
-        conn.execute(
-            text("DROP TABLE IF EXISTS journal, chain_head, items, api_tokens, alembic_version CASCADE")
-        )
-    yield base
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        engine = create_engine(url)
+        with engine.begin() as conn:  # a clean schema per test
+            conn.execute(
+                text(
+                    "DROP TABLE IF EXISTS journal, chain_head, items, api_tokens, registry, alembic_version CASCADE"
+                )
+            )
+        engine.dispose()
+    RecordStore.init(url, site="test-depot", training=True, key_path=tmp_path / "site.key").close()
+    yield url
 
 
 def _plan(store: RecordStore, serial: str) -> str:
@@ -71,15 +78,15 @@ def _plan(store: RecordStore, serial: str) -> str:
 
 
 def test_life_cycle_and_tamper_detection(url: str) -> None:
-    with RecordStore(url) as store:
+    with RecordStore.open(url) as store:
         key = _plan(store, "S1")
-        store.append(key, "started", "op")
+        store.append(key, "started", "op", SIM)
         store.append(key, "marked", "op")
         assert store.item(key).state is ItemState.MARKED  # type: ignore[union-attr]
         assert store.verify().ok
         with store.engine.begin() as conn:
-            conn.execute(text("UPDATE journal SET actor = 'forger' WHERE seq = 2"))
-        assert [(p.seq, p.kind) for p in store.verify().problems] == [(2, "altered")]
+            conn.execute(text("UPDATE journal SET actor = 'forger' WHERE seq = 3"))
+        assert [(p.seq, p.kind) for p in store.verify().problems] == [(3, "altered")]
 
 
 def test_concurrent_writers_keep_one_chain(url: str) -> None:
@@ -87,21 +94,20 @@ def test_concurrent_writers_keep_one_chain(url: str) -> None:
 
     def writer(n: int) -> None:
         try:
-            with RecordStore(url) as store:
+            with RecordStore.open(url) as store:
                 for i in range(15):
                     key = _plan(store, f"W{n}-{i}")
-                    store.append(key, "started", f"op{n}")
+                    store.append(key, "started", f"op{n}", SIM)
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    RecordStore(url).close()  # migrate once before the race
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
-    with RecordStore(url) as store:
+    with RecordStore.open(url) as store:
         report = store.verify()
-        assert report.ok and report.rows == 4 * 15 * 2
+        assert report.ok and report.rows == 1 + 4 * 15 * 2
         assert len(store.items(state=ItemState.STARTED)) == 60
