@@ -40,7 +40,7 @@ async def _run(repo: Path, store: RecordStore, *, go_on: bool, images: Path) -> 
     def check_first_against_the_next(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
         # The real check; for the first weapon, against the record of the next one (serial ...418):
         # what an inspector would see if the wrong serial had been cut.
-        if prepared is plan.prepared[0]:
+        if prepared.item.item_key == plan.verdicts[0].item.item_key:  # items are rebuilt when marked
             return verify_item(plan.prepared[1], machine)
         return verify_item(prepared, machine)
 
@@ -49,8 +49,10 @@ async def _run(repo: Path, store: RecordStore, *, go_on: bool, images: Path) -> 
                               verify=check_first_against_the_next, continue_on_verify_fail=go_on)  # fmt: skip
 
 
-async def test_a_failed_check_flags_the_item_and_stops_the_batch(repo: Path, tmp_path: Path) -> None:
-    with RecordStore.open(tmp_path / "r.db") as store:
+async def test_a_failed_check_flags_the_item_and_stops_the_batch(
+    repo: Path, tmp_path: Path, records_db: Path
+) -> None:
+    with RecordStore.open(records_db) as store:
         report = await _run(repo, store, go_on=False, images=tmp_path / "img")
         first, second = report.results
         assert first.state == "marked" and first.inspect and not report.ok
@@ -70,6 +72,7 @@ async def test_a_failed_check_flags_the_item_and_stops_the_batch(repo: Path, tmp
 def went_on(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BatchReport]:
     """A batch run with --continue-on-verify-fail (marking on the simulator is the slow part: once)."""
     folder = tmp_path_factory.mktemp("went-on")
+    RecordStore.init(folder / "records.db", site="test-depot", training=True).close()
     with RecordStore.open(folder / "records.db") as store:
         report = asyncio.run(_run(REPO, store, go_on=True, images=folder / "img"))
     return folder / "records.db", report
