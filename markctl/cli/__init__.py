@@ -6,6 +6,7 @@ input error. Errors go to stderr as one line; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from typing import Annotated
@@ -47,22 +48,33 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of errors and library logs.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show library log messages (pymodbus, uvicorn...).")
+    ] = False,
 ) -> None:
     _state.DEBUG = debug
+    _state.VERBOSE = verbose or debug
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code instead of raising SystemExit."""
+    """Run the CLI; returns the exit code instead of raising SystemExit.
+
+    Whatever goes wrong ends as one line on stderr naming the cause (``--debug`` adds the
+    traceback): markctl's own errors, files the OS refuses, Ctrl-C, and, as a last resort, a bug.
+    """
     args = sys.argv[1:] if argv is None else argv
     _state.DEBUG = "--debug" in args
+    _state.VERBOSE = _state.DEBUG or "-v" in args or "--verbose" in args
+    _quiet_libraries(_state.VERBOSE)
     try:
         result = app(args=args, prog_name="markctl", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except typer.Abort:
-        typer.echo("markctl: aborted", err=True)
-        return 130
+    except (typer.Abort, KeyboardInterrupt) as exc:
+        return _fail(exc, 130, "interrupted (Ctrl-C)")
     except typer.TyperException as exc:  # usage errors: unknown command, bad option, missing argument
         show = getattr(exc, "show", None)
         if callable(show):
@@ -74,11 +86,40 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE)
     except MarkctlError as exc:
         return _fail(exc, EXIT_CHECK_FAILED)
+    except OSError as exc:  # a file or port the OS refused: name it
+        return _fail(exc, EXIT_USAGE, describe_os_error(exc))
+    except Exception as exc:  # a bug: still one line, and the way to see more
+        return _fail(
+            exc,
+            EXIT_CHECK_FAILED,
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback and report it)",
+        )
     return result if isinstance(result, int) else EXIT_OK
 
 
-def _fail(exc: BaseException, code: int) -> int:
+def describe_os_error(exc: OSError) -> str:
+    """``FILE: reason`` for an OSError, without Python's ``[Errno N]`` noise."""
+    reason = exc.strerror or str(exc)
+    where = exc.filename if exc.filename is not None else None
+    return f"{where}: {reason.lower()}" if where is not None else reason
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Library loggers (pymodbus logs frames and its own errors) stay silent unless -v/--debug:
+    markctl reports every failure itself, once, as one line."""
+    level = logging.DEBUG if _state.DEBUG else logging.INFO if verbose else logging.CRITICAL + 1
+    if verbose:
+        logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+_LIBRARY_LOGGERS = ("pymodbus", "asyncio", "serial", "uvicorn", "sqlalchemy", "alembic", "PIL", "markctl")
+
+
+def _fail(exc: BaseException, code: int, message: str | None = None) -> int:
     if _state.DEBUG:
         traceback.print_exception(exc, file=sys.stderr)
-    typer.echo(f"markctl: error: {exc}", err=True)
+    text = " ".join((message or str(exc) or type(exc).__name__).split())  # one line, always
+    typer.echo(f"markctl: error: {text}", err=True)
     return code
