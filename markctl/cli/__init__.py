@@ -76,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt) as exc:
         return _fail(exc, 130, "interrupted (Ctrl-C)")
     except typer.TyperException as exc:  # usage errors: unknown command, bad option, missing argument
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            typer.echo(f"markctl: usage: {exc}", err=True)
-        return EXIT_USAGE
+        return _usage(exc)
     except (ConfigError, LayoutError) as exc:
         return _fail(exc, EXIT_USAGE)
     except MarkctlError as exc:
@@ -95,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback and report it)",
         )
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _usage(exc: Exception) -> int:
+    """A usage error as one line, with the help command of the command that refused it."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "markctl"
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    text = " ".join(message.split())
+    typer.echo(f"markctl: usage: {text} (see '{path} --help')", err=True)
+    return EXIT_USAGE
 
 
 def describe_os_error(exc: OSError) -> str:
