@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from markctl import __version__
-from markctl.cli import _state, demo, jobs, layout, records, sim
+from markctl.cli import _state, demo, jobs, layout, machines, records, sim
 from markctl.cli.profiles import profiles_app
 from markctl.errors import ConfigError, LayoutError, MarkctlError
 
@@ -35,6 +35,7 @@ layout.register(app)
 records.register(app)
 jobs.register(app)
 sim.register(app)
+machines.register(app)
 
 
 def _version(value: bool) -> None:
