@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from markctl import profiles as prof
@@ -18,10 +19,18 @@ profiles_app = typer.Typer(help="List, show and validate firmware profiles.", no
 
 @profiles_app.command("list")
 def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
-    """List every profile on the search path (bundled, then MARKCTL_PROFILE_PATH)."""
+    """List every profile on the search path (bundled, then MARKCTL_PROFILE_PATH).
+
+    A broken file does not hide the others: they are listed, and each broken one is named on
+    stderr with its key and reason (exit 1)."""
     rows = []
+    broken: list[ProfileError] = []
     for info in prof.list_profiles():
-        profile = prof.load_profile(info.id)
+        try:
+            profile = prof.load_profile(info.id)
+        except ProfileError as exc:
+            broken.append(exc)
+            continue
         rows.append(
             {
                 "id": profile.id,
@@ -34,12 +43,19 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
         )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return 0
-    table = Table("id", "kind", "protocol", "extends", "name", "origin")
-    for row in rows:
-        table.add_row(*(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin")))
-    Console().print(table)
-    return 0
+    else:
+        table = Table("id", "kind", "protocol", "extends", "name", "origin")
+        for row in rows:
+            table.add_row(
+                *(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin"))
+            )
+        Console().print(table)
+    for exc in broken:
+        typer.echo(
+            f"markctl: broken profile (not listed): {exc} (check it with: markctl profiles validate FILE)",
+            err=True,
+        )
+    return 1 if broken else 0
 
 
 @profiles_app.command("show")
@@ -54,7 +70,7 @@ def show_cmd(
         return 0
     console = Console()
     m = profile.machine
-    console.print(f"[bold]{profile.id}[/bold]  {profile.name}")
+    console.print(f"[bold]{escape(profile.id)}[/bold]  {escape(profile.name)}")
     if profile.extends:
         console.print(f"extends: {profile.extends}")
     console.print(f"kind: {m.kind.value}   protocol: {profile.family}")
@@ -74,7 +90,10 @@ def show_cmd(
             f"~{dp.chars_per_s:g} chars/s, fonts {', '.join(dp.fonts)}"
         )
     proto = profile.protocol.model_dump(exclude={"errors", "alarms", "fault_codes", "settings", "registers"})
-    console.print("protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()))
+    # markup=False: rich would read the banner regex's "\[" as an escaped bracket and drop the backslash.
+    console.print(
+        "protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()), markup=False, highlight=False
+    )
     pv = profile.provenance
     for title, items in (
         ("sources", pv.sources),
