@@ -50,9 +50,9 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
                 *(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin"))
             )
         Console().print(table)
-    for exc in broken:
+    for problem in broken:
         typer.echo(
-            f"markctl: broken profile (not listed): {exc} (check it with: markctl profiles validate FILE)",
+            f"markctl: broken profile (not listed): {problem} (check it with: markctl profiles validate FILE)",
             err=True,
         )
     return 1 if broken else 0
@@ -92,7 +92,10 @@ def show_cmd(
     proto = profile.protocol.model_dump(exclude={"errors", "alarms", "fault_codes", "settings", "registers"})
     # markup=False: rich would read the banner regex's "\[" as an escaped bracket and drop the backslash.
     console.print(
-        "protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()), markup=False, highlight=False
+        "protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     pv = profile.provenance
     for title, items in (
