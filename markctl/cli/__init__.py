@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     _state.VERBOSE = _state.DEBUG or "-v" in args or "--verbose" in args
     _quiet_libraries(_state.VERBOSE)
     try:
-        result = app(args=args, prog_name="markctl", standalone_mode=False)
+        command = typer.main.get_command(app)
+        humanise(command)
+        result = command.main(args=args, prog_name="markctl", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt) as exc:
@@ -91,6 +93,39 @@ def main(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback and report it)",
         )
     return result if isinstance(result, int) else EXIT_OK
+
+
+# Metavars for options that set none, by option name, then by value type (typer would print Python
+# types: <str>, <list[int]>, <bool>).
+_METAVARS = {"records": "URL|PATH", "host": "HOST", "port": "PORT", "state": "STATE", "batch": "BATCH",
+             "expect_head": "HASH", "fmt": "json|csv", "output": "FILE", "outcome": "marked|not-marked",
+             "reason": "TEXT", "supervisor": "NAME", "role": "operator|supervisor|auditor", "tcp": "HOST:PORT",
+             "modbus_tcp": "HOST:PORT", "clock": "instant|realtime|scaled:F", "faults": "SPEC", "png": "FILE",
+             "out": "DIR", "examples": "DIR", "record": "SEQ", "px_per_mm": "PX"}  # fmt: skip
+_BY_TYPE = {"float": "NUMBER", "int": "N", "path": "PATH", "Path": "PATH"}
+_ARGUMENT_HELP = {"what": "A record number, an item key (MAKER|SERIAL|component|profile) or a weapon key."}
+
+
+def humanise(command: Any) -> None:
+    """Human metavars in help: an argument shows its name only; an option its metavar (a name for
+    the value, never a Python type); a flag nothing. Fills in argument help that a command lacks."""
+    for sub in (getattr(command, "commands", None) or {}).values():
+        humanise(sub)
+    help_option = command.get_help_option(command.context_class(command))  # made once, then cached
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+            if not getattr(param, "help", None) and param.name in _ARGUMENT_HELP:
+                param.help = _ARGUMENT_HELP[param.name]
+        elif getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.display_type_rich = lambda ctx: None
+        elif param.metavar is None:
+            label = _METAVARS.get(param.name or "")
+            if label is None:
+                bare = param.bare_type() if hasattr(param, "bare_type") else "str"
+                inner = bare.removeprefix("list[").removesuffix("]")
+                label = _BY_TYPE.get(inner, (param.name or "value").upper().replace("_", "-"))
+            param.metavar = label
 
 
 def _usage(exc: Exception) -> int:

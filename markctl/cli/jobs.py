@@ -534,7 +534,9 @@ def verify_cmd(
 
 
 def resolve(
-    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    item_key: Annotated[
+        str, typer.Argument(metavar="ITEM_KEY", help="MAKER|SERIAL|component|profile, quoted.")
+    ],
     outcome: Annotated[str, typer.Option(help="marked or not-marked, as inspection found.")],
     reason: Annotated[str, typer.Option(help="What the inspection found.")],
     supervisor: Annotated[str, typer.Option(help="Who resolves (recorded).")],
@@ -552,7 +554,9 @@ def resolve(
 
 
 def allow_remark(
-    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    item_key: Annotated[
+        str, typer.Argument(metavar="ITEM_KEY", help="MAKER|SERIAL|component|profile, quoted.")
+    ],
     reason: Annotated[str, typer.Option(help="Why the mark must be applied again.")],
     supervisor: Annotated[str, typer.Option(help="Who allows it (recorded).")],
     records: RecordsOpt = None,
@@ -569,7 +573,7 @@ tokens_app = typer.Typer(help="API tokens (stored hashed beside the records).", 
 
 @tokens_app.command("create")
 def tokens_create(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Who or what uses the token, e.g. depot-1.")],
     role: Annotated[str, typer.Option(help="operator, supervisor or auditor.")],
     records: RecordsOpt = None,
 ) -> int:
@@ -581,7 +585,10 @@ def tokens_create(
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The token's name.")], records: RecordsOpt = None
+) -> int:
+    """Revoke a token at once; requests carrying it are refused from then on."""
     with open_store(records) as store:
         if not TokenStore(store).revoke(name):
             raise ConfigError(f"no token named {name!r}")
@@ -590,6 +597,7 @@ def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
 
 @tokens_app.command("list")
 def tokens_list(records: RecordsOpt = None) -> int:
+    """List token names, roles and whether each is active (tokens themselves are never shown again)."""
     with open_store(records) as store:
         for name, role, revoked in TokenStore(store).list():
             typer.echo(f"{name}\t{role.value}\t{'revoked' if revoked else 'active'}")

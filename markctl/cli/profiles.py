@@ -60,7 +60,7 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
 
 @profiles_app.command("show")
 def show_cmd(
-    profile_id: Annotated[str, typer.Argument(metavar="ID")],
+    profile_id: Annotated[str, typer.Argument(metavar="ID", help="A profile id, e.g. grbl-1.1.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole merged profile as JSON.")] = False,
 ) -> int:
     """Show one profile, including which protocol details are verified and which are assumed."""
@@ -111,7 +111,9 @@ def show_cmd(
 
 
 @profiles_app.command("validate")
-def validate_cmd(paths: Annotated[list[Path], typer.Argument(metavar="PATH...")]) -> int:
+def validate_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Profile TOML files to check.")],
+) -> int:
     """Validate profile files; exit 1 naming file, key and reason if one is broken."""
     failed = 0
     for path in paths:

@@ -35,7 +35,9 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
 
 @sim_app.command("serve")
 def serve(
-    profile_id: Annotated[str, typer.Argument(metavar="PROFILE")],
+    profile_id: Annotated[
+        str, typer.Argument(metavar="PROFILE", help="Firmware profile the simulator is built from.")
+    ],
     pty: Annotated[bool, typer.Option("--pty", help="Serve on a pseudo-terminal.")] = False,
     tcp: Annotated[str | None, typer.Option("--tcp", help="Serve on HOST:PORT (byte protocols).")] = None,
     modbus_tcp: Annotated[
