@@ -271,16 +271,20 @@ def write_previews(plan: Plan, out: Path) -> list[Path]:
         verdict = "ok" if prepared.passed else "NOT COMPLIANT"
         tiles.append((f"line {prepared.item.line} {prepared.item.item_key} [{verdict}]", image))
     if tiles:
-        cell, label, cols = 320, 16, min(4, len(tiles))
-        rows = -(-len(tiles) // cols)
-        sheet = Image.new("RGB", (cols * cell, rows * (cell + label)), "white")
-        draw = ImageDraw.Draw(sheet)
-        for index, (caption, image) in enumerate(tiles):
-            x, y = (index % cols) * cell, (index // cols) * (cell + label)
+        cell, label, cols = 360, 16, min(4, len(tiles))
+        thumbs = []
+        for caption, image in tiles:
             thumb = image.copy()
             thumb.thumbnail((cell - 8, cell - 8))
+            thumbs.append((caption, thumb))
+        height = max(t.height for _, t in thumbs) + label + 8
+        rows = -(-len(thumbs) // cols)
+        sheet = Image.new("RGB", (cols * cell, rows * height), "white")
+        draw = ImageDraw.Draw(sheet)
+        for index, (caption, thumb) in enumerate(thumbs):
+            x, y = (index % cols) * cell, (index // cols) * height
             sheet.paste(thumb, (x + 4, y + label + 4))
-            draw.text((x + 4, y + 2), caption[:52], fill="black")
+            draw.text((x + 4, y + 2), caption if len(caption) <= 58 else caption[:55] + "...", fill="black")
         contact = out / "contact-sheet.png"
         sheet.save(contact, format="PNG")
         written.append(contact)
