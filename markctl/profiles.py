@@ -380,13 +380,6 @@ class FirmwareProfile(_Frozen):
             raise ValueError("a dot-peen machine needs a [dot_peen] table and no [laser] table")
         return self
 
-    @model_validator(mode="after")
-    def _numbers_agree(self) -> FirmwareProfile:
-        problems = physical_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
     @property
     def family(self) -> str:
         """The driver family, equal to the protocol part of a machine address."""
@@ -570,13 +563,18 @@ def _validate(data: dict[str, Any], path: str) -> FirmwareProfile:
             loc="schema_version",
         )
     try:
-        return FirmwareProfile.model_validate(data)
+        profile = FirmwareProfile.model_validate(data)
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
                     for err in exc.errors()]  # fmt: skip
         loc, first = problems[0]
         rest = "".join(f"; {other_loc}: {msg}" for other_loc, msg in problems[1:])
         raise ProfileError(first + rest, path=path, loc=loc) from None
+    # Checked on files (what a person writes), not on profiles that code derives for its own use.
+    contradictions = physical_problems(profile)
+    if contradictions:
+        raise ProfileError("; ".join(contradictions), path=path)
+    return profile
 
 
 def load_profile(profile_id: str) -> FirmwareProfile:
