@@ -140,10 +140,17 @@ def _usage(exc: Exception) -> int:
 
 
 def describe_os_error(exc: OSError) -> str:
-    """``FILE: reason`` for an OSError, without Python's ``[Errno N]`` noise."""
-    reason = exc.strerror or str(exc)
-    where = exc.filename if exc.filename is not None else None
-    return f"{where}: {reason.lower()}" if where is not None else reason
+    """``FILE: reason (what to do)`` for an OSError, without Python's ``[Errno N]`` noise."""
+    reason = (exc.strerror or str(exc)).lower()
+    hint = {
+        FileNotFoundError: "check the path; a folder to write into must exist",
+        PermissionError: "check the file's permissions, or choose another place",
+        IsADirectoryError: "give a file, not a folder",
+        NotADirectoryError: "a part of the path is a file, not a folder",
+    }.get(type(exc))
+    where = exc.filename
+    text = f"{where}: {reason}" if where is not None else reason
+    return f"{text} ({hint})" if hint else text
 
 
 def _quiet_libraries(verbose: bool) -> None:
