@@ -19,11 +19,12 @@ from markctl.cli import main
 BIGBED = """schema_version = 1
 id = "grbl-bigbed"
 extends = "grbl-1.1"
-name = "A profile copied from a bigger machine"
+name = "A profile copied from a bigger machine (consistent in itself)"
 [machine]
 work_area_x_mm = 500.0
 [protocol.settings]
 30 = 255
+130 = 500
 """
 
 
@@ -63,11 +64,15 @@ def test_probe_names_every_difference_and_moves_nothing(
     seen = capsys.readouterr()
     checks = {c["what"]: c for c in json.loads(seen.out)["checks"]}
     diffs = {what for what, c in checks.items() if not c["ok"]}
-    assert diffs == {"$30 (S for 100 % power (spindle max))", "X travel ($130) covers the work area"}
+    assert diffs == {
+        "$30 (S for 100 % power (spindle max))",
+        "$130 (X max travel, mm)",
+        "X travel ($130) covers the work area",
+    }
     assert checks["$30 (S for 100 % power (spindle max))"]["device"] == "1000"
     assert checks["X travel ($130) covers the work area"]["profile"] == "500"
     err = seen.err.splitlines()
-    assert len(err) == 1 and "2 difference(s)" in err[0] and "$30" in err[0] and "$130" in err[0]
+    assert len(err) == 1 and "3 difference(s)" in err[0] and "$30" in err[0] and "$130" in err[0]
     # The same machine against the profile it really runs: no difference, exit 0.
     assert main(["machines", "probe", grbl_sim, "--profile", "grbl-1.1"]) == 0
     assert "matches profile grbl-1.1" in capsys.readouterr().out

@@ -180,6 +180,7 @@ def confirm(question: str, yes: bool) -> None:
         raise ConfigError("nothing was marked: the batch asks for confirmation and stdin is not a terminal",
                           hint="pass --yes to mark without asking")  # fmt: skip
     if not typer.confirm(question, default=False, err=True):
+        typer.echo("markctl: declined: nothing was marked", err=True)
         raise typer.Exit(1)
 
 

@@ -93,7 +93,7 @@ def serve(
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(
                 f"{option} {text}: cannot listen there: {reason.rstrip('.')}",
-                hint="is another program (or simulator) using the port? pick another, or port 0 for a free one",
+                hint="is another program or simulator using the port? pick another, or port 0 for a free one",
             ) from exc
         typer.echo(f"serving {profile.id} ({profile.family}) on {where}", err=False)
         with contextlib.suppress(TimeoutError):
