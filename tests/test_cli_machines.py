@@ -86,7 +86,7 @@ def test_probe_of_a_simulated_modbus_marker_reads_the_whole_map(capsys: pytest.C
     assert all(c["ok"] for c in checks)
 
 
-def test_add_list_remove_and_mark_by_name(
+def test_add_list_remove_and_probe_by_name(
     workdir: Path, grbl_sim: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (workdir / "markctl.toml").write_text("# the depot's machines\n[defaults]\noperator = 'op-1'\n")
@@ -107,10 +107,9 @@ def test_add_list_remove_and_mark_by_name(
     shown = json.loads(capsys.readouterr().out)
     assert shown["defaults"] == {"machine": "laser", "operator": "op-1", "mark_profile": None}
     assert shown["records_from"] == "MARKCTL_RECORDS"
-    # The named machine (a "real" one over TCP, with its profile) marks a weapon.
-    request = Path(__file__).resolve().parents[1] / "examples/requests/iti-import-steel-frame.toml"
-    assert main(["mark", str(request), "--serial", "T1", "--manufacturer", "M"]) == 0
-    assert "marked" in capsys.readouterr().out
+    # The default machine, by name (a "real" one over TCP, with its profile), answers a probe.
+    assert main(["machines", "probe", "laser"]) == 0
+    assert "laser matches profile grbl-1.1" in capsys.readouterr().out
     assert main(["machines", "remove", "laser"]) == 0
     assert "default machine" in capsys.readouterr().out
     assert main(["machines", "list", "--json"]) == 0
