@@ -133,3 +133,17 @@ def test_profile_flag_reaches_a_hardware_address(grbl_sim: str, capsys: pytest.C
     assert main(base) == 2
     assert "--profile" in capsys.readouterr().err
     assert main([*base, "--profile", "grbl-1.1"]) == 0
+
+
+def test_the_configuration_doc_covers_every_key(repo: Path) -> None:
+    """docs/configuration.md documents the whole markctl.toml schema: every key of the model."""
+    from markctl.config import DefaultsSection, MachineEntry, RecordsSection
+
+    text = (repo / "docs/configuration.md").read_text()
+    for section, model in (
+        ("records", RecordsSection),
+        ("machines.NAME", MachineEntry),
+        ("defaults", DefaultsSection),
+    ):
+        for key in model.model_fields:
+            assert f"`{section}.{key}`" in text, f"{section}.{key} is not documented"
