@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store
@@ -119,8 +120,9 @@ def print_rows(rows: list[dict[str, Any]], times: dict[str, float] | None = None
         notes = row["problems"] + row.get("warnings", [])
         style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(row["verdict"], "")
         eta = times.get(row["item"] or "")
-        table.add_row(str(row["line"]), row["item"] or "", f"[{style}]{row['verdict']}[/]",
-                      _duration(eta) if eta is not None else "", "\n".join(notes))  # fmt: skip
+        # Text(): findings start with their rule id in brackets ("[iti-8a] ..."), which rich markup would eat.
+        table.add_row(str(row["line"]), Text(row["item"] or ""), Text(row["verdict"], style=style),
+                      _duration(eta) if eta is not None else "", Text("\n".join(notes)))  # fmt: skip
     report_console.print(table)
 
 
@@ -147,7 +149,7 @@ def print_report(report: BatchReport) -> None:
         verdict = (
             "" if not v else ("pass" if v.get("passed") else "FAIL") + f" ({v.get('coverage', 0):.0%} cut)"
         )
-        table.add_row(str(r.line), r.item_key, r.state, str(r.record or ""), verdict, r.message)
+        table.add_row(str(r.line), Text(r.item_key), r.state, str(r.record or ""), verdict, Text(r.message))
     report_console.print(table)
     report_console.print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())))
 

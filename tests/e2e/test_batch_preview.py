@@ -112,3 +112,24 @@ def test_ctrl_c_says_what_became_of_the_item_and_how_to_resolve_it(workdir: Path
     assert lines[0].startswith("markctl: interrupted (Ctrl-C)")
     assert any(f"{key} is recorded 'unknown'" in line
                and f"markctl items resolve '{key}' --outcome marked|not-marked" in line for line in lines)  # fmt: skip
+
+
+def test_the_table_shows_each_finding_with_its_rule(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "bad.csv").write_text(
+        MANIFEST.splitlines()[0] + "\nB2,Beretta,92FS,iti-import,frame,QQ,26,yes\n"
+    )
+    assert main(["batch", "bad.csv", "--parts", "parts.toml", "--machine", "sim://grbl-1.1", "--dry-run",
+                 "--out", str(workdir / "p")]) == 1  # fmt: skip
+    out = capsys.readouterr().out
+    assert "BERETTA|B2|frame|iti-import" in out and "[ITI-8b] country of import: 'QQ'" in out
+
+
+def test_bracketed_text_in_the_table_is_shown_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """A rule id from a user's own rule file ("[eu-depth]") is text, not rich markup."""
+    from markctl.cli.jobs import print_rows
+
+    print_rows([{"line": 2, "item": "A|B1|frame|mine", "verdict": "not compliant",
+                 "problems": ["[eu-depth] engrave: 0.05 mm vs >= 0.1 mm"]}])  # fmt: skip
+    assert "[eu-depth] engrave" in capsys.readouterr().out
