@@ -353,3 +353,12 @@ def test_reviewer_script_on_a_fresh_registry(args: list[str], name: str, repo: P
     assert result.returncode == 2
     assert_one_line(result.stderr, (name,))
     assert not (tmp_path / "fresh.db").exists()
+
+
+def test_serve_on_a_busy_port_is_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 2
+    assert_one_line(capsys.readouterr().err, (f"--port {port}", "cannot listen"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -621,10 +622,27 @@ def serve(
 
     from markctl.api import create_app
 
+    _check_listen(host, port)
     settings = load_settings()
     with open_store(records) as store:  # --records > MARKCTL_RECORDS > markctl.toml
         uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info")
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse a host/port the service could not listen on, in one line, before the records open
+    (uvicorn would log its own error and exit)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there: {(exc.strerror or str(exc)).lower()}",
+            hint="is another service using the port? pick another with --port",
+        ) from exc
 
 
 def register(app: typer.Typer) -> None:
