@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from markctl.errors import ConfigError
 
-__all__ = ["MachineEntry", "Settings", "load_settings"]
+__all__ = ["MachineEntry", "Settings", "config_path", "load_settings"]
 
 DEFAULT_RECORDS = Path.home() / ".local" / "share" / "markctl" / "records.db"
 
@@ -42,7 +42,7 @@ class _Model(BaseModel):
 
 
 class MachineEntry(_Model):
-    address: str
+    address: str = Field(description="Machine address, e.g. grbl+serial:///dev/ttyUSB0?baud=115200.")
     profile: str | None = Field(default=None, description="Firmware profile id (not needed for sim://).")
 
 
@@ -99,6 +99,15 @@ def _candidates() -> list[Path]:
         return [Path(os.environ["MARKCTL_CONFIG"])]
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return [Path.cwd() / "markctl.toml", xdg / "markctl" / "markctl.toml"]
+
+
+def config_path(settings: Settings | None = None) -> Path:
+    """The file ``machines add|remove`` edits: the one in use, else ``MARKCTL_CONFIG``, else ./markctl.toml."""
+    if settings is not None and settings.source:
+        return Path(settings.source)
+    if os.environ.get("MARKCTL_CONFIG"):
+        return Path(os.environ["MARKCTL_CONFIG"])
+    return Path.cwd() / "markctl.toml"
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

@@ -66,6 +66,11 @@ class AddressError(ConfigError):
         super().__init__(f"machine address {address!r}: {part}: {message}", hint=hint, code="address")
         self.address = address
         self.part = part
+        self.reason = message
+
+    def as_typed(self, address: str) -> AddressError:
+        """The same error naming the address as the person wrote it (not its expanded form)."""
+        return AddressError(self.reason, address=address, part=self.part, hint=self.hint)
 
 
 class ProfileError(ConfigError):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -26,11 +28,11 @@ from markctl.address import MachineAddress, parse_address
 from markctl.drivers.base import DeviceInfo, Driver, DriverOptions
 from markctl.drivers.transports.base import TransportOptions
 from markctl.drivers.transports.pipe import PipeTransport
-from markctl.errors import AddressError, ConfigError
+from markctl.errors import AddressError, ConfigError, DriverNotFoundError
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.registry import resolve_driver, resolve_transport, validate_options
 
-__all__ = ["SIMULATORS", "Machine", "SimOptions", "open_machine"]
+__all__ = ["SIMULATORS", "CheckedAddress", "Machine", "SimOptions", "check_machine", "open_machine"]
 
 #: Simulator class per driver family ("module:attribute", imported only when used).
 SIMULATORS: dict[str, str] = {
@@ -93,26 +95,81 @@ def _profile_for(address: MachineAddress, profile: str | FirmwareProfile | None)
     return load_profile(profile) if isinstance(profile, str) else profile
 
 
-def check_address(address: str, profile: str | None = None) -> None:
-    """Validate an address and its options without opening anything.
+@dataclass(frozen=True)
+class CheckedAddress:
+    """An address that passed every check that needs no connection."""
 
-    Commands call it before they open the records, so a misspelt option (``sim://grbl-1.1?clok=instant``)
-    is reported as such rather than hidden behind a records problem.
+    address: MachineAddress
+    profile: FirmwareProfile
+    driver_cls: type[Driver]
+
+
+_PORT_TRANSPORTS = frozenset({"serial", "modbus-rtu"})
+
+
+def check_machine(
+    address: str | MachineAddress, profile: str | FirmwareProfile | None = None
+) -> CheckedAddress:
+    """Every check of a machine address that needs no connection, in the order a person fixes them.
+
+    Syntax, the profile (exists, speaks this protocol), the driver and its transports, every option
+    (names and values) and, for a serial port, that the device exists. Raises ConfigError naming
+    the part; nothing is opened.
     """
-    addr = parse_address(address)
-    prof = _profile_for(addr, profile)
-    full = MachineAddress(addr.protocol or prof.family, addr.transport, addr.location, addr.options)
+    addr = parse_address(address) if isinstance(address, str) else address
+    # Names first (a typo in the scheme is the likelier mistake than a missing profile).
+    if addr.protocol is not None:
+        _resolve_named(resolve_driver, addr.protocol, addr, "protocol")
     if not addr.is_simulated:
-        validate_options(full)
-        return
-    from markctl.simulator.clock import make_clock
-
-    sim_opts = validate_options(full, transport_model=SimOptions).transport
-    assert isinstance(sim_opts, SimOptions)
+        _resolve_named(resolve_transport, addr.transport, addr, "transport")
+    prof = _profile_for(addr, profile)
+    family = addr.protocol or prof.family
+    if family != prof.family:
+        raise AddressError(
+            f"profile {prof.id!r} speaks {prof.family!r}, not {family!r}", address=str(addr), part="protocol"
+        )
+    driver_cls: type[Driver] = resolve_driver(family)
+    if addr.transport not in driver_cls.transports:
+        raise AddressError(
+            f"{family} machines are reached over {', '.join(sorted(driver_cls.transports))}",
+            address=str(addr),
+            part="transport",
+        )
+    full = MachineAddress(family, addr.transport, addr.location, addr.options)
     try:
-        make_clock(sim_opts.clock)
-    except ValueError as exc:
-        raise AddressError(str(exc), address=str(addr), part="option clock") from exc
+        _check_options(full)
+    except AddressError as exc:
+        raise exc.as_typed(str(addr)) from None
+    if addr.transport in _PORT_TRANSPORTS and os.name == "posix" and "://" not in addr.location:
+        if not Path(addr.location).exists():
+            raise AddressError(
+                f"serial port {addr.location!r} does not exist",
+                address=str(addr),
+                part="location",
+                hint="check the cable and the device name: ls /dev/ttyUSB* /dev/ttyACM*",
+            )
+    return CheckedAddress(full, prof, driver_cls)
+
+
+def _check_options(full: MachineAddress) -> None:
+    if full.is_simulated:
+        sim_opts = validate_options(full, transport_model=SimOptions).transport
+        assert isinstance(sim_opts, SimOptions)
+        from markctl.simulator.clock import make_clock
+
+        try:
+            make_clock(sim_opts.clock)
+        except ValueError as exc:
+            raise AddressError(str(exc), address=str(full), part="option clock") from None
+    else:
+        validate_options(full)
+
+
+def _resolve_named(resolve: Callable[[str], Any], name: str, addr: MachineAddress, part: str) -> None:
+    try:
+        resolve(name)
+    except DriverNotFoundError as exc:
+        raise AddressError(str(exc), address=str(addr), part=part) from None
 
 
 async def open_machine(
@@ -123,21 +180,9 @@ async def open_machine(
     simulator_kwargs: dict[str, Any] | None = None,
 ) -> Machine:
     """Build (and by default connect) the machine at ``address``."""
-    addr = parse_address(address) if isinstance(address, str) else address
-    prof = _profile_for(addr, profile)
-    family = addr.protocol or prof.family
-    if family != prof.family:
-        raise AddressError(
-            f"profile {prof.id!r} speaks {prof.family!r}, not {family!r}", address=str(addr), part="protocol"
-        )
-    driver_cls = resolve_driver(family)
-    if addr.transport not in driver_cls.transports:
-        raise AddressError(
-            f"{family} machines are reached over {', '.join(sorted(driver_cls.transports))}",
-            address=str(addr),
-            part="transport",
-        )
-    full = MachineAddress(family, addr.transport, addr.location, addr.options)
+    checked = check_machine(address, profile)
+    full, prof, driver_cls = checked.address, checked.profile, checked.driver_cls
+    addr = full
     if addr.is_simulated:
         machine = await _open_simulated(full, prof, driver_cls, simulator_kwargs or {})
     else:

@@ -550,6 +550,71 @@ class FirmwareProfile(_Frozen):
         return self.protocol.kind
 
 
+# Bits on the wire per status poll, for the poll-rate budget (at 10 bits per byte: start, 8, stop).
+# GRBL: '?' and a report of up to ~100 bytes (<Run|MPos:...|FS:...|WCO:...>, grbl wiki "Interface").
+# Modbus RTU: read 4 holding registers = an 8-byte request and a 13-byte answer, 11 bits per byte
+# (with parity or a second stop bit) and 3.5 character times of silence after each frame
+# (Modbus over serial line V1.02 §2.5.1.1). Telesis: an 'I' exchange of about 20 bytes.
+_POLL_BITS = {"grbl": 101 * 10, "peen": (8 + 13 + 7) * 11, "telesis": 20 * 10}
+_POLL_LINE_SHARE = 0.5  # polling may use at most half the line: the rest carries the job
+
+
+def physical_problems(profile: FirmwareProfile) -> list[str]:
+    """Numbers that contradict their neighbours, each naming both keys.
+
+    A profile copied from another machine is the usual mistake: a work area larger than the axes
+    travel, a max feed the firmware caps lower, a power scale ($30) that cannot express full power,
+    a status poll rate the serial line cannot carry beside the job.
+    """
+    problems: list[str] = []
+    spec = profile.machine
+    proto = profile.protocol
+    if isinstance(proto, GrblProtocol):
+        st = proto.settings
+        for axis, travel_key, rate_key, accel_key, steps_key, area in (
+            ("x", 130, 110, 120, 100, spec.work_area_x_mm),
+            ("y", 131, 111, 121, 101, spec.work_area_y_mm),
+        ):
+            travel = st.get(travel_key)
+            if travel is not None and area > travel + 1e-9:
+                problems.append(f"machine.work_area_{axis}_mm = {area:g} is larger than the {axis.upper()} "
+                                f"travel protocol.settings.{travel_key} = {travel:g} mm")  # fmt: skip
+            rate = st.get(rate_key)
+            if rate is not None and spec.max_feed_mm_min > rate + 1e-9:
+                problems.append(f"machine.max_feed_mm_min = {spec.max_feed_mm_min:g} exceeds the {axis.upper()} "
+                                f"max rate protocol.settings.{rate_key} = {rate:g} mm/min")  # fmt: skip
+            accel = st.get(accel_key)
+            if accel is not None and spec.max_accel_mm_s2 > accel + 1e-9:
+                problems.append(f"machine.max_accel_mm_s2 = {spec.max_accel_mm_s2:g} exceeds the {axis.upper()} "
+                                f"acceleration protocol.settings.{accel_key} = {accel:g} mm/s^2")  # fmt: skip
+            steps = st.get(steps_key)
+            if steps is not None and (steps <= 0 or spec.resolution_mm < 1 / steps - 1e-9):
+                problems.append(f"machine.resolution_mm = {spec.resolution_mm:g} is finer than one step: "
+                                f"protocol.settings.{steps_key} = {steps:g} steps/mm")  # fmt: skip
+        if spec.kind is MachineKind.LASER:
+            s_max, s_min = st.get(30), st.get(31, 0.0)
+            if s_max is None or s_max <= 0:
+                problems.append("protocol.settings.30 (S for full power) must be set above 0 on a laser: "
+                                "every power value is scaled by it")  # fmt: skip
+            elif s_min >= s_max:
+                problems.append(f"protocol.settings.31 = {s_min:g} (minimum power) is not below "
+                                f"protocol.settings.30 = {s_max:g} (full power)")  # fmt: skip
+            if st.get(32, 1) != 1:
+                problems.append("protocol.settings.32 (laser mode) must be 1 on a laser: otherwise the beam "
+                                "stays on through rapid moves")  # fmt: skip
+        poll, baud = proto.status_poll_hz_max, proto.baud
+    elif isinstance(proto, ModbusProtocol):
+        poll, baud = proto.poll_hz_max, proto.baud
+    else:
+        poll, baud = proto.status_poll_hz_max, proto.baud
+    limit = _POLL_LINE_SHARE * baud / _POLL_BITS[proto.kind]
+    if poll > limit:
+        key = "poll_hz_max" if isinstance(proto, ModbusProtocol) else "status_poll_hz_max"
+        problems.append(f"protocol.{key} = {poll:g} Hz needs more than half of protocol.baud = {baud} "
+                        f"(at most {limit:.1f} Hz)")  # fmt: skip
+    return problems
+
+
 # --- loading -------------------------------------------------------------------------------
 
 
@@ -662,12 +727,18 @@ def _validate(data: dict[str, Any], path: str) -> FirmwareProfile:
             loc="schema_version",
         )
     try:
-        return FirmwareProfile.model_validate(data)
+        profile = FirmwareProfile.model_validate(data)
     except ValidationError as exc:
-        problems = [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+        problems = [(".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+                    for err in exc.errors()]  # fmt: skip
         loc, first = problems[0]
         rest = "".join(f"; {other_loc}: {msg}" for other_loc, msg in problems[1:])
         raise ProfileError(first + rest, path=path, loc=loc) from None
+    # Checked on files (what a person writes), not on profiles that code derives for its own use.
+    contradictions = physical_problems(profile)
+    if contradictions:
+        raise ProfileError("; ".join(contradictions), path=path)
+    return profile
 
 
 def load_profile(profile_id: str) -> FirmwareProfile:

@@ -89,7 +89,7 @@ def test_demo_runs_a_whole_session(repo: Path, tmp_path: Path, capsys: pytest.Ca
     text = capsys.readouterr().out
     assert "re-run: {'skipped': 4}" in text and "record chain intact" in text
     assert (out / "records.db").is_file()
-    assert len(list(out.glob("previews/*.svg"))) == 6 and len(list(out.glob("previews/*.png"))) == 6
+    assert len(list(out.glob("previews/*/*.svg"))) == 6 and len(list(out.glob("previews/*/*.png"))) == 6 + 2
     assert len(list(out.glob("workpieces/*/*.png"))) == 6
     from markctl.records import ItemState, RecordStore
 

@@ -1,3 +1,4 @@
 """Process-wide CLI flags (set by the root callback)."""
 
 DEBUG = False
+VERBOSE = False

@@ -22,13 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from markctl.cli.jobs import run_batch
+from markctl.cli.jobs import load_plan, print_plan, run_batch, write_previews
 from markctl.config import load_settings
 from markctl.errors import ConfigError
-from markctl.jobs.catalogue import Catalogue
-from markctl.jobs.manifest import read_manifest
-from markctl.jobs.runner import file_stem, precheck
-from markctl.layouts import render_png, render_svg
 from markctl.profiles import load_profile
 from markctl.records import RecordStore
 from markctl.service import MarkService
@@ -42,26 +38,6 @@ STEPS = (
 )
 
 
-def _previews(examples: Path, name: str, machine_profile: str, out: Path) -> int:
-    plan = precheck(
-        read_manifest(examples / name / "manifest.csv"),
-        Catalogue.load(examples / name / "parts.toml"),
-        load_profile(machine_profile),
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for prepared in plan.prepared:
-        if prepared.layout is None or prepared.report is None:
-            continue
-        stem = file_stem(prepared.item.item_key)
-        (out / f"{stem}.svg").write_text(
-            render_svg(prepared.layout, prepared.report.findings), encoding="utf-8"
-        )
-        render_png(prepared.layout, prepared.report.findings, out / f"{stem}.png", px_per_mm=20)
-        count += 1
-    return count
-
-
 async def _session(examples: Path, out: Path) -> int:
     settings = load_settings(examples / "markctl.toml")
     operator = settings.operator()
@@ -73,16 +49,19 @@ async def _session(examples: Path, out: Path) -> int:
         try:
             for title, name, machine in STEPS:
                 console.rule(title)
-                previews = _previews(examples, name, service.profile_of(machine), out / "previews")
-                job = await run_batch(service, examples / name / "manifest.csv", examples / name / "parts.toml",
-                                      machine=machine, operator=operator, exclude=set(), overrides={},
-                                      override_by=None)  # fmt: skip
-                console.print(f"{previews} layout previews in {out / 'previews'}")
+                plan = load_plan(examples / name / "manifest.csv", examples / name / "parts.toml", settings,
+                                 load_profile(service.profile_of(machine)))  # fmt: skip
+                print_plan(plan, machine, set(), {})
+                previews = write_previews(plan, out / "previews" / name)
+                job = await run_batch(service, plan, machine=machine, operator=operator, exclude=set(),
+                                      overrides={}, override_by=None)  # fmt: skip
+                console.print(f"{len(previews)} layout previews in {out / 'previews' / name}")
                 failures += job.state != "done"
             console.rule("the same import shipment again")
-            again = await run_batch(service, examples / "import" / "manifest.csv", examples / "import" / "parts.toml",
-                                    machine="laser", operator=operator, exclude=set(), overrides={}, override_by=None,
-                                    quiet=True)  # fmt: skip
+            plan = load_plan(examples / "import" / "manifest.csv", examples / "import" / "parts.toml", settings,
+                             load_profile(service.profile_of("laser")))  # fmt: skip
+            again = await run_batch(service, plan, machine="laser", operator=operator, exclude=set(),
+                                    overrides={}, override_by=None, quiet=True)  # fmt: skip
             counts = again.report.counts() if again.report else {}
             console.print(f"re-run: {counts} — nothing is marked twice")
             failures += set(counts) != {"skipped"}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import socket
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,23 +15,51 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store, wrote_to
 from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
-from markctl.jobs.manifest import SERIAL_PATTERN, Manifest
-from markctl.jobs.runner import BatchReport
-from markctl.profiles import load_profile
+from markctl.jobs.catalogue import Catalogue
+from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
+from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
+from markctl.layouts.toolpath import estimate_cycle_time_s
+from markctl.machines import check_machine
+from markctl.profiles import FirmwareProfile
 from markctl.service import JobRun, MarkService
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, prompts, notes: stderr
+report_console = Console()  # the pre-check table and the batch report: stdout, so `> report.txt` keeps them
+if not report_console.is_terminal:
+    report_console.width = 200  # a report in a file keeps whole item keys (rich would fit 80 columns)
 MachineOpt = Annotated[
-    str | None, typer.Option("--machine", "-m", help="Machine name or address (e.g. sim://grbl-1.1).")
+    str | None,
+    typer.Option(
+        "--machine", "-m", metavar="NAME|ADDRESS", help="Machine name from markctl.toml, or an address."
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        metavar="PROFILE",
+        help="Firmware profile of the machine at --machine (needed for hardware addresses).",
+    ),
 ]
 OperatorOpt = Annotated[
-    str | None, typer.Option("--operator", help="Who is marking (recorded with every mark).")
+    str | None, typer.Option("--operator", metavar="NAME", help="Who is marking (recorded with every mark).")
 ]
+RESOLVE_HINT = "markctl items resolve {key} --outcome marked|not-marked --reason TEXT --supervisor NAME"
+
+
+def input_file(path: Path, what: str) -> Path:
+    """``path`` if it is a readable file; else ConfigError naming ``what`` (the argument) and the path."""
+    if not path.exists():
+        raise ConfigError(f"{what} {path}: no such file", hint="check the path and the current folder")
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder, not a file")
+    return path
 
 
 def _parse_overrides(values: list[str]) -> dict[int, str]:
@@ -43,13 +74,71 @@ def _parse_overrides(values: list[str]) -> dict[int, str]:
     return out
 
 
-def print_rows(rows: list[dict[str, Any]]) -> None:
-    table = Table("line", "item", "verdict", "problems / warnings", title="pre-check")
+def _check_override_by(overrides: object, override_by: str | None) -> None:
+    if overrides and not (override_by and override_by.strip()):
+        raise ConfigError(
+            "--override needs --override-by NAME: the supervisor who gives it is recorded with it"
+        )
+
+
+def resolve_machine(machine: str | None, profile: str | None) -> tuple[Settings, str, FirmwareProfile]:
+    """The settings (with this machine's entry), its name and its profile, checked without connecting.
+
+    Everything that can be judged before a connection (address syntax, option names and values,
+    the profile, the serial device) is judged here, before the records are opened.
+    """
+    settings = load_settings()
+    name = settings.machine_name(machine)
+    entry = settings.machine(machine)
+    if profile is not None:
+        entry = entry.model_copy(update={"profile": profile})
+    checked = check_machine(entry.address, entry.profile)
+    entry = entry.model_copy(update={"profile": checked.profile.id})
+    settings = settings.model_copy(update={"machines": {**settings.machines, name: entry}})
+    return settings, name, checked.profile
+
+
+def estimates(plan: Plan) -> dict[str, float]:
+    """Estimated cycle seconds per item key (items that have a program)."""
+    return {
+        p.item.item_key: estimate_cycle_time_s(p.program, plan.machine_profile)
+        for p in plan.prepared
+        if p.program is not None
+    }
+
+
+def _duration(seconds: float) -> str:
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def print_rows(rows: list[dict[str, Any]], times: dict[str, float] | None = None) -> None:
+    times = times or {}
+    table = Table("line", "item", "verdict", "est. time", "problems / warnings", title="pre-check")
     for row in rows:
         notes = row["problems"] + row.get("warnings", [])
         style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(row["verdict"], "")
-        table.add_row(str(row["line"]), row["item"] or "", f"[{style}]{row['verdict']}[/]", "\n".join(notes))
-    console.print(table)
+        eta = times.get(row["item"] or "")
+        # Text(): findings start with their rule id in brackets ("[iti-8a] ..."), which rich markup would eat.
+        table.add_row(str(row["line"]), Text(row["item"] or ""), Text(row["verdict"], style=style),
+                      _duration(eta) if eta is not None else "", Text("\n".join(notes)))  # fmt: skip
+    report_console.print(table)
+
+
+def print_plan(plan: Plan, machine: str, exclude: set[int], overrides: dict[int, str]) -> list[str]:
+    """The pre-check table with estimated times and the batch total; returns the keys to be marked."""
+    times = estimates(plan)
+    print_rows(plan.rows(), times)
+    todo = [p.item.item_key for p in plan.prepared
+            if p.program is not None and p.item.line not in exclude and (p.passed or p.item.line in overrides)]  # fmt: skip
+    total = sum(times[k] for k in todo)
+    report_console.print(
+        f"{len(todo)} item(s) to mark on {machine} ({plan.machine_profile.id}): "
+        f"estimated cycle time {_duration(total)} (items already marked are skipped; loading parts is extra)"
+    )
+    return todo
 
 
 def print_report(report: BatchReport) -> None:
@@ -62,15 +151,46 @@ def print_report(report: BatchReport) -> None:
             "" if not v else ("pass" if v.get("passed") else "FAIL") + f" ({v.get('coverage', 0):.0%} cut)"
         )
         state = f"{r.state}, INSPECT" if r.inspect else r.state
-        table.add_row(str(r.line), r.item_key, state, str(r.record or ""), verdict, r.message)
-    console.print(table)
-    console.print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())))
+        table.add_row(str(r.line), Text(r.item_key), state, str(r.record or ""), verdict, Text(r.message))
+    report_console.print(table)
+    report_console.print("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(report.counts().items())))
+
+
+def item_problems(report: BatchReport) -> list[str]:
+    """One line per item that did not end marked, naming the item and what to do next."""
+    lines = []
+    for r in report.results:
+        if r.state == "unknown":
+            lines.append(f"{r.item_key}: the cycle ended part-way ({r.message}); inspect the weapon, then "
+                         f"{RESOLVE_HINT.format(key=shlex.quote(r.item_key))}")  # fmt: skip
+        elif r.state == "refused" and r.message.startswith(("unknown", "started")):
+            lines.append(f"{r.item_key}: refused, its last cycle's outcome is unknown; inspect the weapon, then "
+                         f"{RESOLVE_HINT.format(key=shlex.quote(r.item_key))}")  # fmt: skip
+        elif r.state == "refused" and r.message.startswith("batch stopped"):
+            continue  # said once below
+        elif r.state in ("failed", "refused"):
+            lines.append(f"{r.item_key}: {r.state}: {r.message}")
+    stopped = sum(1 for r in report.results if r.state == "refused" and r.message.startswith("batch stopped"))
+    if stopped:
+        lines.append(f"{stopped} item(s) after it were not started: re-run the batch once it is resolved")
+    return lines
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before cutting; ``--yes`` skips it; no terminal to ask on is an error naming --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError("nothing was marked: the batch asks for confirmation and stdin is not a terminal",
+                          hint="pass --yes to mark without asking")  # fmt: skip
+    if not typer.confirm(question, default=False, err=True):
+        typer.echo("markctl: declined: nothing was marked", err=True)
+        raise typer.Exit(1)
 
 
 async def run_batch(
     service: MarkService,
-    manifest: Path,
-    catalogue: Path,
+    plan: Plan,
     *,
     machine: str,
     operator: str,
@@ -79,10 +199,12 @@ async def run_batch(
     override_by: str | None,
     quiet: bool = False,
     continue_on_verify_fail: bool = False,
+    job_box: list[JobRun] | None = None,
 ) -> JobRun:
-    """Pre-check, show the report, mark with progress bars; shared by ``batch``, ``mark`` and ``demo``."""
+    """Mark a pre-checked plan with progress bars (stderr, terminals only); shared by ``batch``,
+    ``mark`` and ``demo``. The caller showed the plan and asked for confirmation."""
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, disable=quiet)  # fmt: skip
+                        console=console, disable=quiet or not console.is_terminal)  # fmt: skip
     tasks: dict[str, TaskID] = {}
 
     def on_event(event: dict[str, Any]) -> None:
@@ -97,74 +219,215 @@ async def run_batch(
             progress.update(tasks["item"], completed=100, description=f"  {event['item']}: {event['state']}")
             progress.advance(tasks["batch"])
 
+    job = service.new_job(machine, operator)
+    if job_box is not None:
+        job_box.append(job)
     with progress:
-        job = await service.submit(manifest.read_bytes(), catalogue.read_text("utf-8"), machine=machine,
-                                   operator=operator, exclude=exclude, overrides=overrides,
-                                   override_by=override_by, wait=True, on_event=on_event,
-                                   continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
-    if not quiet:
-        print_rows(job.rows)
-        if job.report is not None:
-            print_report(job.report)
+        await service.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,
+                                  wait=True, on_event=on_event,
+                                  continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
+    if not quiet and job.report is not None:
+        print_report(job.report)
     return job
 
 
+def load_plan(manifest: Path, catalogue: Path, settings: Settings, profile: FirmwareProfile) -> Plan:
+    """Read the manifest and the parts catalogue and pre-check every item (no machine, no records)."""
+    return precheck(
+        read_manifest(manifest, default_mark_profile=settings.defaults.mark_profile),
+        Catalogue.load(catalogue),
+        profile,
+    )
+
+
+def _blocked_error(plan: Plan, exclude: set[int], overrides: dict[int, str]) -> ConfigError | None:
+    blocked = plan.blocking(exclude, overrides)
+    if not blocked:
+        return None
+    lines = sorted(blocked)
+    first = blocked[lines[0]][0]
+    first = first if first.startswith("line ") else f"line {lines[0]}: {first}"
+    more = f" (and {len(lines) - 1} more line(s), see the table)" if len(lines) > 1 else ""
+    return ConfigError(
+        f"rows with errors block the batch: lines {', '.join(map(str, lines))}; nothing was marked: {first}{more}",
+        hint="fix them, leave them out with --exclude LINE, or have a supervisor override findings "
+        "with --override LINE:REASON --override-by NAME",
+    )
+
+
+def write_previews(plan: Plan, out: Path) -> list[Path]:
+    """Every item's preview (SVG and PNG, findings drawn) and one contact sheet PNG of the manifest."""
+    from PIL import Image, ImageDraw
+
+    from markctl.layouts import render_svg
+    from markctl.layouts.preview import render_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    tiles: list[tuple[str, Image.Image]] = []
+    for prepared in plan.prepared:
+        if prepared.layout is None or prepared.report is None:
+            continue
+        stem = file_stem(prepared.item.item_key)
+        svg = out / f"{stem}.svg"
+        svg.write_text(render_svg(prepared.layout, prepared.report.findings), encoding="utf-8")
+        image = render_image(prepared.layout, prepared.report.findings, px_per_mm=20)
+        png = out / f"{stem}.png"
+        image.save(png, format="PNG")
+        written += [svg, png]
+        verdict = "ok" if prepared.passed else "NOT COMPLIANT"
+        tiles.append((f"line {prepared.item.line} {prepared.item.item_key} [{verdict}]", image))
+    if tiles:
+        cell, label, cols = 360, 16, min(4, len(tiles))
+        thumbs = []
+        for caption, image in tiles:
+            thumb = image.copy()
+            thumb.thumbnail((cell - 8, cell - 8))
+            thumbs.append((caption, thumb))
+        height = max(t.height for _, t in thumbs) + label + 8
+        rows = -(-len(thumbs) // cols)
+        sheet = Image.new("RGB", (cols * cell, rows * height), "white")
+        draw = ImageDraw.Draw(sheet)
+        for index, (caption, thumb) in enumerate(thumbs):
+            x, y = (index % cols) * cell, (index // cols) * height
+            sheet.paste(thumb, (x + 4, y + label + 4))
+            draw.text((x + 4, y + 2), caption if len(caption) <= 58 else caption[:55] + "...", fill="black")
+        contact = out / "contact-sheet.png"
+        sheet.save(contact, format="PNG")
+        written.append(contact)
+    return written
+
+
 def batch(
-    manifest: Annotated[Path, typer.Argument(help="CSV: one weapon per row.")],
+    manifest: Annotated[Path, typer.Argument(metavar="MANIFEST.csv", help="CSV: one weapon per row.")],
     catalogue: Annotated[
-        Path, typer.Option("--parts", help="Parts catalogue (TOML): surfaces per model/component.")
+        Path,
+        typer.Option("--parts", metavar="PARTS.toml", help="Parts catalogue: surfaces per model/component."),
     ],
     machine: MachineOpt = None,
+    profile: ProfileOpt = None,
     operator: OperatorOpt = None,
     records: RecordsOpt = None,
-    exclude: Annotated[list[int], typer.Option("--exclude", help="Leave out this manifest line.")] = [],  # noqa: B006
-    override: Annotated[
-        list[str], typer.Option("--override", help="LINE:REASON mark despite findings.")
+    exclude: Annotated[
+        list[int],
+        typer.Option("--exclude", metavar="LINE", help="Leave out this manifest line (repeatable)."),
     ] = [],  # noqa: B006
-    override_by: Annotated[str | None, typer.Option(help="Supervisor giving the overrides.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for burned-workpiece images (simulators).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    override: Annotated[
+        list[str],
+        typer.Option(
+            "--override", metavar="LINE:REASON", help="Mark this line despite its findings (repeatable)."
+        ),
+    ] = [],  # noqa: B006
+    override_by: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Supervisor giving the overrides (recorded).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder for burned-workpiece images, or the previews of --dry-run."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Mark without asking for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Pre-check and write previews to --out; touch no machine.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON on stdout.")] = False,
     continue_on_verify_fail: Annotated[
         bool,
         typer.Option(help="Go on marking after an item's check fails (it is flagged for inspection anyway)."),
     ] = False,
 ) -> int:
-    """Pre-check a whole manifest, then mark it; exit 1 unless every item ended marked (or skipped)
-    and passed its check."""
+    """Pre-check a manifest, show what will be cut and how long it takes, ask, then mark it.
+
+    Exit 1 unless every item ended marked (or skipped) and passed its check."""
     _check_out(out)
-    settings = load_settings()
-    _check_inputs(settings, machine, manifest, catalogue)
-    name = settings.machine_name(machine)
-    who = settings.operator(operator)
+    input_file(manifest, "manifest")
+    input_file(catalogue, "--parts")
+    parsed_overrides = _parse_overrides(override)
+    _check_override_by(parsed_overrides, override_by)
+    if dry_run and out is None:
+        raise ConfigError("--dry-run writes previews: give the folder with --out DIR")
+    settings, name, machine_profile = resolve_machine(machine, profile)
+    who = None if dry_run else settings.operator(operator)
+    plan = load_plan(manifest, catalogue, settings, machine_profile)
+    excluded = set(exclude)
+    if not as_json:
+        print_plan(plan, name, excluded, parsed_overrides)
+    if dry_run:
+        assert out is not None
+        written = write_previews(plan, out)
+        console.print(f"dry run: {len(written)} file(s) in {out} (contact sheet: {out / 'contact-sheet.png'}); "
+                      "no machine was touched, nothing was recorded")  # fmt: skip
+        return 0 if not plan.blocking(excluded, parsed_overrides) else 1
+    blocked = _blocked_error(plan, excluded, parsed_overrides)
+    if blocked is not None:
+        if as_json:
+            typer.echo(
+                json.dumps({"state": "rejected", "error": str(blocked), "rows": plan.rows()}, indent=2)
+            )
+        typer.echo(f"markctl: error: {blocked}", err=True)
+        return 1
+    confirm(f"Mark these items on {name}?", yes)
+    assert who is not None
+    job_box: list[JobRun] = []
 
     async def body(service: MarkService) -> JobRun:
-        return await run_batch(service, manifest, catalogue, machine=name, operator=who, exclude=set(exclude),
-                               overrides=_parse_overrides(override), override_by=override_by,
-                               quiet=as_json, continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
+        return await run_batch(service, plan, machine=name, operator=who, exclude=excluded,
+                               overrides=parsed_overrides, override_by=override_by, quiet=as_json,
+                               job_box=job_box, continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
 
-    return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
+    try:
+        job = asyncio.run(_with_service(settings, records, out, body))
+    except KeyboardInterrupt:
+        return _interrupted(settings, records, job_box)
+    return _job_exit(job, as_json)
+
+
+def _interrupted(settings: Settings, records: str | None, job_box: list[JobRun]) -> int:
+    """Ctrl-C during a batch: the runner recorded the item in flight; say what became of it."""
+    lines = ["interrupted (Ctrl-C): the machine was brought to its safe state"]
+    if job_box:
+        with open_store(records) as store:
+            for item in store.items(batch_id=job_box[0].id):
+                if item.state.value in ("unknown", "started"):
+                    lines.append(f"{item.item_key} is recorded '{item.state.value}' (cut part-way, or not at all): "
+                                 f"inspect the weapon, then {RESOLVE_HINT.format(key=shlex.quote(item.item_key))}")  # fmt: skip
+                elif item.state.value == "failed":
+                    lines.append(f"{item.item_key} is recorded 'failed' (nothing was cut): a re-run marks it")
+    if len(lines) == 1:
+        lines[0] += "; no item was in the middle of a cycle"
+    for line in lines:
+        typer.echo(f"markctl: {line}", err=True)
+    return 130
 
 
 def mark(
     request_file: Annotated[Path, typer.Argument(metavar="REQUEST", help="A mark request (TOML or JSON).")],
-    serial: Annotated[str, typer.Option(help="The weapon's serial (its identity in the records).")],
+    serial: Annotated[
+        str, typer.Option(metavar="SERIAL", help="The weapon's serial (its identity in the records).")
+    ],
     manufacturer: Annotated[
-        str, typer.Option(help="The weapon's manufacturer (its identity in the records).")
+        str, typer.Option(metavar="NAME", help="The weapon's manufacturer (its identity in the records).")
     ],
     machine: MachineOpt = None,
+    profile: ProfileOpt = None,
     operator: OperatorOpt = None,
     records: RecordsOpt = None,
-    override: Annotated[str | None, typer.Option(help="Reason to mark despite compliance errors.")] = None,
-    override_by: Annotated[str | None, typer.Option(help="Supervisor giving the override.")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the burned-workpiece image (simulators).")
+    override: Annotated[
+        str | None, typer.Option(metavar="REASON", help="Reason to mark despite compliance errors.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+    override_by: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Supervisor giving the override (recorded).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Folder for the burned-workpiece image (simulators).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON on stdout.")] = False,
 ) -> int:
     """Mark one weapon from a request file; exit 1 unless it ended marked."""
     _check_out(out)
+    input_file(request_file, "REQUEST")
+    _check_override_by(override, override_by)
     from markctl.jobs.manifest import ManifestItem, weapon_key_of
-    from markctl.jobs.runner import Plan, prepare
+    from markctl.jobs.runner import prepare
     from markctl.layouts import MarkRequest
 
     text = request_file.read_text("utf-8")
@@ -179,45 +442,39 @@ def mark(
             f"the request engraves serial {engraved!r} but --serial says {serial!r}",
             hint="the records must name the weapon that is marked: make them agree",
         )
-    settings = load_settings()
-    _check_inputs(settings, machine)
-    name = settings.machine_name(machine)
+    settings, name, machine_profile = resolve_machine(machine, profile)
     who = settings.operator(operator)
+    retargeted = request.model_copy(update={"machine": machine_profile.id})
+    item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
+                        {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
+    plan = Plan(
+        Manifest(str(request_file), ()), machine_profile, [prepare(retargeted, machine_profile, item)]
+    )
+    overrides = {1: override} if override else {}
+    if not as_json:
+        print_plan(plan, name, set(), overrides)
+    problems = plan.blocking(set(), overrides).get(1)
+    if problems:
+        typer.echo(f"markctl: error: the request cannot be marked, nothing was marked: {problems[0]} "
+                   "(fix the request, or have a supervisor override findings with --override REASON "
+                   "--override-by NAME)", err=True)  # fmt: skip
+        return 1
+    job_box: list[JobRun] = []
 
     async def body(service: MarkService) -> JobRun:
-        profile = load_profile(service.profile_of(name))
-        retargeted = request.model_copy(update={"machine": profile.id})
-        item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
-                            {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
-        plan = Plan(Manifest(str(request_file), ()), profile, [prepare(retargeted, profile, item)])
-        job = service.new_job(name, who)
-        if not as_json:
-            console.print(f"marking {item.item_key} on {name}")
-        await service.submit_plan(plan, job, overrides={1: override} if override else {},
-                                  override_by=override_by, wait=True)  # fmt: skip
-        if not as_json:
-            print_rows(job.rows)
-            if job.report is not None:
-                print_report(job.report)
-        return job
+        return await run_batch(service, plan, machine=name, operator=who, exclude=set(), overrides=overrides,
+                               override_by=override_by, quiet=as_json, job_box=job_box)  # fmt: skip
 
-    return _job_exit(asyncio.run(_with_service(settings, records, out, body)), as_json)
+    try:
+        job = asyncio.run(_with_service(settings, records, out, body))
+    except KeyboardInterrupt:
+        return _interrupted(settings, records, job_box)
+    return _job_exit(job, as_json)
 
 
 def _check_out(out: Path | None) -> None:
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: not a folder")
-
-
-def _check_inputs(settings: Settings, machine: str | None, *files: Path) -> None:
-    """Files and the machine's address and options, checked before the records are opened."""
-    from markctl.machines import check_address
-
-    for path in files:
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such file")
-    entry = settings.machine(machine)  # refuses an unknown name before anything else
-    check_address(entry.address, entry.profile)
 
 
 async def _with_service(
@@ -242,11 +499,17 @@ async def _with_service(
 
 
 def _job_exit(job: JobRun, as_json: bool) -> int:
+    """Exit code of a finished job; every reason it is not 0 is said on stderr, one line each."""
     if as_json:
         typer.echo(json.dumps(job.summary(), indent=2, default=str))
     if job.state == "rejected":
-        typer.echo(f"markctl: {job.error}; nothing was marked", err=True)
+        typer.echo(f"markctl: error: {job.error}; nothing was marked", err=True)
         return 1
+    if job.error:
+        typer.echo(f"markctl: error: {' '.join(job.error.split())}", err=True)
+    if job.report is not None:
+        for line in item_problems(job.report):
+            typer.echo(f"markctl: {line}", err=True)
     return 0 if job.state == "done" else 1
 
 
@@ -285,6 +548,7 @@ def verify_cmd(
 ) -> int:
     """Read a photo of a mark back against the recorded layout (each character, the Data Matrix, each
     dot); the result is recorded as a new record. Exit 1 if it fails."""
+    input_file(image, "--image")
     settings = load_settings()
     who = settings.operator(operator)
     with open_store(records) as store:
@@ -300,7 +564,9 @@ def verify_cmd(
 
 
 def resolve(
-    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    item_key: Annotated[
+        str, typer.Argument(metavar="ITEM_KEY", help="MAKER|SERIAL|component|profile, quoted.")
+    ],
     outcome: Annotated[str, typer.Option(help="marked or not-marked, as inspection found.")],
     reason: Annotated[str, typer.Option(help="What the inspection found.")],
     supervisor: Annotated[str, typer.Option(help="Who resolves (recorded).")],
@@ -321,7 +587,9 @@ def resolve(
 
 
 def allow_remark(
-    item_key: Annotated[str, typer.Argument(metavar="ITEM_KEY")],
+    item_key: Annotated[
+        str, typer.Argument(metavar="ITEM_KEY", help="MAKER|SERIAL|component|profile, quoted.")
+    ],
     reason: Annotated[str, typer.Option(help="Why the mark must be applied again.")],
     supervisor: Annotated[str, typer.Option(help="Who allows it (recorded).")],
     records: RecordsOpt = None,
@@ -339,7 +607,7 @@ tokens_app = typer.Typer(help="API tokens (stored hashed beside the records).", 
 
 @tokens_app.command("create")
 def tokens_create(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Who or what uses the token, e.g. depot-1.")],
     role: Annotated[str, typer.Option(help="operator, supervisor or auditor.")],
     records: RecordsOpt = None,
 ) -> int:
@@ -352,7 +620,10 @@ def tokens_create(
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The token's name.")], records: RecordsOpt = None
+) -> int:
+    """Revoke a token at once; requests carrying it are refused from then on."""
     with open_store(records) as store:
         if not TokenStore(store).revoke(name):
             raise ConfigError(f"no token named {name!r}")
@@ -362,6 +633,7 @@ def tokens_revoke(name: str, records: RecordsOpt = None) -> int:
 
 @tokens_app.command("list")
 def tokens_list(records: RecordsOpt = None) -> int:
+    """List token names, roles and whether each is active (tokens themselves are never shown again)."""
     with open_store(records) as store:
         for name, role, revoked in TokenStore(store).list():
             typer.echo(f"{name}\t{role.value}\t{'revoked' if revoked else 'active'}")
@@ -378,11 +650,28 @@ def serve(
 
     from markctl.api import create_app
 
+    _check_listen(host, port)
     settings = load_settings()
     with open_store(records) as store:  # --records > MARKCTL_RECORDS > markctl.toml
         typer.echo(f"records: the {store.registry.describe()}", err=True)
         uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info")
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse a host/port the service could not listen on, in one line, before the records open
+    (uvicorn would log its own error and exit)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there: {(exc.strerror or str(exc)).lower()}",
+            hint="is another service using the port? pick another with --port",
+        ) from exc
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from markctl import profiles as prof
@@ -23,10 +24,18 @@ profiles_app = typer.Typer(
 
 @profiles_app.command("list")
 def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> int:
-    """List every profile on the search path (bundled, then MARKCTL_PROFILE_PATH)."""
+    """List every profile on the search path (bundled, then MARKCTL_PROFILE_PATH).
+
+    A broken file does not hide the others: they are listed, and each broken one is named on
+    stderr with its key and reason (exit 1)."""
     rows = []
+    broken: list[ProfileError] = []
     for info in prof.list_profiles():
-        profile = prof.load_profile(info.id)
+        try:
+            profile = prof.load_profile(info.id)
+        except ProfileError as exc:
+            broken.append(exc)
+            continue
         rows.append(
             {
                 "id": profile.id,
@@ -39,17 +48,24 @@ def list_cmd(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
         )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return 0
-    table = Table("id", "kind", "protocol", "extends", "name", "origin")
-    for row in rows:
-        table.add_row(*(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin")))
-    Console().print(table)
-    return 0
+    else:
+        table = Table("id", "kind", "protocol", "extends", "name", "origin")
+        for row in rows:
+            table.add_row(
+                *(str(row[k] or "") for k in ("id", "kind", "protocol", "extends", "name", "origin"))
+            )
+        Console().print(table)
+    for problem in broken:
+        typer.echo(
+            f"markctl: broken profile (not listed): {problem} (check it with: markctl profiles validate FILE)",
+            err=True,
+        )
+    return 1 if broken else 0
 
 
 @profiles_app.command("show")
 def show_cmd(
-    profile_id: Annotated[str, typer.Argument(metavar="ID")],
+    profile_id: Annotated[str, typer.Argument(metavar="ID", help="A profile id, e.g. grbl-1.1.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole merged profile as JSON.")] = False,
 ) -> int:
     """Show one profile, including which protocol details are verified and which are assumed."""
@@ -59,7 +75,7 @@ def show_cmd(
         return 0
     console = Console()
     m = profile.machine
-    console.print(f"[bold]{profile.id}[/bold]  {profile.name}")
+    console.print(f"[bold]{escape(profile.id)}[/bold]  {escape(profile.name)}")
     if profile.extends:
         console.print(f"extends: {profile.extends}")
     console.print(f"kind: {m.kind.value}   protocol: {profile.family}")
@@ -79,7 +95,13 @@ def show_cmd(
             f"~{dp.chars_per_s:g} chars/s, fonts {', '.join(dp.fonts)}"
         )
     proto = profile.protocol.model_dump(exclude={"errors", "alarms", "fault_codes", "settings", "registers"})
-    console.print("protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()))
+    # markup=False: rich would read the banner regex's "\[" as an escaped bracket and drop the backslash.
+    console.print(
+        "protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     pv = profile.provenance
     for title, items in (
         ("sources", pv.sources),
@@ -94,7 +116,9 @@ def show_cmd(
 
 
 @profiles_app.command("validate")
-def validate_cmd(paths: Annotated[list[Path], typer.Argument(metavar="PATH...")]) -> int:
+def validate_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Profile TOML files to check.")],
+) -> int:
     """Validate profile files; exit 1 naming file, key and reason if one is broken."""
     failed = 0
     for path in paths:

@@ -35,7 +35,9 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
 
 @sim_app.command("serve")
 def serve(
-    profile_id: Annotated[str, typer.Argument(metavar="PROFILE")],
+    profile_id: Annotated[
+        str, typer.Argument(metavar="PROFILE", help="Firmware profile the simulator is built from.")
+    ],
     pty: Annotated[bool, typer.Option("--pty", help="Serve on a pseudo-terminal.")] = False,
     tcp: Annotated[str | None, typer.Option("--tcp", help="Serve on HOST:PORT (byte protocols).")] = None,
     modbus_tcp: Annotated[
@@ -65,18 +67,48 @@ def serve(
     module, _, name = SIMULATORS[profile.family].partition(":")
     sim_cls = getattr(importlib.import_module(module), name)
     try:
-        sim = sim_cls(profile, clock=make_clock(clock), faults=faults)
+        sim_clock = make_clock(clock)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(f"--clock {clock!r}: {exc}") from None
+    if png is not None and not png.parent.is_dir():
+        raise ConfigError(f"--png {png}: the folder {png.parent} does not exist")
+    try:
+        sim = sim_cls(profile, clock=sim_clock, faults=faults)
+    except ValueError as exc:
+        raise ConfigError(f"--faults {faults!r}: {exc}") from None
 
     async def run() -> None:
-        from markctl.simulator.serve import PtyBridge, serve_tcp
-
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         cleanup: list[Any] = []
+        try:
+            where = await _listen(cleanup)
+        except (OSError, RuntimeError) as exc:  # pymodbus says RuntimeError("Could not start listen")
+            await sim.stop()
+            option, text = (
+                ("--tcp", tcp) if tcp else ("--modbus-tcp", modbus_tcp) if modbus_tcp else (chosen[0], "")
+            )
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"{option} {text}: cannot listen there: {reason.rstrip('.')}",
+                hint="is another program or simulator using the port? pick another, or port 0 for a free one",
+            ) from exc
+        typer.echo(f"serving {profile.id} ({profile.family}) on {where}", err=False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+        for close in cleanup:
+            close()
+        await sim.stop()
+        if png is not None:
+            sim.workpiece.save_png(png)
+            typer.echo(f"workpiece saved to {png}")
+
+    async def _listen(cleanup: list[Any]) -> str:
+        from markctl.simulator.serve import PtyBridge, serve_tcp
+
         if pty:
             bridge = PtyBridge(sim)
             bridge.start()
@@ -94,16 +126,7 @@ def serve(
             where = f"{host}:{await sim.serve_tcp(host, port)}"
         else:
             where = await sim.serve_rtu_pty()
-        typer.echo(f"serving {profile.id} ({profile.family}) on {where}", err=False)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
-        for close in cleanup:
-            close()
-        await sim.stop()
-        if png is not None:
-            sim.workpiece.save_png(png)
-            typer.echo(f"workpiece saved to {png}")
+        return str(where)
 
     asyncio.run(run())
     return 0

@@ -34,6 +34,7 @@ def _batch(env: Path, rows: str, *extra: str) -> int:
             str(env / "parts.toml"),
             "--out",
             str(env / "out"),
+            "--yes",
             *extra,
         ]
     )
@@ -57,6 +58,7 @@ def test_bad_rows_stop_the_batch_and_name_line_and_field(
 @pytest.mark.slow
 def test_batch_rerun_verify_photo(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _batch(env, "C1,Beretta,92FS,iti-import,frame,KE,26,yes\n") == 0
+    capsys.readouterr()
     assert _batch(env, "C1,Beretta,92FS,iti-import,frame,KE,26,yes\n", "--json") == 0
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["counts"] == {"skipped": 1}
@@ -89,7 +91,10 @@ def test_unknown_item_is_refused_until_a_supervisor_resolves_it(
         store.append(key, "started", "op", {"machine": "sim://grbl-1.1", "simulated": True})
         store.append(key, "unknown", "op", {"reason": "link lost"})
     assert _batch(env, "D1,Beretta,92FS,iti-import,frame,KE,26,yes\n", "--json") == 1
-    assert json.loads(capsys.readouterr().out)["counts"] == {"refused": 1}
+    seen = capsys.readouterr()
+    assert json.loads(seen.out)["counts"] == {"refused": 1}
+    # The refusal names the whole item key and the exact command that resolves it.
+    assert f"markctl items resolve '{key}' --outcome marked|not-marked" in seen.err
     assert main(["items", "resolve", key, "--outcome", "marked", "--reason", "mark present and legible",
                  "--supervisor", "sgt-ana"]) == 0  # fmt: skip
     with RecordStore.open(env / "records.db") as store:

@@ -25,7 +25,7 @@ K3,Beretta,92FS,iti-import,frame,KE,26,yes
 def _batch(repo: Path, tmp: Path, clock: str) -> list[str]:
     return [sys.executable, "-m", "markctl", "batch", str(tmp / "manifest.csv"), "--parts",
             str(repo / "examples/import/parts.toml"), "--machine", f"sim://grbl-1.1?clock={clock}",
-            "--operator", "crash-test", "--records", str(tmp / "records.db")]  # fmt: skip
+            "--operator", "crash-test", "--yes", "--records", str(tmp / "records.db")]  # fmt: skip
 
 
 def _states(db: Path) -> dict[str, str]:

@@ -53,7 +53,7 @@ def env(tmp_path: Path, records_db: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def test_each_component_is_an_item_of_one_weapon(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["batch", "manifest.csv", "--parts", "parts.toml", "--json"]) == 0
+    assert main(["batch", "manifest.csv", "--parts", "parts.toml", "--yes", "--json"]) == 0
     job = json.loads(capsys.readouterr().out)
     assert job["counts"] == {"marked": 3}
     assert [r["item_key"].split("|")[2] for r in job["results"]] == ["frame", "slide", "barrel"]
