@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TOOLS  := $(VENV)/.tools
 
 .PHONY: demo test lint typecheck unit schema bench clean
 
@@ -14,6 +15,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Debian programs the tests drive as independent peers: mbpoll (a Modbus client we did not write) and
+# a PostgreSQL server (the registry on PostgreSQL). Installed when missing and this user may (root with
+# apt-get, as on CI); elsewhere a note is printed and the tests that need them skip, saying why.
+$(TOOLS): $(STAMP)
+	@missing=""; command -v mbpoll >/dev/null || missing="$$missing mbpoll"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	      || echo "note: could not install$$missing; the tests that need them will skip"; \
+	  else echo "note: not installed:$$missing (apt-get install$$missing); the tests that need them will skip"; fi; \
+	fi
+	@touch $@
 
 demo: $(STAMP)
 	$(BIN)/markctl demo
@@ -27,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(TOOLS)
 	$(BIN)/pytest -q
 
 # Regenerate firmware_profiles/schema.json after changing markctl/profiles.py (a test checks drift).

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from markctl.cli import main
-from markctl.records import RecordStore
 
 REQ = "examples/requests/iti-import-steel-frame.toml"
 STOCKPILE = ("examples/stockpile/manifest.csv", "--parts", "examples/stockpile/parts.toml")
@@ -239,14 +238,12 @@ CASES = [
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: Path) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo: Path, records_db: Path) -> Path:
     monkeypatch.chdir(tmp_path)
-    db = tmp_path / "records.db"
-    monkeypatch.setenv("MARKCTL_RECORDS", str(db))
+    monkeypatch.setenv("MARKCTL_RECORDS", str(records_db))  # an initialised, empty training registry
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     for name in ("MARKCTL_MACHINE", "MARKCTL_OPERATOR", "MARKCTL_CONFIG"):
         monkeypatch.delenv(name, raising=False)
-    RecordStore.open(db).close()  # an initialised, empty registry
     (tmp_path / "manifest.csv").write_text((repo / "examples/import/manifest.csv").read_text())
     (tmp_path / "parts.toml").write_text((repo / "examples/import/parts.toml").read_text())
     (tmp_path / "bad.csv").write_text(
@@ -293,7 +290,9 @@ def test_debug_adds_the_traceback(repo: Path, workdir: Path, capsys: pytest.Capt
     )
 
 
-def test_handshake_timeout_is_one_line(repo: Path, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_handshake_timeout_is_one_line(repo: Path, workdir: Path, capsys: pytest.CaptureFixture[str],
+                                       production_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("MARKCTL_RECORDS", str(production_db))  # a real machine's address: real marks only
     with _silent_server() as port:
         address = f"grbl+tcp://127.0.0.1:{port}?handshake_timeout_s=0.3"
         code = main(
@@ -303,9 +302,11 @@ def test_handshake_timeout_is_one_line(repo: Path, workdir: Path, capsys: pytest
     assert_one_line(capsys.readouterr().err, (f"127.0.0.1:{port}", "no GRBL banner"))
 
 
-def test_a_busy_port_and_a_wrong_modbus_unit(repo: Path, workdir: Path) -> None:
+def test_a_busy_port_and_a_wrong_modbus_unit(repo: Path, workdir: Path, production_db: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Subprocesses: a simulator holds a port; a second one cannot listen there; a job addressing
     the wrong Modbus unit fails in one line, with none of pymodbus's own log lines."""
+    monkeypatch.setenv("MARKCTL_RECORDS", str(production_db))  # served over TCP, it is a real address
     port = _free_port()
     sim = subprocess.Popen([sys.executable, "-m", "markctl", "sim", "serve", "peen-modbus", "--modbus-tcp",
                             f"127.0.0.1:{port}", "--clock", "instant", "--seconds", "60"],
@@ -323,7 +324,7 @@ def test_a_busy_port_and_a_wrong_modbus_unit(repo: Path, workdir: Path) -> None:
                     f"peen+modbus-tcp://127.0.0.1:{port}?unit=7", "--profile", "peen-modbus", "--operator",
                     "x", "--yes")  # fmt: skip
         assert wrong.returncode == 1
-        assert_one_line(wrong.stderr, ("device 7",))
+        assert_one_line(wrong.stderr, ("unit id 7",))
         assert "pre-check" in wrong.stdout  # the report is on stdout
     finally:
         sim.terminate()

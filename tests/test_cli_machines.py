@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -116,7 +116,10 @@ def test_add_list_remove_and_probe_by_name(
     assert json.loads(capsys.readouterr().out) == []
 
 
-def test_profile_flag_reaches_a_hardware_address(grbl_sim: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_flag_reaches_a_hardware_address(
+    grbl_sim: str, workdir: Path, new_registry: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_registry(workdir / "records.db", training=False)  # a real machine's address: a production registry
     request = Path(__file__).resolve().parents[1] / "examples/requests/iti-import-steel-frame.toml"
     base = [
         "mark",

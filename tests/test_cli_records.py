@@ -100,7 +100,7 @@ def test_a_misspelt_registry_is_refused_and_nothing_is_marked_or_created(
     assert main([*bad, "--records", "depto.db"]) == 2
     assert "clok" in capsys.readouterr().err
     # The right registry works and says where it wrote.
-    assert main([*args, "--records", "depot.db", "--out", "out"]) == 0
+    assert main([*args, "--records", "depot.db", "--out", "out", "--yes"]) == 0
     assert (
         f"wrote to the TRAINING registry of site 'Depot' at {tmp_path / 'depot.db'}"
         in capsys.readouterr().err

@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     _state.DEBUG = "--debug" in args
     _state.VERBOSE = _state.DEBUG or "-v" in args or "--verbose" in args
-    _quiet_libraries(_state.VERBOSE)
+    levels = _quiet_libraries(_state.VERBOSE)
+    try:
+        return _run(args)
+    finally:  # an in-process caller (a test, a script) gets its loggers back as they were
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _run(args: list[str]) -> int:
     try:
         command = typer.main.get_command(app)
         humanise(command)
@@ -153,14 +161,16 @@ def describe_os_error(exc: OSError) -> str:
     return f"{text} ({hint})" if hint else text
 
 
-def _quiet_libraries(verbose: bool) -> None:
+def _quiet_libraries(verbose: bool) -> dict[str, int]:
     """Library loggers (pymodbus logs frames and its own errors) stay silent unless -v/--debug:
-    markctl reports every failure itself, once, as one line."""
+    markctl reports every failure itself, once, as one line. Returns the levels they had."""
     level = logging.DEBUG if _state.DEBUG else logging.INFO if verbose else logging.CRITICAL + 1
     if verbose:
         logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
+    before = {name: logging.getLogger(name).level for name in _LIBRARY_LOGGERS}
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    return before
 
 
 _LIBRARY_LOGGERS = ("pymodbus", "asyncio", "serial", "uvicorn", "sqlalchemy", "alembic", "PIL", "markctl")
@@ -169,6 +179,9 @@ _LIBRARY_LOGGERS = ("pymodbus", "asyncio", "serial", "uvicorn", "sqlalchemy", "a
 def _fail(exc: BaseException, code: int, message: str | None = None) -> int:
     if _state.DEBUG:
         traceback.print_exception(exc, file=sys.stderr)
-    text = " ".join((message or str(exc) or type(exc).__name__).split())  # one line, always
-    typer.echo(f"markctl: error: {text}", err=True)
+    # One line per problem (a request or manifest row reports every bad field at once, one each);
+    # white space within a problem is folded, so no message spills over lines.
+    text = message or str(exc) or type(exc).__name__
+    for line in filter(None, (" ".join(part.split()) for part in text.splitlines())):
+        typer.echo(f"markctl: error: {line}", err=True)
     return code

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from markctl.address import parse_address
 from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store, wrote_to
 from markctl.config import Settings, load_settings
@@ -24,9 +25,11 @@ from markctl.errors import ConfigError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
 from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
+from markctl.layouts import MarkRequest
 from markctl.layouts.toolpath import estimate_cycle_time_s
 from markctl.machines import check_machine
 from markctl.profiles import FirmwareProfile
+from markctl.records import RecordStore
 from markctl.service import JobRun, MarkService
 
 console = Console(stderr=True)  # progress, prompts, notes: stderr
@@ -347,6 +350,33 @@ def batch(
         raise ConfigError("--dry-run writes previews: give the folder with --out DIR")
     settings, name, machine_profile = resolve_machine(machine, profile)
     who = None if dry_run else settings.operator(operator)
+    store = None if dry_run else _registry_for(settings, name, records)  # before any work or question
+    try:
+        return _batch(settings, name, machine_profile, store, who, manifest, catalogue, exclude, parsed_overrides,
+                      override_by, out, yes, dry_run, as_json, continue_on_verify_fail, records)  # fmt: skip
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _batch(
+    settings: Settings,
+    name: str,
+    machine_profile: FirmwareProfile,
+    store: RecordStore | None,
+    who: str | None,
+    manifest: Path,
+    catalogue: Path,
+    exclude: list[int],
+    parsed_overrides: dict[int, str],
+    override_by: str | None,
+    out: Path | None,
+    yes: bool,
+    dry_run: bool,
+    as_json: bool,
+    continue_on_verify_fail: bool,
+    records: str | None,
+) -> int:
     plan = load_plan(manifest, catalogue, settings, machine_profile)
     excluded = set(exclude)
     if not as_json:
@@ -366,7 +396,7 @@ def batch(
         typer.echo(f"markctl: error: {blocked}", err=True)
         return 1
     confirm(f"Mark these items on {name}?", yes)
-    assert who is not None
+    assert who is not None and store is not None
     job_box: list[JobRun] = []
 
     async def body(service: MarkService) -> JobRun:
@@ -375,7 +405,7 @@ def batch(
                                job_box=job_box, continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
 
     try:
-        job = asyncio.run(_with_service(settings, records, out, body))
+        job = asyncio.run(_with_service(settings, store, out, body))
     except KeyboardInterrupt:
         return _interrupted(settings, records, job_box)
     return _job_exit(job, as_json)
@@ -426,10 +456,6 @@ def mark(
     _check_out(out)
     input_file(request_file, "REQUEST")
     _check_override_by(override, override_by)
-    from markctl.jobs.manifest import ManifestItem, weapon_key_of
-    from markctl.jobs.runner import prepare
-    from markctl.layouts import MarkRequest
-
     text = request_file.read_text("utf-8")
     request = MarkRequest.from_json(text) if request_file.suffix == ".json" else MarkRequest.from_toml(text)
     if not SERIAL_PATTERN.fullmatch(serial.strip()):
@@ -444,6 +470,30 @@ def mark(
         )
     settings, name, machine_profile = resolve_machine(machine, profile)
     who = settings.operator(operator)
+    with _registry_for(settings, name, records) as store:
+        return _mark(settings, name, machine_profile, store, who, request, request_file, serial, manufacturer,
+                     override, override_by, out, as_json, records)  # fmt: skip
+
+
+def _mark(
+    settings: Settings,
+    name: str,
+    machine_profile: FirmwareProfile,
+    store: RecordStore,
+    who: str,
+    request: MarkRequest,
+    request_file: Path,
+    serial: str,
+    manufacturer: str,
+    override: str | None,
+    override_by: str | None,
+    out: Path | None,
+    as_json: bool,
+    records: str | None,
+) -> int:
+    from markctl.jobs.manifest import ManifestItem, weapon_key_of
+    from markctl.jobs.runner import prepare
+
     retargeted = request.model_copy(update={"machine": machine_profile.id})
     item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
                         {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
@@ -466,7 +516,7 @@ def mark(
                                override_by=override_by, quiet=as_json, job_box=job_box)  # fmt: skip
 
     try:
-        job = asyncio.run(_with_service(settings, records, out, body))
+        job = asyncio.run(_with_service(settings, store, out, body))
     except KeyboardInterrupt:
         return _interrupted(settings, records, job_box)
     return _job_exit(job, as_json)
@@ -477,14 +527,26 @@ def _check_out(out: Path | None) -> None:
         raise ConfigError(f"--out {out}: not a folder")
 
 
+def _registry_for(settings: Settings, name: str, records: str | None) -> RecordStore:
+    """The registry a job will write to, opened before any work or question: it must exist, and take
+    this machine's marks (a production registry real ones, a training registry simulated ones)."""
+    store = open_store(records)
+    try:
+        address = settings.machine(name).address
+        store.check_machine(parse_address(address).is_simulated, address)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 async def _with_service(
     settings: Settings,
-    records: str | None,
+    store: RecordStore,
     out: Path | None,
     body: Callable[[MarkService], Awaitable[JobRun]],
 ) -> JobRun:
-    """Run ``body`` with a service on the records, closing machines (safe state) and records after."""
-    store = open_store(records)
+    """Run ``body`` with a service on the registry, closing machines (safe state) after."""
     before = store.head()
     try:
         service = MarkService(settings, store, out_dir=out)
@@ -495,7 +557,6 @@ async def _with_service(
     finally:
         if store.head() != before:
             wrote_to(store)
-        store.close()
 
 
 def _job_exit(job: JobRun, as_json: bool) -> int:

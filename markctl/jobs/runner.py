@@ -238,33 +238,47 @@ def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: Manife
         prepared.layout = compose(request, machine=machine_profile)
         prepared.report = check(prepared.layout)
         prepared.program = make_program(prepared.layout, machine_profile)
-    except ContentError as exc:  # a manifest field is a column: name the column, one line per problem
-        prepared.error = "\n".join(
-            f"column {name.removeprefix('fields.')}: [{rule}] {text}" for name, rule, text in exc.problems
-        )
-        return prepared
     except (LayoutError, ConfigError) as exc:
-        prepared.error = str(exc)
+        prepared.error = _refusal(exc)
         return prepared
-    # What the machine cannot do is not a finding a supervisor can override: refuse it here.
-    cannot = [p for p in machine_problems(prepared.program, machine_profile) if p.blocking]
-    if cannot:
-        prepared.error = "; ".join(str(p) for p in cannot)
+    prepared.error = _cannot(prepared.program, machine_profile)
     return prepared
 
 
 def judge(
     item: ManifestItem, catalogue: Catalogue, machine_profile: FirmwareProfile, today: date | None = None
 ) -> Verdict:
-    """One item's verdict: request, composition, check and fit in the work area; no toolpath is made."""
+    """One item's verdict: request, composition, check, fit in the work area and what the machine can
+    do; no toolpath is ordered."""
     try:
         request = request_for(item, catalogue, machine_profile, today)
         layout = compose(request, machine=machine_profile)
         report = check(layout)
         check_fits(layout, machine_profile)
+        # A pattern machine's program is its field list, cheap to make: judge what the machine can
+        # mark now. Motion programs have no capability limits (capabilities.py) and cost an ordering.
+        cannot = None if machine_profile.family == "grbl" else _cannot(make_program(layout, machine_profile),
+                                                                        machine_profile)  # fmt: skip
     except (LayoutError, ConfigError) as exc:
-        return Verdict(item, "invalid", (str(exc),))
+        return Verdict(item, "invalid", tuple(_refusal(exc).splitlines()))
+    if cannot is not None:
+        return Verdict(item, "invalid", (cannot,))
     return Verdict.of(item, report)
+
+
+def _refusal(exc: LayoutError | ConfigError) -> str:
+    """An item's error as lines: a manifest field names its column, one line per problem."""
+    if isinstance(exc, ContentError):
+        return "\n".join(
+            f"column {name.removeprefix('fields.')}: [{rule}] {text}" for name, rule, text in exc.problems
+        )
+    return str(exc)
+
+
+def _cannot(program: Program, machine_profile: FirmwareProfile) -> str | None:
+    """What the machine cannot do, or None: not a finding a supervisor can override, so a refusal."""
+    cannot = [p for p in machine_problems(program, machine_profile) if p.blocking]
+    return "; ".join(str(p) for p in cannot) if cannot else None
 
 
 class PrecheckCancelledError(MarkctlError):

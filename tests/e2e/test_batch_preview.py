@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def test_dry_run_writes_previews_and_a_contact_sheet(
     assert not (workdir / "records.db").exists(), "a dry run records nothing"
 
 
-def test_terminal_is_asked_and_no_means_nothing_is_cut(workdir: Path) -> None:
+def test_terminal_is_asked_and_no_means_nothing_is_cut(
+    workdir: Path, new_registry: Callable[..., Path]
+) -> None:
+    with RecordStore.open(new_registry(workdir / "records.db")) as store:
+        before = store.head()
     master, slave = pty.openpty()
     proc = subprocess.Popen(_cmd(workdir, "instant"), stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=workdir, text=True)  # fmt: skip
@@ -73,7 +78,7 @@ def test_terminal_is_asked_and_no_means_nothing_is_cut(workdir: Path) -> None:
     assert err.rstrip().endswith("markctl: declined: nothing was marked")
     assert "pre-check" in out and "estimated cycle time" in out
     with RecordStore.open(workdir / "records.db") as store:
-        assert store.head()[0] == 0, "declined: nothing recorded, nothing cut"
+        assert store.head() == before, "declined: nothing recorded, nothing cut"
 
 
 def _states(db: Path) -> dict[str, str]:
@@ -87,7 +92,10 @@ def _states(db: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_what_became_of_the_item_and_how_to_resolve_it(workdir: Path) -> None:
+def test_ctrl_c_says_what_became_of_the_item_and_how_to_resolve_it(
+    workdir: Path, new_registry: Callable[..., Path]
+) -> None:
+    new_registry(workdir / "records.db")
     proc = subprocess.Popen(_cmd(workdir, "scaled:30", "--yes"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=workdir, text=True)  # fmt: skip
     try:

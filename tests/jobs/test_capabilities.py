@@ -116,3 +116,24 @@ def test_the_batch_precheck_refuses_it_before_any_machine_is_touched(telesis_exa
     assert not prepared.passed and prepared.program is not None
     assert prepared.error is not None and "[machine:data-matrix]" in prepared.error
     assert prepared.problems() == [prepared.error]
+
+
+def test_the_streaming_precheck_refuses_it_too(repo: Path) -> None:
+    # The pre-check of a whole manifest judges items without ordering toolpaths; for a pattern
+    # machine it still asks what the machine can do, so the refusal comes before the batch starts.
+    from markctl.jobs.catalogue import Catalogue
+    from markctl.jobs.manifest import parse_manifest
+    from markctl.jobs.runner import precheck
+
+    parts = (
+        (repo / "examples/stockpile/parts.toml")
+        .read_text()
+        .replace("origin_mm = [20, 20]", "origin_mm = [2, 2]")
+    )
+    catalogue = Catalogue.from_toml(parts + "datamatrix = true\nmodule_mm = 0.4\n", "parts.toml")
+    manifest = parse_manifest((repo / "examples/stockpile/manifest.csv").read_bytes())
+    telesis = precheck(manifest, catalogue, load_profile("telesis-tmp"))
+    assert {v.verdict for v in telesis.verdicts} == {"invalid"}
+    assert all("[machine:data-matrix]" in v.problems[0] for v in telesis.verdicts)
+    laser = precheck(manifest, catalogue, load_profile("grbl-1.1"))
+    assert {v.verdict for v in laser.verdicts} == {"ok"}

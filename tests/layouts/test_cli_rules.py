@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,9 @@ def test_maybe_is_not_no(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.fixture
-def depot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def depot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_registry: Callable[..., Path]) -> Path:
     monkeypatch.chdir(tmp_path)
+    new_registry(tmp_path / "records.db")  # a training registry: the depot's machine is a simulator
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     (tmp_path / "markctl.toml").write_text(
         '[records]\nurl = "records.db"\n[machines.peen]\naddress = "sim://peen-modbus?clock=instant"\n'
