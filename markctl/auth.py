@@ -61,6 +61,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
 class Identity:
     name: str
     role: Role
+    created_at: str = ""  # ISO 8601, UTC: the service refuses tokens older than its limit
 
     def may(self, permission: str) -> bool:
         return permission in PERMISSIONS[self.role]
@@ -106,13 +107,13 @@ class TokenStore:
             return None
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked).where(
-                    api_tokens.c.token_hash == _digest(token)
-                )
+                select(
+                    api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked, api_tokens.c.created_at
+                ).where(api_tokens.c.token_hash == _digest(token))
             ).first()
         if row is None or row.revoked:
             return None
-        return Identity(row.name, Role(row.role))
+        return Identity(row.name, Role(row.role), row.created_at)
 
     def revoke(self, name: str) -> bool:
         with self._engine.begin() as conn:

@@ -30,7 +30,7 @@ from markctl.errors import AddressError, ConfigError
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.registry import resolve_driver, resolve_transport, validate_options
 
-__all__ = ["SIMULATORS", "Machine", "SimOptions", "open_machine"]
+__all__ = ["SIMULATORS", "Machine", "SimOptions", "check_machine", "open_machine"]
 
 #: Simulator class per driver family ("module:attribute", imported only when used).
 SIMULATORS: dict[str, str] = {
@@ -93,14 +93,15 @@ def _profile_for(address: MachineAddress, profile: str | FirmwareProfile | None)
     return load_profile(profile) if isinstance(profile, str) else profile
 
 
-async def open_machine(
-    address: str | MachineAddress,
-    *,
-    profile: str | FirmwareProfile | None = None,
-    connect: bool = True,
-    simulator_kwargs: dict[str, Any] | None = None,
-) -> Machine:
-    """Build (and by default connect) the machine at ``address``."""
+def check_machine(
+    address: str | MachineAddress, profile: str | FirmwareProfile | None = None
+) -> tuple[MachineAddress, FirmwareProfile, type[Driver]]:
+    """Check an address and its profile together, opening nothing: the full address (protocol
+    filled in), the profile and the driver class; raise AddressError/ConfigError naming the bad part.
+
+    Registering a machine calls this, so a wrong address is refused when it is given, not when a
+    job first runs on it.
+    """
     addr = parse_address(address) if isinstance(address, str) else address
     prof = _profile_for(addr, profile)
     family = addr.protocol or prof.family
@@ -116,11 +117,34 @@ async def open_machine(
             part="transport",
         )
     full = MachineAddress(family, addr.transport, addr.location, addr.options)
-    if addr.is_simulated:
+    if full.is_simulated:
+        from markctl.simulator.clock import make_clock
+
+        sim_opts = validate_options(full, transport_model=SimOptions).transport
+        assert isinstance(sim_opts, SimOptions)
+        try:
+            make_clock(sim_opts.clock)
+        except ValueError as exc:
+            raise AddressError(str(exc), address=str(full), part="option clock") from exc
+    else:
+        validate_options(full)
+    return full, prof, driver_cls
+
+
+async def open_machine(
+    address: str | MachineAddress,
+    *,
+    profile: str | FirmwareProfile | None = None,
+    connect: bool = True,
+    simulator_kwargs: dict[str, Any] | None = None,
+) -> Machine:
+    """Build (and by default connect) the machine at ``address``."""
+    full, prof, driver_cls = check_machine(address, profile)
+    if full.is_simulated:
         machine = await _open_simulated(full, prof, driver_cls, simulator_kwargs or {})
     else:
         opts = validate_options(full)
-        transport = resolve_transport(addr.transport)(addr.location, opts.transport)
+        transport = resolve_transport(full.transport)(full.location, opts.transport)
         machine = Machine(
             full, prof, driver_cls(transport, prof, _driver_options(opts.driver), name=str(full))
         )

@@ -265,7 +265,7 @@ async def run_plan(
                                  emit, load_part, verify, images)  # fmt: skip
         report.results.append(result)
         emit({"type": "item-ended", "index": index, "of": len(todo), "item": result.item_key, "state": result.state,
-              "message": result.message})  # fmt: skip
+              "message": result.message, "record": result.record})  # fmt: skip
         if result.state == "unknown" or not result.machine_safe:
             # The weapon's or the machine's state is in doubt: stop rather than cut the next weapon blind.
             for rest in todo[index:]:
@@ -349,8 +349,12 @@ async def _run_item(
     except asyncio.CancelledError:
         # The batch was cancelled (operator abort, service shutdown): stop the machine, record, go on.
         aborted = await asyncio.shield(job.abort())
-        store.append(key, _state_after(aborted).value, operator,
-                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled"})  # fmt: skip
+        ended = store.append(key, _state_after(aborted).value, operator,
+                             {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled"})  # fmt: skip
+        # The batch report is lost with the cancellation: this event is how a watcher learns the outcome.
+        emit({"type": "item-ended", "item": key, "state": ended.event, "record": ended.seq,
+              "message": f"aborted: {aborted.message or ended.event}",
+              "safe_state_confirmed": aborted.safe_state_confirmed})  # fmt: skip
         raise
     state = _state_after(job_result)
     outcome = _outcome(job_result)
