@@ -82,7 +82,7 @@ def create_app(
         records_store = store if store is not None else RecordStore.open(settings.records_location())
         service = MarkService(settings, records_store, out_dir=out_dir, addresses_as_machines=False,
                               event_window=limits.event_window, keep_finished=limits.keep_finished_jobs,
-                              keep_finished_s=limits.keep_finished_s)  # fmt: skip
+                              keep_finished_s=limits.keep_finished_s, precheck_process=True)  # fmt: skip
         app.state.service = service
         app.state.tokens = TokenStore(records_store)
         closing: list[asyncio.Task[None]] = []

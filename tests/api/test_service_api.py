@@ -27,7 +27,7 @@ B1,Beretta,92FS,iti-import,frame,KE,26,yes
 B2,Beretta,92FS,iti-import,frame,KE,26,yes
 """
 
-MakeApi = Callable[..., "contextmanager[Api]"]
+ONE = MANIFEST.rsplit("B2,", 1)[0]  # a single weapon: enough where what is tested is not the batch
 
 
 @pytest.fixture
@@ -168,9 +168,9 @@ def test_events_are_a_bounded_window_and_the_summary_stays_whole(
     make_api: Callable[..., Any], repo: Path
 ) -> None:
     with make_api(event_window=10) as api:
-        job = _job(api, repo).json()
+        job = _job(api, repo, ONE).json()
         final = _wait(api, job["id"], lambda j: j["state"] == "done")
-        assert final["counts"] == {"marked": 2} and len(final["results"]) == 2
+        assert final["counts"] == {"marked": 1} and len(final["results"]) == 1
         assert final["events"]["last"] > 100  # thousands of progress events were emitted...
         assert final["events"]["kept_from"] == final["events"]["last"] - 9  # ...ten are kept
         with api.client.stream("GET", f"/jobs/{job['id']}/events", headers=api.headers("operator")) as s:
@@ -180,15 +180,15 @@ def test_events_are_a_bounded_window_and_the_summary_stays_whole(
 
 def test_finished_jobs_expire_but_their_records_stay(make_api: Callable[..., Any], repo: Path) -> None:
     with make_api(keep_finished_jobs=1) as api:
-        first = _job(api, repo).json()
+        first = _job(api, repo, ONE).json()
         _wait(api, first["id"], lambda j: j["state"] == "done")
-        second = _job(api, repo).json()  # expiry runs when a job is submitted or listed
+        second = _job(api, repo, ONE).json()  # expiry runs when a job is submitted or listed
         _wait(api, second["id"], lambda j: j["state"] == "done")
         listed = [j["id"] for j in api.client.get("/jobs", headers=api.headers("operator")).json()]
         assert listed == [second["id"]]
         gone = api.client.get(f"/jobs/{first['id']}", headers=api.headers("operator"))
         assert gone.status_code == 404 and "records stay" in gone.json()["detail"]
-        assert {i.state.value for i in api.store.items()} == {"marked"} and len(api.store.items()) == 2
+        assert [i.state.value for i in api.store.items()] == ["marked"]
 
 
 def test_a_rejected_job_leaves_nothing_behind(api: Api, repo: Path) -> None:
@@ -248,9 +248,8 @@ def test_openapi_lists_the_error_answers_with_their_body(api: Api) -> None:
                 assert status in operation["responses"], (method, path, status)
                 ref = operation["responses"][status]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/Problem")
-            if "{" in path and not path.startswith(
-                "/records"
-            ):  # the records router is documented by its owner
+            # (the records router's error answers are its owner's to document)
+            if "{" in path and not path.startswith("/records"):
                 assert "404" in operation["responses"], (method, path)
     problem = schema["components"]["schemas"]["Problem"]["properties"]
     assert problem["detail"]["type"] == "string"
