@@ -57,7 +57,9 @@ def _precheck_pool() -> ProcessPoolExecutor:
     has imported the layout code once, so a new worker starts in milliseconds."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["markctl.jobs.runner"])
-    return ProcessPoolExecutor(max_workers=1, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    pool.submit(int).result()  # the worker is up (the first start imports the layout code: seconds)
+    return pool
 
 
 def _now() -> str:
@@ -213,6 +215,7 @@ class MarkService:
         self.closing = False
         self.precheck_process = precheck_process
         self._prechecker: Executor | None = None  # started on the first pre-check
+        self._starting_prechecker = asyncio.Lock()
         recovered = store.recover_interrupted(
             "markctl:startup", is_stale=lambda started: owner_is_gone(started.data.get("owner"))
         )
@@ -309,12 +312,15 @@ class MarkService:
         abort or a shutdown never leaves a pre-check running for minutes.
         """
         loop = asyncio.get_running_loop()
-        if self._prechecker is None:
-            self._prechecker = (
-                _precheck_pool()
-                if self.precheck_process
-                else ThreadPoolExecutor(max_workers=1, thread_name_prefix="markctl-precheck")
-            )
+        async with self._starting_prechecker:  # two first pre-checks start one worker
+            if self._prechecker is None:
+                self._prechecker = (
+                    await asyncio.to_thread(
+                        _precheck_pool
+                    )  # starting it waits for the worker: not on the loop
+                    if self.precheck_process
+                    else ThreadPoolExecutor(max_workers=1, thread_name_prefix="markctl-precheck")
+                )
         prepared: list[Prepared] = []
         for start in range(0, len(manifest.items), PRECHECK_CHUNK):
             part = replace(manifest, items=manifest.items[start : start + PRECHECK_CHUNK], issues=[])

@@ -141,3 +141,22 @@ def test_sigterm_with_an_sse_client_aborts_the_job_and_reaches_a_safe_state(serv
         assert history[-1].data["result"]["safe_state_confirmed"] is True
         assert store.item("BERETTA|S2|frame|iti-import") is None  # the next weapon was never started
         assert store.verify().ok
+
+
+def test_a_pre_check_stops_when_its_client_goes_away(server: Any, repo: Path) -> None:
+    srv: Server = server('[machines.laser]\naddress = "sim://grbl-1.1?clock=instant"\n')
+    rows = "".join(f"P{n:04d},Beretta,92FS,iti-import,frame,KE,26,yes\n" for n in range(400))
+    body = {"manifest_csv": MANIFEST.splitlines(keepends=True)[0] + rows,
+            "catalogue_toml": (repo / "examples/import/parts.toml").read_text(), "machine": "laser"}  # fmt: skip
+    with pytest.raises(httpx.ReadTimeout):  # 400 rows take far longer than this client waits
+        httpx.post(f"{srv.base}/jobs", json=body, headers=srv.headers(), timeout=3)
+    deadline = time.monotonic() + 30  # the chunk in progress (8 items) ends first
+    while True:
+        jobs = httpx.get(f"{srv.base}/jobs", headers=srv.headers(), timeout=5).json()
+        if not jobs:
+            break  # the pre-check was cancelled and left nothing behind
+        assert time.monotonic() < deadline, jobs
+        assert [j["state"] for j in jobs] == ["pre-checking"]
+        time.sleep(0.2)
+    with RecordStore.open(srv.db) as store:
+        assert store.verify().rows == 0
