@@ -210,7 +210,9 @@ async def main(args: argparse.Namespace) -> None:
             op = {"Authorization": f"Bearer {tokens.create('bench-op', 'operator')}"}
             aud = {"Authorization": f"Bearer {tokens.create('bench-aud', 'auditor')}"}
             app = create_app(settings, store=store)
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", timeout_keep_alive=600)
+            )
             serving = asyncio.create_task(server.serve())
             while not server.started:
                 await asyncio.sleep(0.05)
