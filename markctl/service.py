@@ -12,6 +12,7 @@ safe state, all machines at once, and ends every event stream.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import io
 import multiprocessing
@@ -89,6 +90,7 @@ class JobRun:
     finished_at: float | None = None  # time.monotonic() when it ended
     last_seq: int = 0
     ended: list[dict[str, Any]] = field(default_factory=list)  # one entry per item that ended
+    milestones: list[dict[str, Any]] = field(default_factory=list)  # every event but progress
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     _closed: bool = False
 
@@ -100,6 +102,8 @@ class JobRun:
         self.last_seq += 1
         numbered = {"seq": self.last_seq, "at": _now(), **event}
         self.events.append(numbered)
+        if event.get("type") != "progress":  # a few per item: kept whole, so no follower misses one
+            self.milestones.append(numbered)
         if event.get("type") == "item-ended":
             self.ended.append({k: event.get(k) for k in ("item", "state", "message", "record")})
         self._wake()
@@ -154,12 +158,15 @@ class JobRun:
     async def follow(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Kept events numbered after ``after``, then new ones as they come, until the job has finished.
 
-        A follower slower than the window misses the events that fell out of it (their sequence
-        numbers jump); counts and results stay in :meth:`summary`.
+        A follower slower than the window misses the progress events that fell out of it (their
+        sequence numbers jump); every other event (batch and item starts and ends) is always sent.
         """
         seen = after
         while True:
             batch = [e for e in self.events if e["seq"] > seen] if self.last_seq > seen else []
+            if batch and batch[0]["seq"] > seen + 1:  # fell behind the window: the milestones missed
+                first = bisect.bisect_right([m["seq"] for m in self.milestones], seen)
+                batch = [m for m in self.milestones[first:] if m["seq"] < batch[0]["seq"]] + batch
             for event in batch:
                 yield event
             if batch:

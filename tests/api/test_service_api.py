@@ -4,6 +4,7 @@ with '/', offline docs, the OpenAPI error bodies, token expiry and the failed-au
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -173,9 +174,23 @@ def test_events_are_a_bounded_window_and_the_summary_stays_whole(
         assert final["counts"] == {"marked": 1} and len(final["results"]) == 1
         assert final["events"]["last"] > 100  # thousands of progress events were emitted...
         assert final["events"]["kept_from"] == final["events"]["last"] - 9  # ...ten are kept
-        with api.client.stream("GET", f"/jobs/{job['id']}/events", headers=api.headers("operator")) as s:
-            ids = [int(line[4:]) for line in s.iter_lines() if line.startswith("id: ")]
-        assert ids == list(range(final["events"]["last"] - 9, final["events"]["last"] + 1))
+        events = _stream(api, job["id"])
+        last = final["events"]["last"]
+        window = [e for e in events if e["seq"] > last - 10]
+        assert [e["seq"] for e in window] == list(range(last - 9, last + 1))
+        # Before the window only the milestones are left, and all of them are.
+        earlier = [e["type"] for e in events if e["seq"] <= last - 10]
+        assert earlier == ["batch-started", "item-started"]
+        assert [e["type"] for e in events if e["type"] != "progress"] == [
+            "batch-started", "item-started", "item-ended", "batch-ended"
+        ]  # fmt: skip
+
+
+def _stream(api: Api, job_id: str) -> list[dict[str, Any]]:
+    with api.client.stream("GET", f"/jobs/{job_id}/events", headers=api.headers("operator")) as s:
+        return [
+            json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ") and '"seq"' in line
+        ]
 
 
 def test_finished_jobs_expire_but_their_records_stay(make_api: Callable[..., Any], repo: Path) -> None:
