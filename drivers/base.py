@@ -240,10 +240,13 @@ class JobHandle:
             # Whoever awaited us was cancelled (Ctrl-C, a closing service): abort the job and
             # let it reach its safe state before the cancellation goes on. Once the job is making
             # the machine safe there is nothing left to abort.
-            if not self._ending:
-                self._task.cancel()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._driver.safe_state_timeout_s + 1
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({self._task}, timeout=self._driver.safe_state_timeout_s + 1)
+                while not self._task.done() and not self._ending and loop.time() < deadline:
+                    self._task.cancel()  # repeated: see abort()
+                    await asyncio.wait({self._task}, timeout=0.2)
+                await asyncio.wait({self._task}, timeout=max(0.0, deadline - loop.time()))
             raise
 
     async def watch(self) -> AsyncIterator[Event]:
@@ -257,8 +260,12 @@ class JobHandle:
     async def abort(self) -> JobResult:
         """Stop the job; returns its result once the machine is safe (or declared unconfirmed)."""
         assert self._task is not None
-        if not self._task.done() and not self._ending:
+        # Repeat the request until the job is ending: Python 3.11's asyncio.wait_for swallows a
+        # cancellation that arrives just as the future it waits for completes (CPython gh-86296),
+        # and a driver waiting that way would go on marking.
+        while not self._task.done() and not self._ending:
             self._task.cancel()
+            await asyncio.wait({self._task}, timeout=0.2)
         return await asyncio.shield(self._task)
 
     async def pause(self) -> None:

@@ -62,6 +62,7 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
 class Identity:
     name: str
     role: Role
+    created_at: str = ""  # ISO 8601, UTC: the service refuses tokens older than its limit
 
     def may(self, permission: str) -> bool:
         return permission in PERMISSIONS[self.role]
@@ -99,15 +100,15 @@ class TokenStore:
             return None
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked).where(
-                    api_tokens.c.token_hash == _digest(token)
-                )
+                select(
+                    api_tokens.c.name, api_tokens.c.role, api_tokens.c.revoked, api_tokens.c.created_at
+                ).where(api_tokens.c.token_hash == _digest(token))
             ).first()
         if row is None or row.revoked:
             return None
         if not self._store.token_on_chain(row.name, _digest(token), row.role):
             return None  # written into the table behind markctl's back: not a token it issued
-        return Identity(row.name, Role(row.role))
+        return Identity(row.name, Role(row.role), row.created_at)
 
     def revoke(self, name: str, actor: str = "markctl:tokens") -> bool:
         return self._store.revoke_token(name, actor)

@@ -17,6 +17,9 @@
     operator = "armourer-1"
     mark_profile = "iti-import"              # for manifests without a mark_profile column
 
+    [service]                                # markctl serve (docs/service.md)
+    keep_finished_jobs = 200
+
 Environment: ``MARKCTL_CONFIG`` (a file), ``MARKCTL_RECORDS`` (records URL or path),
 ``MARKCTL_MACHINE`` (a machine name or address), ``MARKCTL_OPERATOR``. An explicit argument
 (a CLI flag) beats them all.
@@ -32,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from markctl.errors import ConfigError
 
-__all__ = ["MachineEntry", "Settings", "config_path", "load_settings"]
+__all__ = ["MachineEntry", "ServiceSection", "Settings", "config_path", "load_settings"]
 
 DEFAULT_RECORDS = Path.home() / ".local" / "share" / "markctl" / "records.db"
 
@@ -56,10 +59,24 @@ class DefaultsSection(_Model):
     mark_profile: str | None = Field(default=None, description="Rule profile for manifests without one.")
 
 
+class ServiceSection(_Model):
+    """``[service]``: limits of ``markctl serve`` (docs/service.md)."""
+
+    event_window: int = Field(default=1000, ge=10, le=1_000_000, description="Events kept per job.")
+    keep_finished_jobs: int = Field(default=200, ge=0, description="Finished jobs kept in memory.")
+    keep_finished_s: float = Field(default=3600.0, ge=0, description="Seconds a finished job is kept.")
+    token_max_age_days: float = Field(
+        default=90.0, ge=0, description="Tokens older than this are refused; 0: never."
+    )
+    auth_failures_per_minute: int = Field(default=10, ge=1, description="Failed authentications per client.")
+    shutdown_grace_s: float = Field(default=10.0, gt=0, description="Longest wait for clients at shutdown.")
+
+
 class Settings(_Model):
     records: RecordsSection = RecordsSection()
     machines: dict[str, MachineEntry] = Field(default_factory=dict)
     defaults: DefaultsSection = DefaultsSection()
+    service: ServiceSection = ServiceSection()
     source: str | None = Field(default=None, exclude=True)
 
     def records_location(self, explicit: str | None = None) -> str:

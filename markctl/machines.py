@@ -187,7 +187,7 @@ async def open_machine(
         machine = await _open_simulated(full, prof, driver_cls, simulator_kwargs or {})
     else:
         opts = validate_options(full)
-        transport = resolve_transport(addr.transport)(addr.location, opts.transport)
+        transport = resolve_transport(full.transport)(full.location, opts.transport)
         machine = Machine(
             full, prof, driver_cls(transport, prof, _driver_options(opts.driver), name=str(full))
         )

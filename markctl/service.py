@@ -1,17 +1,26 @@
 """The service layer: what the CLI and the HTTP API both call.
 
 It owns the record store, the named machines (opened on first use, one job at a time each) and the
-jobs of this process, each with an event log that progress displays and server-sent events read.
-Closing the service aborts running jobs and closes every machine to its safe state.
+jobs of this process. Machine I/O shares the event loop with everything else the service does, so
+nothing that can take long runs on it: pre-checks run in small cancellable chunks in a worker
+process, record writes and checks in threads (the runner). A job keeps a bounded window of its
+events and a summary (counts, results); finished jobs are forgotten after a while (their records
+stay). Closing the service cancels pre-checks, aborts running jobs and closes every machine to its
+safe state, all machines at once, and ends every event stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import io
+import multiprocessing
+import time
 import uuid
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,21 +30,37 @@ import numpy as np
 
 from markctl.address import parse_address
 from markctl.config import MachineEntry, Settings
-from markctl.errors import ConfigError, MarkctlError
+from markctl.errors import ConfigError, MachineError, MarkctlError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import Manifest, parse_manifest
 from markctl.jobs.owner import owner_is_gone
-from markctl.jobs.runner import BatchReport, Plan, Prepared, precheck, precheck_off_loop, run_plan
+from markctl.jobs.runner import BatchReport, Plan, Prepared, Verdict, judge_items, precheck, run_plan
 from markctl.layouts import MarkRequest, compose
 from markctl.layouts import program as make_program
 from markctl.layouts.program import MotionProgram
-from markctl.machines import Machine, open_machine
-from markctl.profiles import load_profile
+from markctl.machines import Machine, check_machine, open_machine
+from markctl.profiles import FirmwareProfile, load_profile
 from markctl.records import Record, RecordStore, RegistryModeError
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
+
+#: Items pre-checked per step: between two steps a pre-check can be cancelled (client gone, abort,
+#: shutdown); one step takes about a second (composing and checking an item takes ~0.15 s).
+PRECHECK_CHUNK = 8
+
+
+def _precheck_pool() -> ProcessPoolExecutor:
+    """One worker process for pre-checks: composing and checking is CPU work that, in a thread,
+    would take the interpreter away from the event loop that carries machine I/O (a pre-check in a
+    thread slowed marking on other machines several times over). Forked from a server process that
+    has imported the layout code once, so a new worker starts in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["markctl.jobs.runner"])
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    pool.submit(int).result()  # the worker is up (the first start imports the layout code: seconds)
+    return pool
 
 
 def _now() -> str:
@@ -44,25 +69,73 @@ def _now() -> str:
 
 @dataclass
 class JobRun:
-    """One job of this process: its pre-check, its events and its result."""
+    """One job of this process: its pre-check, a window of its latest events, and its result.
+
+    A GRBL item alone emits thousands of progress events, so only the last ``window`` events are
+    kept; what a person needs afterwards (counts and per-item results) is kept as a summary that
+    does not grow with progress events.
+    """
 
     id: str
     machine: str
     operator: str
     created: str
-    state: str = "pre-checked"  # pre-checked | running | done | failed | aborted | rejected
+    state: str = "pre-checking"  # pre-checking | running | done | failed | aborted | rejected
     rows: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    window: int = 1000
+    events: deque[dict[str, Any]] = field(init=False)
     report: BatchReport | None = None
     error: str | None = None
-    task: asyncio.Task[None] | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _notifications: set[asyncio.Task[None]] = field(default_factory=set)
+    task: asyncio.Task[Any] | None = None  # the pre-check, then the marking
+    finished_at: float | None = None  # time.monotonic() when it ended
+    last_seq: int = 0
+    ended: list[dict[str, Any]] = field(default_factory=list)  # one entry per item that ended
+    milestones: list[dict[str, Any]] = field(default_factory=list)  # every event but progress
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    _closed: bool = False
 
-    async def add_event(self, event: dict[str, Any]) -> None:
-        async with self._changed:
-            self.events.append({"seq": len(self.events) + 1, "at": _now(), **event})
-            self._changed.notify_all()
+    def __post_init__(self) -> None:
+        self.events = deque(maxlen=max(1, self.window))
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        """Keep ``event`` (numbered), note an item's end in the summary, wake every follower."""
+        self.last_seq += 1
+        numbered = {"seq": self.last_seq, "at": _now(), **event}
+        self.events.append(numbered)
+        if event.get("type") != "progress":  # a few per item: kept whole, so no follower misses one
+            self.milestones.append(numbered)
+        if event.get("type") == "item-ended":
+            self.ended.append({k: event.get(k) for k in ("item", "state", "message", "record")})
+        self._wake()
+
+    def end(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        if error is not None:
+            self.error = error
+        self.finished_at = time.monotonic()
+        self._wake()
+
+    def close(self) -> None:
+        """End every stream following this job (the service is shutting down)."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def counts(self) -> dict[str, int]:
+        if self.report is not None:
+            return self.report.counts()
+        return dict(Counter(str(e["state"]) for e in self.ended))
+
+    def results(self) -> list[dict[str, Any]]:
+        if self.report is not None:
+            return [r.__dict__ for r in self.report.results]
+        return [{"item_key": e["item"], "state": e["state"], "message": e["message"], "record": e["record"]}
+                for e in self.ended]  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -72,8 +145,9 @@ class JobRun:
             "created": self.created,
             "state": self.state,
             "error": self.error,
-            "counts": self.report.counts() if self.report else {},
-            "results": [r.__dict__ for r in self.report.results] if self.report else [],
+            "counts": self.counts(),
+            "results": self.results(),
+            "events": {"last": self.last_seq, "kept_from": self.events[0]["seq"] if self.events else None},
             "rows": self.rows,
         }
 
@@ -82,18 +156,27 @@ class JobRun:
         return self.state in ("done", "failed", "aborted", "rejected")
 
     async def follow(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Events after ``after``, then new ones as they come, until the job has finished."""
-        index = after
+        """Kept events numbered after ``after``, then new ones as they come, until the job has finished.
+
+        A follower slower than the window misses the progress events that fell out of it (their
+        sequence numbers jump); every other event (batch and item starts and ends) is always sent.
+        """
+        seen = after
         while True:
-            async with self._changed:
-                while index >= len(self.events) and not self.finished:
-                    await self._changed.wait()
-                batch = self.events[index:]
+            batch = [e for e in self.events if e["seq"] > seen] if self.last_seq > seen else []
+            if batch and batch[0]["seq"] > seen + 1:  # fell behind the window: the milestones missed
+                first = bisect.bisect_right([m["seq"] for m in self.milestones], seen)
+                batch = [m for m in self.milestones[first:] if m["seq"] < batch[0]["seq"]] + batch
             for event in batch:
                 yield event
-            index += len(batch)
-            if self.finished and index >= len(self.events):
+            if batch:
+                seen = batch[-1]["seq"]
+                continue
+            if self.finished or self._closed:
                 return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
 
 @dataclass
@@ -105,14 +188,41 @@ class _Slot:
 
 
 class MarkService:
-    """Records, machines and jobs; see the module docstring."""
+    """Records, machines and jobs; see the module docstring.
 
-    def __init__(self, settings: Settings, store: RecordStore, *, out_dir: Path | None = None) -> None:
+    ``addresses_as_machines``: a job may name a machine by address (the CLI: the person at the
+    keyboard chose it). The HTTP service passes False: jobs name registered machines only, so no
+    request creates a machine that a supervisor did not register.
+    ``keep_finished`` / ``keep_finished_s``: how many finished jobs are kept, and for how long.
+    ``precheck_process``: pre-check in a worker process (the HTTP service, where machines mark
+    while others pre-check) rather than a thread (the CLI, which pre-checks before it marks).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RecordStore,
+        *,
+        out_dir: Path | None = None,
+        addresses_as_machines: bool = True,
+        event_window: int = 1000,
+        keep_finished: int = 200,
+        keep_finished_s: float = 3600.0,
+        precheck_process: bool = False,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.out_dir = out_dir
+        self.addresses_as_machines = addresses_as_machines
+        self.event_window = event_window
+        self.keep_finished = keep_finished
+        self.keep_finished_s = keep_finished_s
         self._slots = {name: _Slot(entry) for name, entry in settings.machines.items()}
         self.jobs: dict[str, JobRun] = {}
+        self.closing = False
+        self.precheck_process = precheck_process
+        self._prechecker: Executor | None = None  # started on the first pre-check
+        self._starting_prechecker = asyncio.Lock()
         recovered = store.recover_interrupted(
             "markctl:startup", is_stale=lambda started: owner_is_gone(started.data.get("owner"))
         )
@@ -123,18 +233,28 @@ class MarkService:
     def machine_names(self) -> list[str]:
         return sorted(self._slots)
 
-    def add_machine(self, name: str, entry: MachineEntry) -> None:
+    def add_machine(self, name: str, entry: MachineEntry) -> MachineEntry:
+        """Register a machine after checking its address and profile together (nothing is opened).
+
+        Raises AddressError / ConfigError naming the bad part; nothing is registered then.
+        """
         if name in self._slots:
             raise ConfigError(f"machine {name!r} exists already")
-        self._slots[name] = _Slot(entry)
+        if "://" in name:
+            raise ConfigError(f"machine name {name!r}: a name, not an address")
+        found = check_machine(entry.address, entry.profile)
+        checked = MachineEntry(address=str(found.address), profile=entry.profile or found.profile.id)
+        self._slots[name] = _Slot(checked)
+        return checked
 
     def _slot(self, name: str) -> _Slot:
         if name not in self._slots:
-            if "://" in name:
+            if "://" in name and self.addresses_as_machines:
                 self._slots[name] = _Slot(MachineEntry(address=name))
             else:
                 raise ConfigError(
-                    f"unknown machine {name!r} (known: {', '.join(sorted(self._slots)) or 'none'})"
+                    f"unknown machine {name!r} (registered: {', '.join(sorted(self._slots)) or 'none'})",
+                    hint="a supervisor registers machines with POST /machines" if "://" in name else None,
                 )
         return self._slots[name]
 
@@ -146,6 +266,22 @@ class MarkService:
                 slot.machine = await open_machine(slot.entry.address, profile=slot.entry.profile)
         return slot.machine
 
+    async def recover(self, name: str) -> dict[str, Any]:
+        """Reconnect a machine whose link was lost or whose safe state was not confirmed, and confirm
+        its safe state now (a supervisor, after inspecting it). Refused while a job runs on it."""
+        slot = self._slot(name)
+        if slot.lock.locked():
+            raise MachineError(f"machine {name!r} is running a job; abort it first", address=name)
+        async with slot.lock, slot.opening:
+            if slot.machine is None:
+                slot.machine = await open_machine(slot.entry.address, profile=slot.entry.profile)
+                confirmed = await slot.machine.driver.safe_state("recover")
+            else:
+                await slot.machine.driver.recover()  # raises SafetyError if still not confirmed
+                confirmed = True
+        status = self._status(name, slot)
+        return {**status, "safe_state_confirmed": confirmed}
+
     def profile_of(self, name: str) -> str:
         """The firmware profile id of a machine (a simulator's address names it)."""
         entry = self._slot(name).entry
@@ -156,20 +292,18 @@ class MarkService:
             return address.location
         raise ConfigError(f"machine {name!r} ({entry.address}) needs a firmware profile")
 
+    def _status(self, name: str, slot: _Slot) -> dict[str, Any]:
+        m = slot.machine
+        return {
+            "name": name,
+            "address": slot.entry.address,
+            "profile": slot.entry.profile or (m.profile.id if m else None),
+            "state": m.driver.state.value if m else "not connected",
+            "busy": slot.lock.locked(),
+        }
+
     def machine_status(self) -> list[dict[str, Any]]:
-        out = []
-        for name, slot in sorted(self._slots.items()):
-            m = slot.machine
-            out.append(
-                {
-                    "name": name,
-                    "address": slot.entry.address,
-                    "profile": slot.entry.profile or (m.profile.id if m else None),
-                    "state": m.driver.state.value if m else "not connected",
-                    "busy": slot.lock.locked(),
-                }
-            )
-        return out
+        return [self._status(name, slot) for name, slot in sorted(self._slots.items())]
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -177,6 +311,32 @@ class MarkService:
         self, manifest: Manifest, catalogue: Catalogue, machine_profile_id: str, today: date | None = None
     ) -> Plan:
         return precheck(manifest, catalogue, load_profile(machine_profile_id), today=today)
+
+    async def precheck(self, manifest: Manifest, catalogue: Catalogue, profile: FirmwareProfile) -> Plan:
+        """The whole manifest's pre-check, in the pre-check process, a chunk of items at a time.
+
+        Cancelling the caller stops it after the chunk in progress: a client that went away, an
+        abort or a shutdown never leaves a pre-check running for minutes.
+        """
+        loop = asyncio.get_running_loop()
+        async with self._starting_prechecker:  # two first pre-checks start one worker
+            if self._prechecker is None:
+                self._prechecker = (
+                    await asyncio.to_thread(
+                        _precheck_pool
+                    )  # starting it waits for the worker: not on the loop
+                    if self.precheck_process
+                    else ThreadPoolExecutor(max_workers=1, thread_name_prefix="markctl-precheck")
+                )
+        today = date.today()  # judged once: the items are made again for this day when marked
+        verdicts: list[Verdict] = []
+        items = manifest.items
+        for start in range(0, len(items), PRECHECK_CHUNK):
+            chunk = items[start : start + PRECHECK_CHUNK]
+            verdicts += await loop.run_in_executor(
+                self._prechecker, judge_items, chunk, catalogue, profile, today
+            )
+        return Plan.judged(manifest, catalogue, profile, verdicts, today)
 
     async def submit(
         self,
@@ -192,13 +352,34 @@ class MarkService:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         continue_on_verify_fail: bool = False,
     ) -> JobRun:
-        """Pre-check a manifest and, if it may run, start marking it; returns the job at once."""
+        """Pre-check a manifest and, if it may run, start marking it; returns the job at once.
+
+        While it is pre-checked the job is listed (state ``pre-checking``) and can be aborted; a
+        rejected job is not kept: the answer carries its report.
+        """
+        if self.closing:
+            raise ConfigError("the service is shutting down; submit the job again once it is back")
         job = self.new_job(machine, operator)
-        manifest = parse_manifest(
-            manifest_csv, source="manifest", default_mark_profile=self.settings.defaults.mark_profile
-        )
+        profile = load_profile(self.profile_of(machine))
+        manifest = await asyncio.to_thread(parse_manifest, manifest_csv, source="manifest",
+                                           default_mark_profile=self.settings.defaults.mark_profile)  # fmt: skip
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
-        plan = await precheck_off_loop(manifest, catalogue, load_profile(self.profile_of(machine)))
+        self._expire()
+        self.jobs[job.id] = job
+        checking = asyncio.create_task(self.precheck(manifest, catalogue, profile))
+        job.task = checking  # an abort (or shutdown) cancels the pre-check
+        try:
+            plan = await checking  # our caller cancelled (client gone): the pre-check is cancelled too
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                self.jobs.pop(job.id, None)
+                raise
+            job.end("aborted", "aborted during the pre-check; nothing was marked")
+            return job
+        except BaseException:
+            self.jobs.pop(job.id, None)
+            raise
         return await self.submit_plan(plan, job, exclude=exclude, overrides=overrides, override_by=override_by,
                                       wait=wait, on_event=on_event,
                                       continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
@@ -216,21 +397,27 @@ class MarkService:
         continue_on_verify_fail: bool = False,
     ) -> JobRun:
         """Run a pre-checked plan as ``job`` (rejected if rows block it)."""
+        if self.closing:
+            raise ConfigError("the service is shutting down; submit the job again once it is back")
         slot = self._slot(job.machine)
-        self.jobs[job.id] = job
         job.rows = plan.rows()
         blocked = plan.blocking(exclude or set(), overrides or {})
         if blocked:
-            job.state = "rejected"
+            self.jobs.pop(job.id, None)
             job.error = f"rows with errors block the batch: lines {', '.join(map(str, sorted(blocked)))}"
-            await job.add_event({"type": "rejected", "lines": sorted(blocked)})
+            job.add_event({"type": "rejected", "lines": sorted(blocked)})
+            job.end("rejected")
             return job
         try:  # before any machine is opened: a production registry takes no simulated mark (ISSUE 10 §2)
             self.store.check_machine(parse_address(slot.entry.address).is_simulated, slot.entry.address)
         except RegistryModeError as exc:
-            job.state, job.error = "rejected", str(exc)
-            await job.add_event({"type": "rejected", "error": job.error})
+            self.jobs.pop(job.id, None)
+            job.error = str(exc)
+            job.add_event({"type": "rejected", "error": job.error})
+            job.end("rejected")
             return job
+        self.jobs[job.id] = job
+        job.state = "pending"
         job.task = asyncio.create_task(
             self._run(job, plan, slot, exclude, overrides, override_by, on_event, continue_on_verify_fail)
         )
@@ -240,7 +427,21 @@ class MarkService:
 
     def new_job(self, machine: str, operator: str) -> JobRun:
         self._slot(machine)
-        return JobRun(uuid.uuid4().hex[:12], machine, operator, _now())
+        return JobRun(uuid.uuid4().hex[:12], machine, operator, _now(), window=self.event_window)
+
+    def _expire(self) -> None:
+        """Forget finished jobs older than ``keep_finished_s``, and all but the ``keep_finished`` newest."""
+        finished = sorted((j for j in self.jobs.values() if j.finished_at is not None),
+                          key=lambda j: j.finished_at or 0.0)  # fmt: skip
+        cutoff = time.monotonic() - self.keep_finished_s
+        excess = len(finished) - self.keep_finished
+        for index, job in enumerate(finished):
+            if index < excess or (job.finished_at or 0.0) < cutoff:
+                del self.jobs[job.id]
+
+    def list_jobs(self) -> list[JobRun]:
+        self._expire()
+        return list(self.jobs.values())
 
     async def _run(
         self,
@@ -254,17 +455,14 @@ class MarkService:
         continue_on_verify_fail: bool = False,
     ) -> None:
         def emit(event: dict[str, Any]) -> None:
-            job.events.append({"seq": len(job.events) + 1, "at": _now(), **event})
+            job.add_event(event)
             if on_event is not None:
                 on_event(event)
-            # Wake SSE followers; keep a reference so the task cannot be collected before it runs.
-            task = asyncio.get_running_loop().create_task(_notify(job))
-            job._notifications.add(task)
-            task.add_done_callback(job._notifications.discard)
 
-        async with slot.lock:
-            job.state = "running"
-            try:
+        state, error = "failed", None
+        try:
+            async with slot.lock:
+                job.state = "running"
                 machine = await self.machine(job.machine)
                 images = self.out_dir / "workpieces" / job.id if self.out_dir else None
                 job.report = await run_plan(plan, machine, self.store, operator=job.operator, batch_id=job.id,
@@ -272,24 +470,24 @@ class MarkService:
                                             on_event=emit, load_part=load_part, verify=verify_item,
                                             images=images,
                                             continue_on_verify_fail=continue_on_verify_fail)  # fmt: skip
-                job.state = "done" if job.report.ok else "failed"
-            except asyncio.CancelledError:
-                job.state = "aborted"
-                await _notify(job)
-                raise
-            except MarkctlError as exc:
-                job.state, job.error = "failed", str(exc)
-            except Exception as exc:  # a bug: the job ends visibly, never "running" forever
-                job.state, job.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-            finally:
-                await _notify(job)
+                state = "done" if job.report.ok else "failed"
+        except asyncio.CancelledError:
+            state = "aborted"
+            raise
+        except MarkctlError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug: the job ends visibly, never "running" forever
+            error = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            job.end(state, error)
 
     async def abort(self, job_id: str) -> JobRun:
         job = self.job(job_id)
-        if job.task is not None and not job.task.done():
-            job.task.cancel()
+        task = job.task
+        if task is not None and not task.done():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await job.task
+                await asyncio.wait({task})
         return job
 
     def job(self, job_id: str) -> JobRun:
@@ -345,19 +543,23 @@ class MarkService:
         )
 
     async def close(self) -> None:
-        """Abort running jobs, then close every machine to its safe state."""
-        for job in list(self.jobs.values()):
-            if job.task is not None and not job.task.done():
-                await self.abort(job.id)
-        for slot in self._slots.values():
-            if slot.machine is not None:
-                await slot.machine.close()
-                slot.machine = None
+        """Cancel pre-checks, abort running jobs, close every machine to its safe state; all machines
+        at once (each driver's safe-state path is bounded in time), then end every event stream."""
+        self.closing = True
+        running = [job for job in self.jobs.values() if job.task is not None and not job.task.done()]
+        await asyncio.gather(*(self.abort(job.id) for job in running), return_exceptions=True)
+        slots = [slot for slot in self._slots.values() if slot.machine is not None]
+        await asyncio.gather(*(self._close_slot(slot) for slot in slots), return_exceptions=True)
+        for job in self.jobs.values():
+            job.close()
+        if self._prechecker is not None:
+            self._prechecker.shutdown(wait=False, cancel_futures=True)
 
-
-async def _notify(job: JobRun) -> None:
-    async with job._changed:
-        job._changed.notify_all()
+    @staticmethod
+    async def _close_slot(slot: _Slot) -> None:
+        machine, slot.machine = slot.machine, None
+        if machine is not None:
+            await machine.close()
 
 
 # --- simulated parts ---------------------------------------------------------------------------

@@ -53,4 +53,28 @@ class VerifyImageIn(_In):
 
 
 class Problem(BaseModel):
-    detail: str
+    """Every error answer: one line naming the cause (and, for a malformed request, every bad part)."""
+
+    detail: str = Field(description="What went wrong and, where it helps, what to do next.")
+    code: str | None = Field(default=None, description="A short machine-readable code, e.g. `address`.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="For a malformed request: each bad part (`loc`, `msg`, `type`)."
+    )
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with the :class:`Problem` body."""
+    what = {
+        401: "No token, an unknown, revoked or expired one.",
+        403: "The token's role may not do this.",
+        404: "No such resource.",
+        409: "The resource's state forbids it (busy machine, item already marked, exists already).",
+        422: "The request is malformed or refused (the detail names the part).",
+        429: "Too many failed authentications from this client; see Retry-After.",
+        502: "The machine failed (not the request).",
+        503: "The service is shutting down.",
+    }
+    return {s: {"model": Problem, "description": what[s]} for s in statuses}
+
+
+AUTH = problems(401, 403, 422, 429)

@@ -715,7 +715,8 @@ def serve(
     settings = load_settings()
     with open_store(records) as store:  # --records > MARKCTL_RECORDS > markctl.toml
         typer.echo(f"records: the {store.registry.describe()}", err=True)
-        uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, store=store), host=host, port=port, log_level="info",
+                    timeout_graceful_shutdown=int(settings.service.shutdown_grace_s))  # fmt: skip
     return 0
 
 

@@ -173,6 +173,18 @@ class Plan:
         if not self.verdicts and not isinstance(self.prepared, _Remade):
             self.verdicts = [p.verdict() for p in self.prepared]
 
+    @classmethod
+    def judged(
+        cls,
+        manifest: Manifest,
+        catalogue: Catalogue,
+        machine_profile: FirmwareProfile,
+        verdicts: list[Verdict],
+        today: date,
+    ) -> Plan:
+        """The plan of a pre-check's verdicts; each item is made again (for ``today``) when marked."""
+        return cls(manifest, machine_profile, _Remade(verdicts, catalogue, machine_profile, today), verdicts)
+
     def blocking(self, exclude: set[int], overrides: Mapping[int, str]) -> dict[int, list[str]]:
         """Lines whose problems stop the batch: not excluded, and not overridden (compliance only)."""
         blocked: dict[int, list[str]] = {}
@@ -305,7 +317,13 @@ def _worker_init(catalogue: Catalogue, machine_profile: FirmwareProfile, today: 
 
 def _judge_chunk(items: list[ManifestItem]) -> list[Verdict]:
     assert _worker_state is not None
-    catalogue, machine_profile, today = _worker_state
+    return judge_items(items, *_worker_state)
+
+
+def judge_items(
+    items: Sequence[ManifestItem], catalogue: Catalogue, machine_profile: FirmwareProfile, today: date
+) -> list[Verdict]:
+    """The verdicts of some items, in order: a worker's share of a pre-check."""
     return [judge(item, catalogue, machine_profile, today) for item in items]
 
 
@@ -351,7 +369,7 @@ def precheck(
             done(judge(item, catalogue, machine_profile, day))
     else:
         _judge_in_pool(items, catalogue, machine_profile, day, n_workers, done, cancel)
-    return Plan(manifest, machine_profile, _Remade(verdicts, catalogue, machine_profile, day), verdicts)
+    return Plan.judged(manifest, catalogue, machine_profile, verdicts, day)
 
 
 async def precheck_off_loop(
@@ -543,7 +561,7 @@ async def run_plan(
                                      emit, load_part, verify, images)  # fmt: skip
         report.results.append(result)
         emit({"type": "item-ended", "index": index, "of": len(todo), "item": result.item_key, "state": result.state,
-              "message": result.message})  # fmt: skip
+              "message": result.message, "record": result.record})  # fmt: skip
         stop = None
         if result.state == "unknown" or not result.machine_safe:
             # The weapon's or the machine's state is in doubt: stop rather than cut the next weapon blind.
@@ -635,9 +653,13 @@ async def _run_item(
     except asyncio.CancelledError:
         # The batch was cancelled (operator abort, service shutdown): stop the machine, record, go on.
         aborted = await asyncio.shield(job.abort())
-        store.append(key, _state_after(aborted).value, operator,
-                     {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled",
-                      "simulated": _simulated(machine)})  # fmt: skip
+        ended = store.append(key, _state_after(aborted).value, operator,
+                             {"result": _outcome(aborted), "started": started.seq, "error": "batch cancelled",
+                              "simulated": _simulated(machine)})  # fmt: skip
+        # The batch report is lost with the cancellation: this event is how a watcher learns the outcome.
+        emit({"type": "item-ended", "item": key, "state": ended.event, "record": ended.seq,
+              "message": f"aborted: {aborted.message or ended.event}",
+              "safe_state_confirmed": aborted.safe_state_confirmed})  # fmt: skip
         raise
     state = _state_after(job_result)
     outcome = _outcome(job_result)

@@ -18,6 +18,7 @@ SURFACE = [
     ("POST", "/layouts/preview", {"operator", "supervisor"}),
     ("GET", "/machines", {"operator", "supervisor"}),
     ("POST", "/machines", {"supervisor"}),
+    ("POST", "/machines/{name}/recover", {"supervisor"}),
     ("POST", "/jobs", {"operator", "supervisor"}),
     ("GET", "/jobs", {"operator", "supervisor", "auditor"}),
     ("GET", "/jobs/{job_id}", {"operator", "supervisor", "auditor"}),
