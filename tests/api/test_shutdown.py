@@ -36,7 +36,7 @@ def _free_port() -> int:
 class Server:
     def __init__(self, tmp_path: Path, machines: str) -> None:
         (tmp_path / "markctl.toml").write_text(f"{machines}\n[service]\nshutdown_grace_s = 5\n")
-        with RecordStore.open(tmp_path / "r.db") as store:
+        with RecordStore.init(tmp_path / "r.db", site="test-depot", training=True) as store:
             tokens = TokenStore(store)
             self.tokens = {role: tokens.create(f"{role}-1", role) for role in ("operator", "supervisor")}
         self.port = _free_port()
@@ -145,10 +145,10 @@ def test_sigterm_with_an_sse_client_aborts_the_job_and_reaches_a_safe_state(serv
 
 def test_a_pre_check_stops_when_its_client_goes_away(server: Any, repo: Path) -> None:
     srv: Server = server('[machines.laser]\naddress = "sim://grbl-1.1?clock=instant"\n')
-    rows = "".join(f"P{n:04d},Beretta,92FS,iti-import,frame,KE,26,yes\n" for n in range(400))
+    rows = "".join(f"P{n:05d},Beretta,92FS,iti-import,frame,KE,26,yes\n" for n in range(20_000))
     body = {"manifest_csv": MANIFEST.splitlines(keepends=True)[0] + rows,
             "catalogue_toml": (repo / "examples/import/parts.toml").read_text(), "machine": "laser"}  # fmt: skip
-    with pytest.raises(httpx.ReadTimeout):  # 400 rows take far longer than this client waits
+    with pytest.raises(httpx.ReadTimeout):  # 20,000 rows take far longer than this client waits
         httpx.post(f"{srv.base}/jobs", json=body, headers=srv.headers(), timeout=3)
     deadline = time.monotonic() + 30  # the chunk in progress (8 items) ends first
     while True:
@@ -159,4 +159,4 @@ def test_a_pre_check_stops_when_its_client_goes_away(server: Any, repo: Path) ->
         assert [j["state"] for j in jobs] == ["pre-checking"]
         time.sleep(0.2)
     with RecordStore.open(srv.db) as store:
-        assert store.verify().rows == 0
+        assert store.items() == []
