@@ -24,8 +24,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import sqlite3
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +40,9 @@ from markctl.api import create_app
 from markctl.auth import TokenStore
 from markctl.config import MachineEntry, ServiceSection, Settings
 from markctl.records import RecordStore
-from markctl.records.store import _canonical, _hash  # the registry's own row format
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from records import bulk_fill  # noqa: E402  (bench/records.py: the same registry generator)
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "serial,manufacturer,model,mark_profile,components,import_country,import_year,has_unique_mark\n"
@@ -59,36 +61,12 @@ def p99(values: list[float]) -> float:
 
 
 def make_registry(db: Path, weapons: int) -> int:
-    """Append ``weapons`` x (planned, started, marked) to the chain with plain SQL; returns rows."""
-    with RecordStore.open(db) as store:
-        seq, prev = store.head()
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA synchronous=OFF")
-    at = "2026-01-01T00:00:00.000000Z"
-    batch: list[tuple[Any, ...]] = []
-    item_rows: list[tuple[Any, ...]] = []
-    for n in range(weapons):
-        key = f"HISTORIC|H{n:07d}|frame|iti-import"
-        for event, state in (("planned", "planned"), ("started", "started"), ("marked", "marked")):
-            seq += 1
-            body = _canonical({"seq": seq, "at": at, "item": key, "event": event, "state": state,
-                               "actor": "bench", "data": {"n": n}})  # fmt: skip
-            digest = _hash(prev, body)
-            batch.append((seq, at, key, event, state, "bench", body, prev, digest))
-            prev = digest
-        item_rows.append(
-            (key, f"HISTORIC|H{n:07d}", "frame", "iti-import", "historic", "marked", 1, 1, seq, at)
-        )
-        if len(batch) >= 30_000:
-            conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)", batch)
-            conn.executemany("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?)", item_rows)
-            batch.clear()
-            item_rows.clear()
-    conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)", batch)
-    conn.executemany("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?)", item_rows)
-    conn.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
-    conn.commit()
-    conn.close()
+    """A training registry holding ``weapons`` marked frames (planned, started, marked); returns rows.
+
+    The rows are written the way bench/records.py writes its large registries (one transaction of
+    well-formed, chained rows), so both benches measure the same registry format.
+    """
+    bulk_fill(db, weapons, components=("frame",))
     return weapons * 3
 
 

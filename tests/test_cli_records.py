@@ -111,6 +111,10 @@ def test_a_misspelt_registry_is_refused_and_nothing_is_marked_or_created(
     image = Path(shown.split("image:")[1].split()[0])
     assert image.parent == tmp_path / "depot.db.images" and "(SIMULATED)" in shown
     assert hashlib.sha256(image.read_bytes()).hexdigest() == image.stem
+    # The register shows the mark as it was cut (its lines), not a paraphrase of the request.
+    assert main(["records", "register", "--records", "depot.db", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["serial"], r["mark_text"]) for r in rows] == [("T1", "KE 26")]
 
 
 def test_a_database_without_a_registry_is_refused_by_every_reader(

@@ -493,8 +493,12 @@ def _state_after(result: JobResult) -> ItemState:
 
 def _summary(prepared: Prepared) -> dict[str, Any]:
     assert prepared.request is not None and prepared.program is not None and prepared.report is not None
+    layout = prepared.layout
     return {
         "request": prepared.request.model_dump(mode="json"),
+        # what is cut, exactly as it reads: the register shows this, not a paraphrase of the fields
+        "mark_lines": [line.text for line in layout.lines] if layout is not None else [],
+        "mark_code": layout.code.symbol.content if layout is not None and layout.code is not None else None,
         "program_digest": prepared.program.digest,
         "findings": prepared.report.to_dict()["findings"],
     }

@@ -72,9 +72,14 @@ class MarkEntry:
     record: int = 0
     record_hash: str = ""
     findings: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    code: str | None = None
 
     @property
     def text(self) -> str:
+        """The mark as cut (its lines, then the Data Matrix content); older records: their fields."""
+        if self.lines:
+            return " / ".join(self.lines) + (f" / Data Matrix: {self.code}" if self.code else "")
         return " / ".join(f"{k}: {v}" for k, v in sorted(self.fields.items()))
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,6 +90,7 @@ class MarkEntry:
             "batch": self.batch,
             "state": self.state,
             "fields": self.fields,
+            "mark_text": self.text,
             "marked_at": self.marked_at,
             "operator": self.operator,
             "machine": self.machine,
@@ -127,6 +133,8 @@ def _apply(entry: MarkEntry, identity: dict[str, str], seq: int, ev: str, at: st
     elif ev == "started":
         request = data.get("request") or {}
         entry.fields = {str(k): str(v) for k, v in (request.get("fields") or {}).items()}
+        entry.lines = [str(line) for line in data.get("mark_lines") or []]
+        entry.code = str(data["mark_code"]) if data.get("mark_code") else None
         entry.machine = str(data.get("machine", ""))
         entry.simulated = data.get("simulated")
         entry.findings = [str(f.get("message", f)) if isinstance(f, dict) else str(f)
