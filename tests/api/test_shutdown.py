@@ -116,18 +116,12 @@ def test_sigterm_with_an_sse_client_aborts_the_job_and_reaches_a_safe_state(serv
         assert time.monotonic() < deadline, f"no progress from the machine: {events[:5]}"
         time.sleep(0.05)
 
-    start = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     code = srv.proc.wait(EXIT_BOUND_S)  # raises TimeoutExpired if the service hangs on its client
-    elapsed = time.monotonic() - start
     follower.join(5)
     assert not follower.is_alive(), "the event stream did not end"
     # uvicorn re-raises the signal once shut down, so the exit status is "terminated by SIGTERM".
-    assert code in (0, -signal.SIGTERM) and elapsed < EXIT_BOUND_S, (
-        code,
-        elapsed,
-        srv.log.read_text()[-2000:],
-    )
+    assert code in (0, -signal.SIGTERM), (code, srv.log.read_text()[-2000:])
     assert "Application shutdown complete" in srv.log.read_text()
 
     ended = [e for kind, e in events if kind == "item-ended"]
