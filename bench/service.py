@@ -236,8 +236,8 @@ async def main(args: argparse.Namespace) -> None:
                     pre_s = time.perf_counter() - pre_start
                     for poller in pollers:
                         poller.stop.set()
-                    for poller in pollers:
-                        poller.join(600)
+                    for poller in pollers:  # joined off the loop: the server they talk to runs on it
+                        await asyncio.to_thread(poller.join, 600)
                     loaded = list(latency.samples)
             finally:
                 server.should_exit = True
