@@ -8,6 +8,7 @@ runs derandomized.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,3 +77,20 @@ def production_db(tmp_path: Path) -> Path:
 def new_registry() -> Callable[..., Path]:
     """``new_registry(path, training=True, site=...)``: create a registry where a test needs one."""
     return make_registry
+
+
+def item_states(db: Path) -> dict[str, str]:
+    """Each item's state, read with plain sqlite3 while another process writes (empty until it exists)."""
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        rows = con.execute("SELECT item_key, state FROM items").fetchall()
+        con.close()
+    except sqlite3.OperationalError:
+        return {}
+    return dict(rows)
+
+
+@pytest.fixture
+def read_states() -> Callable[[Path], dict[str, str]]:
+    """``read_states(db)``: the items' states of a registry another process is writing."""
+    return item_states

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import pty
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -81,26 +80,16 @@ def test_terminal_is_asked_and_no_means_nothing_is_cut(
         assert store.head() == before, "declined: nothing recorded, nothing cut"
 
 
-def _states(db: Path) -> dict[str, str]:
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        rows = con.execute("SELECT item_key, state FROM items").fetchall()
-        con.close()
-    except sqlite3.OperationalError:
-        return {}
-    return dict(rows)
-
-
 @pytest.mark.slow
 def test_ctrl_c_says_what_became_of_the_item_and_how_to_resolve_it(
-    workdir: Path, new_registry: Callable[..., Path]
+    workdir: Path, new_registry: Callable[..., Path], read_states: Callable[[Path], dict[str, str]]
 ) -> None:
     new_registry(workdir / "records.db")
     proc = subprocess.Popen(_cmd(workdir, "scaled:30", "--yes"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=workdir, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while "started" not in _states(workdir / "records.db").values():
+        while "started" not in read_states(workdir / "records.db").values():
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "no item started"
             time.sleep(0.05)
@@ -115,7 +104,7 @@ def test_ctrl_c_says_what_became_of_the_item_and_how_to_resolve_it(
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     key = "BERETTA|K1|frame|iti-import"
-    assert _states(workdir / "records.db")[key] == "unknown"
+    assert read_states(workdir / "records.db")[key] == "unknown"
     lines = [line for line in err.splitlines() if line.startswith("markctl: ")]
     assert lines[0].startswith("markctl: interrupted (Ctrl-C)")
     assert any(f"{key} is recorded 'unknown'" in line

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,18 +28,10 @@ def _batch(repo: Path, tmp: Path, clock: str) -> list[str]:
             "--operator", "crash-test", "--yes", "--records", str(tmp / "records.db")]  # fmt: skip
 
 
-def _states(db: Path) -> dict[str, str]:
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        rows = con.execute("SELECT item_key, state FROM items").fetchall()
-        con.close()
-    except sqlite3.OperationalError:
-        return {}
-    return dict(rows)
-
-
 @pytest.mark.slow
-def test_sigkill_mid_batch(repo: Path, tmp_path: Path, records_db: Path) -> None:
+def test_sigkill_mid_batch(
+    repo: Path, tmp_path: Path, records_db: Path, read_states: Callable[[Path], dict[str, str]]
+) -> None:
     (tmp_path / "manifest.csv").write_text(MANIFEST)
     Catalogue.load(repo / "examples/import/parts.toml")  # the fixture is valid
     db = tmp_path / "records.db"
@@ -49,14 +41,14 @@ def test_sigkill_mid_batch(repo: Path, tmp_path: Path, records_db: Path) -> None
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            states = _states(db)
+            states = read_states(db)
             if list(states.values()).count("marked") >= 1 and "started" in states.values():
                 break
             if proc.poll() is not None:
                 pytest.fail(f"batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             time.sleep(0.02)
         else:
-            pytest.fail(f"no item reached 'started' after one was marked: {_states(db)}")
+            pytest.fail(f"no item reached 'started' after one was marked: {read_states(db)}")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
