@@ -24,7 +24,15 @@ from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
-from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
+from markctl.jobs.runner import (
+    BatchReport,
+    Plan,
+    Prepared,
+    exempt_lines,
+    file_stem,
+    precheck,
+    record_exemption,
+)
 from markctl.layouts import MarkRequest
 from markctl.layouts.toolpath import estimate_cycle_time_s
 from markctl.machines import check_machine
@@ -122,7 +130,9 @@ def print_rows(rows: list[dict[str, Any]], times: dict[str, float] | None = None
     table = Table("line", "item", "verdict", "est. time", "problems / warnings", title="pre-check")
     for row in rows:
         notes = row["problems"] + row.get("warnings", [])
-        style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(row["verdict"], "")
+        style = {"ok": "green", "exempt": "cyan", "not compliant": "red", "invalid": "red"}.get(
+            row["verdict"], ""
+        )
         eta = times.get(row["item"] or "")
         # Text(): findings start with their rule id in brackets ("[iti-8a] ..."), which rich markup would eat.
         table.add_row(str(row["line"]), Text(row["item"] or ""), Text(row["verdict"], style=style),
@@ -140,8 +150,14 @@ def print_plan(plan: Plan, machine: str, exclude: set[int], overrides: dict[int,
     report_console.print(
         f"{len(todo)} item(s) to mark on {machine} ({plan.machine_profile.id}): "
         f"estimated cycle time {_duration(total)} (items already marked are skipped; loading parts is extra)"
+        + _exempt_note(plan, exclude)
     )
     return todo
+
+
+def _exempt_note(plan: Plan, exclude: set[int]) -> str:
+    exempt = [v for v in plan.verdicts if v.verdict == "exempt" and v.item.line not in exclude]
+    return f"; {len(exempt)} item(s) recorded exempt, not marked (temporary import)" if exempt else ""
 
 
 def print_report(report: BatchReport) -> None:
@@ -322,7 +338,10 @@ def batch(
         ),
     ] = [],  # noqa: B006
     override_by: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Supervisor giving the overrides (recorded).")
+        str | None,
+        typer.Option(
+            metavar="NAME", help="Supervisor giving the overrides and recording the exemptions (recorded)."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
@@ -395,6 +414,7 @@ def _batch(
             )
         typer.echo(f"markctl: error: {blocked}", err=True)
         return 1
+    _check_exempt_supervisor(plan, excluded, override_by)
     confirm(f"Mark these items on {name}?", yes)
     assert who is not None and store is not None
     job_box: list[JobRun] = []
@@ -497,9 +517,10 @@ def _mark(
     retargeted = request.model_copy(update={"machine": machine_profile.id})
     item = ManifestItem(1, weapon_key_of(manufacturer, serial), request.component.name.value, request.profile,
                         {"serial": serial, "manufacturer": manufacturer}, dict(request.fields))  # fmt: skip
-    plan = Plan(
-        Manifest(str(request_file), ()), machine_profile, [prepare(retargeted, machine_profile, item)]
-    )
+    prepared = prepare(retargeted, machine_profile, item)
+    if request.exemption is not None:
+        return _mark_exempt(prepared, store, who, as_json)
+    plan = Plan(Manifest(str(request_file), ()), machine_profile, [prepared])
     overrides = {1: override} if override else {}
     if not as_json:
         print_plan(plan, name, set(), overrides)
@@ -520,6 +541,35 @@ def _mark(
     except KeyboardInterrupt:
         return _interrupted(settings, records, job_box)
     return _job_exit(job, as_json)
+
+
+def _mark_exempt(prepared: Prepared, store: RecordStore, who: str, as_json: bool) -> int:
+    """``markctl mark`` of a request with an ``[exemption]``: record it exempt (its ``recorded_by`` is
+    the supervisor); nothing is composed, no machine is opened. Exit 1 unless it is recorded exempt."""
+    assert prepared.request is not None and prepared.request.exemption is not None
+    if not as_json:
+        print_rows([prepared.verdict().row()])
+    result = record_exemption(prepared, store, who, prepared.request.exemption.recorded_by)
+    if result.record is not None and result.state == "exempt":
+        wrote_to(store)
+    if as_json:
+        typer.echo(json.dumps({"item": result.item_key, "state": result.state, "message": result.message,
+                               "record": result.record}, indent=2))  # fmt: skip
+    else:
+        typer.echo(f"{result.item_key}: {result.state}: {result.message}" + (
+            f" (record {result.record})" if result.record else ""))  # fmt: skip
+    return 0 if result.state in ("exempt", "skipped") else 1
+
+
+def _check_exempt_supervisor(plan: Plan, exclude: set[int], override_by: str | None) -> None:
+    """Exempt rows are recorded with the supervisor named by --override-by; refuse before asking."""
+    lines = exempt_lines(plan, exclude)
+    if lines and not (override_by and override_by.strip()):
+        raise ConfigError(
+            f"line(s) {', '.join(map(str, lines))} record a temporary-import exemption, which a supervisor "
+            "gives; nothing was marked",
+            hint="name the supervisor with --override-by NAME, or leave the lines out with --exclude LINE",
+        )
 
 
 def _check_out(out: Path | None) -> None:
@@ -586,11 +636,10 @@ def jobs_cmd(
     if as_json:
         typer.echo(json.dumps(counts, indent=2))
         return 0
-    table = Table("batch", "planned", "started", "marked", "failed", "unknown")
+    states = ("planned", "started", "marked", "exempt", "failed", "unknown")
+    table = Table("batch", *states)
     for batch_id, per in counts.items():
-        table.add_row(
-            batch_id, *(str(per.get(s, 0)) for s in ("planned", "started", "marked", "failed", "unknown"))
-        )
+        table.add_row(batch_id, *(str(per.get(s, 0)) for s in states))
     Console().print(table)
     return 0
 
@@ -660,6 +709,25 @@ def allow_remark(
         record = store.append(item_key, "override", f"supervisor:{supervisor}", {"reason": reason})
         wrote_to(store)
     typer.echo(f"recorded {record.seq}: {item_key} may be marked again")
+    return 0
+
+
+def end_exemption(
+    item_key: Annotated[
+        str, typer.Argument(metavar="ITEM_KEY", help="MAKER|SERIAL|component|profile, quoted.")
+    ],
+    reason: Annotated[str, typer.Option(help="Why the exemption ends (e.g. the weapon stays: mark it).")],
+    supervisor: Annotated[str, typer.Option(help="Who ends it (recorded).")],
+    records: RecordsOpt = None,
+) -> int:
+    """End a temporary-import exemption (recorded with its reason), so that the weapon can be marked."""
+    if len(reason.strip()) < 3 or not supervisor.strip():
+        raise ConfigError("ending an exemption needs --reason (a few words) and --supervisor NAME")
+    with open_store(records) as store:
+        record = store.append(item_key, "exemption-ended", f"supervisor:{supervisor.strip()}",
+                              {"reason": reason.strip()})  # fmt: skip
+        wrote_to(store)
+    typer.echo(f"recorded {record.seq}: {item_key} is no longer exempt; the next batch or mark marks it")
     return 0
 
 
@@ -744,6 +812,7 @@ def register(app: typer.Typer) -> None:
     items = typer.Typer(help="Supervisor actions on items.", no_args_is_help=True)
     items.command("resolve")(resolve)
     items.command("allow-remark")(allow_remark)
+    items.command("end-exemption")(end_exemption)
     app.add_typer(items, name="items")
     app.add_typer(tokens_app, name="tokens")
     app.command("serve")(serve)

@@ -193,6 +193,9 @@ def _print_weapon(weapon: dict[str, Any], store: RecordStore) -> None:
     root = image_root(store)
     for m in weapon["marks"]:
         typer.echo(f"  {m['component']} / {m['mark_profile']}: {m['state']}")
+        if m.get("exemption") is not None:
+            _print_exemption(m)
+            continue
         text = " / ".join(f"{k}: {v}" for k, v in sorted(m["fields"].items()))
         typer.echo(f"    mark text:    {text or '-'}")
         typer.echo(f"    marked:       {m['marked_at'] or '-'} by {m['operator'] or '-'}")
@@ -202,6 +205,24 @@ def _print_weapon(weapon: dict[str, Any], store: RecordStore) -> None:
         shown = str(root / image) if image and root is not None and not Path(image).is_absolute() else image
         typer.echo(f"    image:        {shown or '-'}")
         typer.echo(f"    record:       {m['record'] or '-'} (batch {m['batch'] or '-'})")
+
+
+def _print_exemption(m: dict[str, Any]) -> None:
+    """An exempt item: no mark, no machine; the exemption's facts and, if due, the warning."""
+    ex = m["exemption"]
+    typer.echo("    NOT MARKED:   exempt from the mark (ITI 8(b) temporary import)")
+    typer.echo(f"    purpose:      {ex.get('purpose')}")
+    typer.echo(f"    re-export by: {ex.get('re_export_by')}")
+    typer.echo(f"    supervisor:   {ex.get('recorded_by')}")
+    typer.echo(f"    reference:    {ex.get('reference') or '-'}")
+    typer.echo(f"    recorded:     {m['marked_at'] or '-'} by {m['operator'] or '-'}")
+    typer.echo(f"    record:       {m['record'] or '-'} (batch {m['batch'] or '-'})")
+    if m.get("re_export_overdue"):
+        typer.echo(
+            f"markctl: warning: {m['item_key']}: its re-export date {ex.get('re_export_by')} has passed and it "
+            "is still recorded exempt: check that the weapon left, or end the exemption and mark it",
+            err=True,
+        )
 
 
 @records_app.command("verify")
@@ -249,6 +270,8 @@ def verify_cmd(
     else:
         for problem in report.problems:
             typer.echo(f"TAMPERED: {problem}", err=True)
+        for warning in report.warnings:  # an auditor's lead, not damage: the exit code stays
+            typer.echo(f"warning: {warning}", err=True)
         verdict = "intact" if report.ok else f"NOT intact ({len(report.problems)} problem(s))"
         cps = f"{report.checkpoints} signed checkpoint(s)" if report.checkpoints else "no checkpoint yet"
         typer.echo(f"records {verdict}: {report.rows} rows, head {report.head_seq} {report.head_hash}; {cps}")

@@ -7,6 +7,11 @@ Columns (header names are case-insensitive; order does not matter):
 ``components``                    what to mark, ``;``-separated: ``frame;slide;barrel`` (required)
 ``model``, ``calibre``, ``country_of_manufacture``, ...   identity fields (optional)
 ``has_unique_mark``, ``serial_contains_year``   yes/no facts (``maybe`` is an error, not "no")
+``exemption``, ``exemption_purpose``, ``exemption_re_export_by``, ``exemption_reference``
+                                  a temporary-import exemption (ITI 8(b)): ``exemption`` =
+                                  ``temporary-import``, the lawful purpose, the expected re-export
+                                  date (YYYY-MM-DD) and the permit/customs reference (optional).
+                                  The row is recorded exempt, not marked (docs/compliance.md)
 any other column                  a mark field handed to the layout (``country``, ``year``, ``importer`` ...)
 
 ``markctl profiles rules ID`` lists the columns each mark profile reads.
@@ -23,6 +28,7 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from markctl.errors import MarkctlError
@@ -31,6 +37,7 @@ from markctl.records.store import item_key_of
 
 __all__ = [
     "COMPONENTS",
+    "EXEMPTION_COLUMNS",
     "FACT_COLUMNS",
     "REQUIRED",
     "Manifest",
@@ -44,6 +51,14 @@ REQUIRED = ("serial", "manufacturer", "mark_profile", "components")
 # Yes/no columns stating facts of the weapon (has_unique_mark, serial_contains_year); anything but
 # yes/no/true/false/1/0 is an error, never read as "no".
 FACT_COLUMNS = tuple(KNOWN_FACTS)
+# A temporary-import exemption (ITI 8(b)): the exemption's fact -> its column. The runner records it.
+EXEMPTION_COLUMNS = {
+    "kind": "exemption",
+    "purpose": "exemption_purpose",
+    "re_export_by": "exemption_re_export_by",
+    "reference": "exemption_reference",
+}
+EXEMPTION_KINDS = ("temporary-import",)
 IDENTITY = ("serial", "manufacturer", "model", "calibre", "country_of_manufacture")
 COMPONENTS = frozenset({"frame", "receiver", "upper-receiver", "lower-receiver", "slide", "barrel", "bolt",
                         "breech-block", "cylinder", "embedded-plate"})  # fmt: skip
@@ -219,6 +234,7 @@ def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int
             )
     if len(set(components)) != len(components):
         manifest.issues.append(RowIssue(line, "components", "lists a component twice"))
+    manifest.issues.extend(exemption_issues(line, values))
     if len(manifest.issues) > issues_before:
         return
     for column in FACT_COLUMNS:
@@ -253,3 +269,31 @@ def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int
             continue
         seen[item.item_key] = line
         manifest.items.append(item)
+
+
+def exemption_issues(line: int, values: dict[str, str]) -> list[RowIssue]:
+    """The problems of a row's exemption columns, all at once (none when the row has no exemption)."""
+    kind = values.get(EXEMPTION_COLUMNS["kind"], "").lower()
+    given = [c for c in EXEMPTION_COLUMNS.values() if values.get(c)]
+    if not kind:
+        if not given:
+            return []
+        return [RowIssue(line, "exemption", f"is empty but {', '.join(given)} is given: write "
+                         "temporary-import to record the exemption, or clear those cells")]  # fmt: skip
+    values[EXEMPTION_COLUMNS["kind"]] = kind
+    issues = []
+    if kind not in EXEMPTION_KINDS:
+        issues.append(
+            RowIssue(line, "exemption", f"unknown exemption {kind!r} (known: {', '.join(EXEMPTION_KINDS)})")
+        )
+    if not values.get(EXEMPTION_COLUMNS["purpose"]):
+        issues.append(RowIssue(line, EXEMPTION_COLUMNS["purpose"],
+                               "is empty: an exemption names its verifiable lawful purpose"))  # fmt: skip
+    by = values.get(EXEMPTION_COLUMNS["re_export_by"], "")
+    try:
+        date.fromisoformat(by)
+    except ValueError:
+        issues.append(RowIssue(line, EXEMPTION_COLUMNS["re_export_by"],
+                               f"{by!r} is not the expected re-export date (YYYY-MM-DD)" if by
+                               else "is empty: an exemption names the expected re-export date (YYYY-MM-DD)"))  # fmt: skip
+    return issues

@@ -13,6 +13,11 @@
    ``started`` is committed **before** the first byte reaches the machine, then ``marked``,
    ``failed`` (nothing was cut) or ``unknown`` (the cycle ended part-way or its outcome cannot be
    known: the weapon must be inspected). A re-run skips marked items and refuses unknown ones.
+3. A row that carries a temporary-import exemption (ITI 8(b); manifest columns ``exemption``,
+   ``exemption_purpose``, ``exemption_re_export_by``, ``exemption_reference``) is judged by the
+   exemption rule instead of composed, and recorded ``exempt`` with the supervisor who gives it
+   (``override_by``, as for overrides): nothing is cut and the machine is not touched for it. A
+   re-run skips it; a later row that would mark it is refused until a supervisor ends the exemption.
 
 Success is reported only after the result is recorded.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shlex
 import threading
 import uuid
 from collections import Counter, deque
@@ -36,9 +42,9 @@ from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
 from markctl.jobs.capabilities import machine_problems
 from markctl.jobs.catalogue import Catalogue
-from markctl.jobs.manifest import FACT_COLUMNS, Manifest, ManifestItem
+from markctl.jobs.manifest import EXEMPTION_COLUMNS, FACT_COLUMNS, Manifest, ManifestItem
 from markctl.jobs.owner import this_process
-from markctl.layouts import MarkRequest, bundled_rules, check, compose
+from markctl.layouts import MarkRequest, bundled_rules, check, compose, exemption_report
 from markctl.layouts import program as make_program
 from markctl.layouts.content import ContentError, parse_flag
 from markctl.layouts.findings import Report
@@ -48,6 +54,7 @@ from markctl.machines import Machine
 from markctl.profiles import FirmwareProfile
 from markctl.records import ItemState, RecordStore
 from markctl.records.images import put_image
+from markctl.records.store import END_EXEMPTION_HINT, overdue_exemption
 
 __all__ = [
     "BatchReport",
@@ -75,7 +82,7 @@ class Verdict:
     """One item's pre-check outcome: all a plan keeps per item (a few hundred bytes)."""
 
     item: ManifestItem
-    verdict: str  # ok | not compliant | invalid (could not be composed: never overridable)
+    verdict: str  # ok | exempt | not compliant | invalid (could not be composed: never overridable)
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -88,9 +95,17 @@ class Verdict:
             tuple(f"[{f.rule}] {f.message}" for f in report.warnings),
         )
 
+    @classmethod
+    def of_exemption(cls, item: ManifestItem, report: Report) -> Verdict:
+        """An exemption the rule accepts is ``exempt``; one it refuses is no finding a supervisor
+        overrides (there is no mark to override it for): ``invalid``."""
+        if report.exempt:
+            return cls(item, "exempt", (), tuple(f"[{f.rule}] {f.message}" for f in report.findings))
+        return cls(item, "invalid", _problems(report))
+
     @property
     def passed(self) -> bool:
-        return self.verdict == "ok"
+        return self.verdict in ("ok", "exempt")
 
     def row(self) -> dict[str, Any]:
         """The per-row report entry (see :meth:`Plan.rows`)."""
@@ -127,6 +142,8 @@ class Prepared:
     def verdict(self) -> Verdict:
         if self.error is not None or self.report is None:
             return Verdict(self.item, "invalid", tuple(self.problems()))
+        if self.request is not None and self.request.exemption is not None:
+            return Verdict.of_exemption(self.item, self.report)
         return Verdict.of(self.item, self.report)
 
 
@@ -235,8 +252,22 @@ def request_for(
             "facts": facts,
             "component": {"name": item.component, **template.component},
             "options": options,
+            **exemption_part(item),
         }
     )
+
+
+#: Stands in for the supervisor while a row is judged; the one named when the batch runs
+#: (``override_by``) is recorded, and the exemption is judged again with that name.
+SUPERVISOR_AT_RUN = "the supervisor named when the batch runs"
+
+
+def exemption_part(item: ManifestItem, supervisor: str = SUPERVISOR_AT_RUN) -> dict[str, Any]:
+    """``{"exemption": {...}}`` for a row with an exemption, else ``{}``."""
+    if not item.fields.get(EXEMPTION_COLUMNS["kind"]):
+        return {}
+    facts = {name: item.fields.get(column, "") for name, column in EXEMPTION_COLUMNS.items()}
+    return {"exemption": {**facts, "recorded_by": supervisor}}
 
 
 def _waived(fact: str | None, facts: Mapping[str, bool]) -> bool:
@@ -246,6 +277,9 @@ def _waived(fact: str | None, facts: Mapping[str, bool]) -> bool:
 def prepare(request: MarkRequest, machine_profile: FirmwareProfile, item: ManifestItem) -> Prepared:
     """Compose, check and (when compliant or overridable) make the program of one item."""
     prepared = Prepared(item, request)
+    if request.exemption is not None:  # judged, recorded, never composed or cut
+        prepared.report = exemption_report(request)
+        return prepared
     try:
         prepared.layout = compose(request, machine=machine_profile)
         prepared.report = check(prepared.layout)
@@ -264,6 +298,8 @@ def judge(
     do; no toolpath is ordered."""
     try:
         request = request_for(item, catalogue, machine_profile, today)
+        if request.exemption is not None:
+            return Verdict.of_exemption(item, exemption_report(request))
         layout = compose(request, machine=machine_profile)
         report = check(layout)
         check_fits(layout, machine_profile)
@@ -448,7 +484,7 @@ def _judge_in_pool(
 class ItemResult:
     item_key: str
     line: int
-    state: str  # marked | failed | unknown | skipped | refused | excluded
+    state: str  # marked | exempt | failed | unknown | skipped | refused | excluded
     message: str = ""
     record: int | None = None
     verification: dict[str, Any] | None = None
@@ -471,7 +507,9 @@ class BatchReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.state in ("marked", "skipped", "excluded") and not r.inspect for r in self.results)
+        return all(
+            r.state in ("marked", "exempt", "skipped", "excluded") and not r.inspect for r in self.results
+        )
 
 
 Event = dict[str, Any]
@@ -533,6 +571,7 @@ async def run_plan(
     for line, reason in overrides.items():
         if len(reason.strip()) < 3:
             raise ConfigError(f"the override of line {line} needs a reason (a few words at least)")
+    _check_exempt_supervisor(plan, exclude, override_by)
     blocked = plan.blocking(exclude, overrides)
     if blocked:
         lines = ", ".join(str(n) for n in sorted(blocked))
@@ -602,6 +641,11 @@ async def _run_item(
     item = prepared.item
     key = item.item_key
     current = await asyncio.to_thread(store.item, key)
+    if prepared.request is not None and prepared.request.exemption is not None:
+        assert override_by is not None  # run_plan refused exempt rows without a supervisor
+        return await asyncio.to_thread(record_exemption, prepared, store, operator, override_by, batch_id)
+    if current is not None and current.state is ItemState.EXEMPT:
+        return ItemResult(key, item.line, "refused", _exempt_refusal(key))
     if current is not None and current.state is ItemState.MARKED:
         return ItemResult(key, item.line, "skipped", "already marked", current.last_seq)
     if current is not None and current.state in (ItemState.UNKNOWN, ItemState.STARTED):
@@ -705,6 +749,79 @@ async def _run_item(
         record = await asyncio.to_thread(store.append, key, "verified", operator, flag)
     return ItemResult(key, item.line, state.value, message, record.seq, verification, image,
                       job_result.safe_state_confirmed, inspect)  # fmt: skip
+
+
+def exempt_lines(plan: Plan, exclude: set[int]) -> list[int]:
+    """Manifest lines with an exemption that the batch will record."""
+    return sorted(
+        {v.item.line for v in plan.verdicts if v.verdict == "exempt" and v.item.line not in exclude}
+    )
+
+
+def _check_exempt_supervisor(plan: Plan, exclude: set[int], supervisor: str | None) -> None:
+    lines = exempt_lines(plan, exclude)
+    if lines and not (supervisor and supervisor.strip()):
+        raise ConfigError(
+            f"line(s) {', '.join(map(str, lines))} record a temporary-import exemption; a supervisor records "
+            "it, named with --override-by NAME; nothing was marked",
+            hint="name the supervisor, or leave the lines out with --exclude LINE",
+        )
+
+
+def _exempt_refusal(key: str) -> str:
+    return (
+        "recorded exempt (temporary import): a supervisor ends the exemption before it is marked: "
+        + END_EXEMPTION_HINT.replace("ITEM_KEY", shlex.quote(key))
+    )
+
+
+def record_exemption(
+    prepared: Prepared, store: RecordStore, operator: str, supervisor: str, batch_id: str | None = None
+) -> ItemResult:
+    """Record an item exempt from the mark (ITI 8(b)): ``planned`` (if new), then ``exempted``.
+
+    Nothing is cut and no machine is used. The exemption is judged again with ``supervisor`` as
+    the one who records it and today's date; it is refused if the rule no longer accepts it (the
+    re-export date passed since the pre-check). An item already exempt is skipped (a re-run); one
+    already marked, started or unknown is refused: an exemption comes before marking, never after.
+    """
+    item, key = prepared.item, prepared.item.item_key
+    assert prepared.request is not None and prepared.request.exemption is not None
+    current = store.item(key)
+    if current is not None and current.state is ItemState.EXEMPT:
+        record = store.get(current.last_seq)
+        facts = (record.data.get("exemption") or {}) if record is not None else {}
+        passed = overdue_exemption(record.data, date.today()) if record is not None else None
+        note = (
+            f"; WARNING: its re-export date {passed} has passed: check that the weapon left" if passed else ""
+        )
+        return ItemResult(key, item.line, "skipped",
+                          f"already recorded exempt (re-export by {facts.get('re_export_by', '?')}){note}",
+                          current.last_seq)  # fmt: skip
+    if current is not None and current.state not in (ItemState.PLANNED, ItemState.FAILED):
+        return ItemResult(key, item.line, "refused", f"is {current.state.value}: an exemption is recorded "
+                          "before a weapon is marked, never after")  # fmt: skip
+    exemption = prepared.request.exemption.model_copy(update={"recorded_by": supervisor.strip()})
+    request = prepared.request.model_copy(update={"exemption": exemption})
+    report = exemption_report(request, today=date.today())  # now, whatever date the plan was judged for
+    if not report.exempt:
+        return ItemResult(
+            key, item.line, "refused", "; ".join(_problems(report)) or "the exemption is refused"
+        )
+    if current is None:
+        store.append(key, "planned", operator, {"line": item.line, "identity": item.identity},
+                     weapon_key=item.weapon_key, component=item.component, mark_profile=item.mark_profile,
+                     batch_id=batch_id)  # fmt: skip
+    data = {
+        "exemption": exemption.model_dump(mode="json"),
+        "request": request.model_dump(mode="json"),
+        "findings": report.to_dict()["findings"],
+        "line": item.line,
+    }
+    record = store.append(key, "exempted", operator, data, batch_id=batch_id)
+    message = (f"exempt, not marked: {exemption.kind}, re-export by {exemption.re_export_by.isoformat()}, "
+               f"recorded by {exemption.recorded_by}")  # fmt: skip
+    return ItemResult(key, item.line, "exempt", message, record.seq)
 
 
 def _simulated(machine: Machine) -> bool:

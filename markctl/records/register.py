@@ -19,13 +19,14 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import and_, select
 
 from markctl.records.schema import items, journal
-from markctl.records.store import ItemState, RecordStore
+from markctl.records.store import ItemState, RecordStore, overdue_exemption
 
 __all__ = ["COLUMNS", "Filters", "WeaponEntry", "csv_safe", "entries", "write_register"]
 
@@ -74,10 +75,17 @@ class MarkEntry:
     findings: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     code: str | None = None
+    exemption: dict[str, Any] | None = None  # the supervisor's exemption while the item is exempt
+    overdue: str | None = None  # its re-export date, when that date has passed
 
     @property
     def text(self) -> str:
-        """The mark as cut (its lines, then the Data Matrix content); older records: their fields."""
+        """The mark as cut (its lines, then the Data Matrix content); older records: their fields.
+
+        An exempt item has no mark: the text says so and gives the exemption's facts instead.
+        """
+        if self.exemption is not None:
+            return exemption_text(self.exemption, self.overdue)
         if self.lines:
             return " / ".join(self.lines) + (f" / Data Matrix: {self.code}" if self.code else "")
         return " / ".join(f"{k}: {v}" for k, v in sorted(self.fields.items()))
@@ -100,7 +108,19 @@ class MarkEntry:
             "record": self.record,
             "record_hash": self.record_hash,
             "findings": self.findings,
+            "exemption": self.exemption,
+            "re_export_overdue": self.overdue is not None,
         }
+
+
+def exemption_text(exemption: dict[str, Any], overdue: str | None = None) -> str:
+    """One line for an exempt item: not marked, why, until when, who recorded it."""
+    ref = exemption.get("reference")
+    return (
+        f"NOT MARKED: exempt ({exemption.get('kind')}): {exemption.get('purpose')}; re-export by "
+        f"{exemption.get('re_export_by')}{' (DATE PASSED)' if overdue else ''}; recorded by "
+        f"{exemption.get('recorded_by')}" + (f"; ref {ref}" if ref else "")
+    )
 
 
 @dataclass(slots=True)
@@ -146,6 +166,14 @@ def _apply(entry: MarkEntry, identity: dict[str, str], seq: int, ev: str, at: st
             entry.image = str(stored["path"])  # in the registry's image store
         elif isinstance(image, str) and not image.startswith("not saved"):
             entry.image = image
+    elif ev == "exempted":
+        entry.exemption = dict(data.get("exemption") or {})
+        entry.overdue = overdue_exemption(data, date.today())
+        entry.marked_at, entry.operator, entry.record, entry.record_hash = at, actor, seq, digest
+    elif ev == "exemption-ended":
+        entry.findings.append(f"exemption ended by {actor}: {data.get('reason')}")
+        entry.exemption = entry.overdue = None
+        entry.marked_at, entry.operator, entry.record, entry.record_hash = "", "", 0, ""
     if ev in ("marked", "verified"):
         verification = data.get("verification")
         if isinstance(verification, dict):
@@ -314,9 +342,14 @@ def _write_pdf(weapons: Iterable[WeaponEntry], store: RecordStore, path: Path) -
             line(f"{m.component} - {m.mark_profile} - {m.state}", 12, "B")
             line(f"Mark text: {m.text or '(none recorded)'}")
             sim = " (SIMULATED)" if m.simulated else ""
-            line(
-                f"Marked {m.marked_at or '-'} by {m.operator or '-'} on {m.machine or '-'}{sim}; batch {m.batch or '-'}"
-            )
+            if m.exemption is not None:  # nothing was cut: no machine, no verification
+                line(f"Recorded exempt {m.marked_at or '-'} by {m.operator or '-'}; batch {m.batch or '-'}")
+                if m.overdue:
+                    line(f"WARNING: the re-export date {m.overdue} has passed", 10, "B")
+            else:
+                line(
+                    f"Marked {m.marked_at or '-'} by {m.operator or '-'} on {m.machine or '-'}{sim}; batch {m.batch or '-'}"
+                )
             line(f"Verification: {m.verification or 'not verified'}")
             for finding in m.findings:
                 line(f"Finding: {finding}", 9)

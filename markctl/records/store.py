@@ -12,7 +12,11 @@ refuses a location that holds no initialised registry and never creates a file, 
 A production registry refuses a ``started`` record from a simulated machine and a training registry
 one from a real machine (ISSUE 10 §2), whichever path (CLI, API) wrote it.
 
-Item life cycle (ISSUE 6): ``planned -> started -> marked | failed | unknown``. ``started`` is
+Item life cycle (ISSUE 6): ``planned -> started -> marked | failed | unknown``, or
+``planned -> exempt`` (ISSUE 15: a temporary import a supervisor exempts from the mark, ITI 8(b); the
+``exempted`` record carries the purpose, the expected re-export date, the supervisor and the
+reference; nothing is cut). An exempt item is never started: a supervisor's recorded
+``exemption-ended`` (with a reason) makes it ``planned`` again before it can be marked. ``started`` is
 committed before the first byte reaches a machine; ``unknown`` means the cycle's outcome is not
 known (link lost, process killed) and the weapon must be inspected; only a supervisor's recorded
 resolution moves it on. A marked item is never started again unless a supervisor records an
@@ -34,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,6 +102,7 @@ class ItemState(StrEnum):
     MARKED = "marked"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    EXEMPT = "exempt"  # recorded, not marked: a supervisor's temporary-import exemption (ITI 8(b))
 
 
 # event -> (states it may follow (None = a new item), state it leads to or None = from data)
@@ -113,7 +118,15 @@ _TRANSITIONS: Mapping[str, tuple[frozenset[ItemState | None], ItemState | None]]
     "override": (frozenset({ItemState.MARKED}), ItemState.PLANNED),
     # Verification of an applied mark (image check) adds evidence without changing the state.
     "verified": (frozenset({ItemState.MARKED}), ItemState.MARKED),
+    # A supervisor exempts a weapon from the mark (ITI 8(b) temporary import): recorded, never cut.
+    "exempted": (frozenset({None, ItemState.PLANNED, ItemState.FAILED}), ItemState.EXEMPT),
+    # The weapon stays (or the exemption was wrong): a supervisor ends it, with a reason, so that
+    # it can be marked. Never implicit: a batch row without the exemption is refused until then.
+    "exemption-ended": (frozenset({ItemState.EXEMPT}), ItemState.PLANNED),
 }
+
+#: The facts an ``exempted`` record must carry (data["exemption"]); ``reference`` may be empty.
+EXEMPTION_FACTS = ("kind", "purpose", "re_export_by", "recorded_by")
 
 
 class RegistryModeError(RecordError):
@@ -122,6 +135,36 @@ class RegistryModeError(RecordError):
 
 class NoRegistryError(RecordError, ConfigError):
     """The location holds no initialised registry (a configuration problem: exit code 2 in the CLI)."""
+
+
+END_EXEMPTION_HINT = "markctl items end-exemption ITEM_KEY --reason TEXT --supervisor NAME"
+
+
+def _check_exemption(exemption: Any) -> None:
+    """An ``exempted`` record names its kind, purpose, ISO re-export date and supervisor."""
+    if not isinstance(exemption, Mapping):
+        raise ValueError(
+            "an exempted record carries data['exemption'] (kind, purpose, re_export_by, recorded_by)"
+        )
+    missing = [k for k in EXEMPTION_FACTS if not str(exemption.get(k) or "").strip()]
+    if missing:
+        raise ValueError(f"an exempted record needs {', '.join(missing)}")
+    try:
+        date.fromisoformat(str(exemption["re_export_by"]))
+    except ValueError:
+        raise ValueError(f"re_export_by {exemption['re_export_by']!r} is not a date (YYYY-MM-DD)") from None
+
+
+def overdue_exemption(data: Mapping[str, Any], today: date) -> str | None:
+    """The re-export date of an ``exempted`` record's data if it is before ``today``, else None."""
+    exemption = data.get("exemption")
+    if not isinstance(exemption, Mapping):
+        return None
+    try:
+        by = date.fromisoformat(str(exemption.get("re_export_by")))
+    except ValueError:
+        return None
+    return by.isoformat() if by < today else None
 
 
 def item_key_of(weapon_key: str, component: str, mark_profile: str) -> str:
@@ -300,6 +343,8 @@ class VerifyReport:
     problems: tuple[Problem, ...] = field(default=())
     checkpoints: int = 0
     last_checkpoint: int | None = None
+    # Leads for an auditor, not damage: weapons still recorded exempt whose re-export date has passed.
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -314,6 +359,7 @@ class VerifyReport:
             "checkpoints": self.checkpoints,
             "last_checkpoint": self.last_checkpoint,
             "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in self.problems],
+            "warnings": list(self.warnings),
         }
 
 
@@ -754,8 +800,10 @@ class RecordStore:
             if not payload.get("reason"):
                 raise ValueError("a resolution needs a reason")
             target = ItemState.MARKED if outcome == "marked" else ItemState.FAILED
-        if event_name == "override" and not payload.get("reason"):
-            raise ValueError("an override needs a reason")
+        if event_name in ("override", "exemption-ended") and not payload.get("reason"):
+            raise ValueError(f"an {event_name} record needs a reason")
+        if event_name == "exempted":
+            _check_exemption(payload.get("exemption"))
         if current is None and (weapon_key is None or component is None or mark_profile is None):
             raise ValueError("a new item needs weapon_key, component and mark_profile")
         assert target is not None
@@ -790,6 +838,20 @@ class RecordStore:
                 item_key=item_key,
                 state=state,
                 hint="a supervisor must resolve it first",
+            )
+        if event_name == "started" and state is ItemState.EXEMPT:
+            raise ItemStateError(
+                "is recorded exempt from the mark (temporary import): it is not marked",
+                item_key=item_key,
+                state=state,
+                hint=f"if the weapon stays, a supervisor ends the exemption first: {END_EXEMPTION_HINT}",
+            )
+        if event_name == "exempted" and state is not None:
+            raise ItemStateError(
+                f"cannot be recorded exempt while {state.value}",
+                item_key=item_key,
+                state=state,
+                hint="an exemption is recorded before a weapon is marked, never after",
             )
         if event_name == "started" and state is ItemState.STARTED:
             raise ItemStateError("is being marked right now", item_key=item_key, state=state)
@@ -1116,6 +1178,8 @@ class _Verifier:
                     hint="give the 64-hex-digit hash, or the paper code SEQ:HASH-PREFIX (16+ hex digits)",
                 )
         self.outside_key = public_key
+        self.today = date.today()
+        self.exempt: dict[str, tuple[str, int]] = {}  # item -> (past re-export date, record)
         self.checkpoints = 0
         self.last_checkpoint: int | None = None
 
@@ -1165,6 +1229,8 @@ class _Verifier:
                         registry_event = self._system(seq, key, ev, body, prev_hash, tokens, registry_event)
                     else:
                         replay[key] = (state, seq)
+                        if ev == "exempted":
+                            self._exempted(seq, key, body)
                     if not self.expect_found and self.expect_hash is not None:
                         self.expect_found = digest.startswith(self.expect_hash) and (
                             self.expect_seq is None or self.expect_seq == seq
@@ -1197,7 +1263,26 @@ class _Verifier:
             problems.append(
                 Problem(last_seq, "head", f"the head kept outside ({self.expect_hash}) is not on this chain")
             )
-        return VerifyReport(rows, last_seq, prev, tuple(problems), self.checkpoints, self.last_checkpoint)
+        warnings = tuple(
+            f"{key}: recorded exempt (temporary import, record {seq}) but its re-export date {by} has passed: "
+            "check that the weapon left, or end the exemption and mark it"
+            for key, (by, seq) in sorted(self.exempt.items())
+            if replay.get(key, ("", 0))[0] == ItemState.EXEMPT.value
+        )
+        return VerifyReport(rows, last_seq, prev, tuple(problems), self.checkpoints, self.last_checkpoint,
+                            warnings)  # fmt: skip
+
+    def _exempted(self, seq: int, key: str, body: str) -> None:
+        """Note an exemption whose re-export date has passed (the last exemption of the item counts)."""
+        try:
+            data = json.loads(body)["data"]
+        except (ValueError, KeyError, TypeError):
+            return  # an unreadable body is reported by the hash and column checks
+        by = overdue_exemption(data, self.today) if isinstance(data, dict) else None
+        if by is not None:
+            self.exempt[key] = (by, seq)
+        else:
+            self.exempt.pop(key, None)
 
     def _system(
         self,
