@@ -762,8 +762,8 @@ def _check_exempt_supervisor(plan: Plan, exclude: set[int], supervisor: str | No
     lines = exempt_lines(plan, exclude)
     if lines and not (supervisor and supervisor.strip()):
         raise ConfigError(
-            f"line(s) {', '.join(map(str, lines))} record a temporary-import exemption; a supervisor records "
-            "it, named with --override-by NAME; nothing was marked",
+            f"line(s) {', '.join(map(str, lines))} record a temporary-import exemption, which a supervisor "
+            "gives (--override-by NAME in the CLI, a supervisor's token over the API); nothing was marked",
             hint="name the supervisor, or leave the lines out with --exclude LINE",
         )
 
