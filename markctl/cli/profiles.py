@@ -227,7 +227,9 @@ def _print_profile(console: Console, d: dict[str, Any]) -> None:
         )
     if d["exemption"]:
         console.print(
-            f"exemption: {d['exemption']} (a supervisor records purpose and re-export date; the weapon is recorded)",
+            f"exemption: {d['exemption']} (a supervisor records purpose and re-export date; the weapon is recorded "
+            "exempt, not marked); manifest columns: exemption, exemption_purpose, exemption_re_export_by, "
+            "exemption_reference; supervisor: --override-by",
             markup=False,
         )
     if d["in_force"]:
