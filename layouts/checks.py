@@ -50,6 +50,19 @@ def _line_bounds(line: TextLine) -> tuple[float, float, float, float] | None:
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
+def _body_extent_mm(line: TextLine, layout: Layout) -> float:
+    """The line's smallest letter/digit height, diacritics above the cap line left out (Ё, Й).
+
+    An accent is not the character's height: a line of Ё alone must meet the rule with its Е.
+    """
+    heights = [
+        gl.centre_extent_mm - layout.font.glyph(gl.char).accent_em * line.height_mm
+        for gl in line.glyphs
+        if gl.char.isalnum()
+    ]
+    return min(heights) if heights else 0.0
+
+
 def _height(layout: Layout) -> list[Finding]:
     """Each height rule measured at its own measuring point, which the finding names with its clause."""
     out = []
@@ -57,7 +70,7 @@ def _height(layout: Layout) -> list[Finding]:
         lines = [ln for ln in layout.lines if not rule.fields or set(rule.fields) & set(ln.fields)]
         where = rule.measured_at.words
         for ln in lines:
-            height = layout.process.height_at(rule.measured_at, ln.centre_extent_mm, ln.height_mm)
+            height = layout.process.height_at(rule.measured_at, _body_extent_mm(ln, layout), ln.height_mm)
             ok = height + _EPS >= rule.min_mm
             out.append(
                 Finding(

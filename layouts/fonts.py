@@ -7,7 +7,8 @@ glyph's origin is x = 0. Scaling by the character height gives millimetres.
   ``hershey-fonts`` package, the public-domain Hershey vector fonts (US NBS, 1967): centre-line
   strokes, which is what a laser beam or a continuous dot-peen stylus draws. A sans-serif face
   matches MIL-STD-130N's human-readable rule (HRI-130). Greek and Cyrillic capitals (EU 2019/68
-  allows them) come from Hershey's simplex Greek and Cyrillic sets in every face.
+  allows them) come from Hershey's simplex Greek and Cyrillic sets in every face. Hershey has no
+  capital Ё or Й: they are composed from Hershey's own strokes (see :func:`_composed_capitals`).
 * ``5x7`` and ``7x9`` are dot matrices written for markctl (``layouts/data/dotfont_*.toml``);
   one dot per cell, as industrial dot-peen controllers draw them (Part 2 §8).
 
@@ -49,6 +50,9 @@ class GlyphShape:
 
     strokes: tuple[FloatArray, ...]
     advance: float
+    # How far a diacritic rises above the cap line (Ё, Й), in em: it is not the character's height,
+    # so the height rules measure the glyph without it (checks._height).
+    accent_em: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,7 @@ class Font:
 # Hershey's Greek and Cyrillic sets sit on ASCII code points (as the original tapes did): which
 # ASCII slot holds which capital, read off the glyphs of the hershey-fonts package. EU 2019/68
 # allows Latin, Cyrillic or Greek letters (EU-ALPHA). The Cyrillic set has no capital Ё or Й (its
-# 'E' slot repeats И): those two stay undrawable and ENG-GLYPH refuses them, never substitutes.
+# 'E' slot repeats И): those two are composed from Hershey's own strokes (_composed_capitals).
 _GREEK_FACE, _CYRILLIC_FACE = "greeks", "cyrillic"
 _GREEK_SLOTS = dict(zip("ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ", "ABCDEFGHIJKLMNOPQRSTUVWX", strict=True))
 _CYRILLIC_SLOTS = dict(zip("АБВГДЕЖЗИКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ", "ABVGD[HZIKLMNOPRSTYFX`JQW]$_CU^", strict=True))
@@ -128,7 +132,61 @@ def _hershey(face: str) -> Font:
     for other, slots in ((_GREEK_FACE, _GREEK_SLOTS), (_CYRILLIC_FACE, _CYRILLIC_SLOTS)):
         source = _hershey_glyphs(other)
         glyphs.update({letter: source[slot] for letter, slot in slots.items()})
+    glyphs.update(_composed_capitals(_hershey_glyphs(_CYRILLIC_FACE)))
     return Font(f"hershey:{face}", "stroke", glyphs)
+
+
+# Where a composed capital's diacritic goes, in Hershey units (21 to the em, like the cap height):
+# the original Hershey character cell reaches 4 units above the cap line, so the accent sits in
+# that band, with a gap wider than a typical stroke at marking sizes so it never merges with the
+# letter. A capital's accent is flatter than the lower-case one, as in printed Cyrillic.
+_ACCENT_GAP, _ACCENT_TOP = 1.5 / _HERSHEY_EM, 4.0 / _HERSHEY_EM
+_DIAERESIS_SPACING = 6.0 / _HERSHEY_EM  # centre to centre of the two dots
+
+
+def _composed_capitals(cyrillic: dict[str, GlyphShape]) -> dict[str, GlyphShape]:
+    """Ё and Й from Hershey's own strokes: nothing drawn here is ours but the accent's place.
+
+    * Й: Hershey's capital И (slot ``I``) and the breve of Hershey's lower-case й (slot ``e``, its
+      only stroke above the x-height), flattened into the band above the cap line.
+    * Ё: Hershey's capital Е (slot ``[``) and two of Hershey's full stops (slot ``.``) as the
+      diaeresis, in the same band, centred on the letter.
+
+    Raises:
+        LayoutError: the Hershey data is not as described (a newer package): the fonts are refused
+            rather than drawn wrong.
+    """
+    short_i, full_stop = cyrillic["e"], cyrillic["."]
+    x_height = float(np.concatenate(cyrillic["j"].strokes)[:, 1].max())  # the top of и
+    breves = [s for s in short_i.strokes if float(s[:, 1].min()) > x_height]
+    if len(breves) != 1 or len(full_stop.strokes) != 1:
+        raise LayoutError(
+            "the Hershey Cyrillic set is not the one markctl knows (no breve in й)", field="options.font"
+        )
+    dot = full_stop.strokes[0] - full_stop.strokes[0].mean(axis=0)
+    band = (1.0 + _ACCENT_GAP, 1.0 + _ACCENT_TOP)
+
+    def compose(base: GlyphShape, accent: list[FloatArray]) -> GlyphShape:
+        pts = np.concatenate(base.strokes)
+        centre = (float(pts[:, 0].min()) + float(pts[:, 0].max())) / 2.0
+        acc = np.concatenate(accent)
+        x0, y0, y1 = (
+            (float(acc[:, 0].min()) + float(acc[:, 0].max())) / 2.0,
+            float(acc[:, 1].min()),
+            float(acc[:, 1].max()),
+        )
+        squash = min(1.0, (band[1] - band[0]) / (y1 - y0))
+        placed = tuple(
+            np.column_stack((a[:, 0] - x0 + centre, (a[:, 1] - y0) * squash + band[0])) for a in accent
+        )
+        top = max(float(a[:, 1].max()) for a in placed)
+        return GlyphShape(base.strokes + placed, base.advance, accent_em=top - float(pts[:, 1].max()))
+
+    offsets = (np.array([-_DIAERESIS_SPACING / 2.0, 0.0]), np.array([_DIAERESIS_SPACING / 2.0, 0.0]))
+    return {
+        "Й": compose(cyrillic[_CYRILLIC_SLOTS["И"]], breves),
+        "Ё": compose(cyrillic[_CYRILLIC_SLOTS["Е"]], [dot + o for o in offsets]),
+    }
 
 
 def _dot_order(points: FloatArray) -> FloatArray:
