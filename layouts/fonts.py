@@ -10,7 +10,8 @@ glyph's origin is x = 0. Scaling by the character height gives millimetres.
   allows them) come from Hershey's simplex Greek and Cyrillic sets in every face. Hershey has no
   capital Ё or Й: they are composed from Hershey's own strokes (see :func:`_composed_capitals`).
 * ``5x7`` and ``7x9`` are dot matrices written for markctl (``layouts/data/dotfont_*.toml``);
-  one dot per cell, as industrial dot-peen controllers draw them (Part 2 §8).
+  one dot per cell, as industrial dot-peen controllers draw them (Part 2 §8): Latin, and the
+  Greek and Cyrillic capitals EU 2019/68 allows.
 
 A character a font cannot draw raises :class:`~markctl.errors.LayoutError`; nothing is ever
 substituted (COMPLIANCE Part 1 "Content", rule ENG-GLYPH).
@@ -202,6 +203,9 @@ def _dot_order(points: FloatArray) -> FloatArray:
     return points[order]
 
 
+_MAX_ACCENT_ROWS = 3
+
+
 def _dot_font(name: str) -> Font:
     data = tomllib.loads(
         (resources.files("markctl.layouts.data") / f"dotfont_{name}.toml").read_text("utf-8")
@@ -210,16 +214,22 @@ def _dot_font(name: str) -> Font:
     pitch = 1.0 / (rows - 1)  # the outer dot centres span exactly one em (the cap height)
     glyphs: dict[str, GlyphShape] = {" ": GlyphShape((), advance * pitch)}
     for char, bitmap in data["glyphs"].items():
-        if len(bitmap) != rows or any(len(r) != cols for r in bitmap):
+        # Up to _MAX_ACCENT_ROWS rows beyond the font's own sit above the cap line: a diacritic (Ё, Й).
+        extra = len(bitmap) - rows
+        if (
+            not 0 <= extra <= _MAX_ACCENT_ROWS
+            or any(len(r) != cols for r in bitmap)
+            or (extra and "#" not in bitmap[0])
+        ):
             raise LayoutError(f"dot font {name}: glyph {char!r} is not {cols}x{rows}", field="options.font")
         dots = [
-            (c * pitch, (rows - 1 - r) * pitch)
+            (c * pitch, (len(bitmap) - 1 - r) * pitch)
             for r, row in enumerate(bitmap)
             for c, cell in enumerate(row)
             if cell == "#"
         ]
         strokes = (_dot_order(np.array(dots, dtype=np.float64)),) if dots else ()
-        glyphs[char] = GlyphShape(strokes, advance * pitch)
+        glyphs[char] = GlyphShape(strokes, advance * pitch, accent_em=extra * pitch)
     return Font(name, "dot", glyphs, pitch_em=pitch)
 
 

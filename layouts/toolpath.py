@@ -190,7 +190,22 @@ def _pattern(layout: Layout, offset: tuple[float, float]) -> PatternProgram:
                 force_pct=p.force_pct,
             )
         )
+    _ascii_only(fields)
     return PatternProgram(pattern=layout.rules.id, fields=tuple(fields))
+
+
+def _ascii_only(fields: list[PatternField]) -> None:
+    """Pattern machines are sent their fields' text in ASCII (Telesis frames, Modbus registers) and
+    draw it with their controller's own fonts: a Greek or Cyrillic letter cannot reach them, even
+    when markctl's dot fonts draw it. Refused here, so the pre-check says so before anything is cut."""
+    bad = [f"field {i} {f.text!r}" for i, f in enumerate(fields, start=1) if not f.text.isascii()]
+    if bad:
+        raise LayoutError(
+            f"{', '.join(bad)}: letters other than ASCII cannot be sent to a pattern machine "
+            "(its controller takes ASCII text and draws it in its own font)",
+            field="options.font",
+            hint="mark Greek or Cyrillic on a machine markctl drives stroke by stroke (GRBL)",
+        )
 
 
 def _resolve_machine(layout: Layout, machine_profile: FirmwareProfile | str | None) -> FirmwareProfile:

@@ -2,7 +2,8 @@
 
 The letter is Hershey's Е or И unchanged; the diacritic is Hershey's breve (from its lower-case й)
 or two of Hershey's full stops, in the band the Hershey cell has above the cap line. The glyph stays
-inside its box; the height rules measure the letter without its accent; the dot fonts still refuse.
+inside its box; the height rules measure the letter without its accent. The dot fonts have Greek and
+Cyrillic bitmaps of our own, Ё and Й with the accent in rows above the cap line.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 
 from markctl.errors import LayoutError
-from markctl.layouts import bundled_rules, check, compose
+from markctl.layouts import MarkRequest, bundled_rules, check, compose, program
 from markctl.layouts.checks import _body_extent_mm
 from markctl.layouts.fonts import font_names, get_font
 
-from .conftest import request
+from .conftest import request, request_dict
 
 STROKE_FONTS = [f for f in font_names() if f.startswith("hershey:")]
 CELL_TOP = 1.0 + 4.0 / 21.0  # the Hershey cell: 4 units (of 21 to the cap height) above the cap line
@@ -69,10 +70,47 @@ def test_the_breve_is_hersheys_own_and_the_diaeresis_two_hershey_full_stops() ->
     assert all(len(d) == 5 and np.allclose(d[0], d[-1]) for d in dots) and stop  # closed, like Hershey's stop
 
 
-def test_dot_fonts_still_refuse_cyrillic() -> None:
-    for name in ("5x7", "7x9"):
-        with pytest.raises(LayoutError, match="cannot draw 'Ё'"):
-            get_font(name).glyph("Ё")
+@pytest.mark.parametrize("font", ["5x7", "7x9"])
+@pytest.mark.parametrize(("composed", "base"), [("Й", "И"), ("Ё", "Е")])
+def test_dot_font_accents_sit_above_the_full_height_letter(font: str, composed: str, base: str) -> None:
+    f = get_font(font)
+    glyph, letter = f.glyph(composed), f.glyph(base)
+    letter_dots = {tuple(p) for p in np.concatenate(letter.strokes).round(9)}
+    dots = {tuple(p) for p in np.concatenate(glyph.strokes).round(9)}
+    accent = np.array(sorted(dots - letter_dots))
+    assert letter_dots < dots and glyph.advance == letter.advance  # the letter, dot for dot
+    # The accent: above the cap line by at least two dot pitches (a blank row between), at most
+    # three rows up; accent_em says how far it rises.
+    assert accent[:, 1].min() >= 1.0 + 2 * f.pitch_em - 1e-9
+    assert (
+        glyph.accent_em == pytest.approx(accent[:, 1].max() - 1.0)
+        and glyph.accent_em <= 3 * f.pitch_em + 1e-9
+    )
+    assert accent[:, 0].min() >= 0 and accent[:, 0].max() <= glyph.advance - f.pitch_em  # inside its columns
+
+
+def test_greek_and_cyrillic_in_a_dot_font_are_marked_by_a_laser_never_sent_to_a_pattern_machine() -> None:
+    for serial in ("ЁЙЖ1234", "ΩΨΔ1234"):
+        fields = {"maker": "ZASTAVA", "country": "RS", "serial": serial, "year": "2025", "model": "M70"}
+        data = request_dict("eu-import", fields=fields)
+        data["options"]["font"] = "7x9"
+        layout = compose(MarkRequest.parse(data))
+        report = check(layout)
+        assert report.passed, [f.message for f in report.errors]
+        line = next(ln for ln in layout.lines if ln.fields == ("serial",))
+        assert line.text == serial and _body_extent_mm(line, layout) == pytest.approx(
+            line.height_mm, rel=1e-6
+        )
+        assert program(layout).dot_count > 0  # the laser burns markctl's own dots
+        # A dot-peen pattern controller is sent ASCII and draws its own font: refused before cutting.
+        peen = compose(MarkRequest.parse({**data, "machine": "peen-modbus"}))
+        with pytest.raises(LayoutError, match="cannot be sent to a pattern machine") as refused:
+            program(peen)
+        assert refused.value.field == "options.font" and f"field 3 {serial!r}:" in str(refused.value)
+    # Latin on the same pattern machine is sent as before.
+    latin = request_dict("eu-import", machine="peen-modbus")
+    latin["options"]["font"] = "7x9"
+    assert program(compose(MarkRequest.parse(latin))).fields
 
 
 def test_an_eu_serial_with_yo_and_short_i_is_composed_and_passes() -> None:

@@ -94,24 +94,28 @@ def test_height_is_measured_at_the_impression_bottom() -> None:
 def test_every_allowed_character_renders_in_every_font(font: str) -> None:
     f = get_font(font)
     for pid in bundled_rules().ids:
-        # Dot matrices draw Latin only (ENG-GLYPH refuses the rest); Hershey faces draw every
-        # allowed capital, Ё and Й composed from Hershey's own strokes (test_composed_capitals.py).
+        # Every font draws every allowed capital: Hershey's Ё and Й are composed from Hershey's
+        # own strokes, the dot fonts have Greek and Cyrillic of their own (test_composed_capitals.py).
         allowed = bundled_rules().get(pid).charset.allowed
-        for ch in (c for c in allowed if c.isascii() or f.kind == "stroke"):
+        for ch in allowed:
             shape = f.glyph(ch)
             assert shape.strokes, (font, ch)
             pts = np.concatenate(shape.strokes)
             assert np.isfinite(pts).all()
     with pytest.raises(LayoutError):
-        f.glyph("Ӂ" if f.kind == "stroke" else "Ж")  # Ӂ (Moldovan Cyrillic): in no profile, drawn by none
+        f.glyph("Ӂ")  # Ӂ (Moldovan Cyrillic): in no profile, drawn by no font, never substituted
 
 
 def test_dot_fonts_span_one_em() -> None:
     for name in ("5x7", "7x9"):
         f = get_font(name)
-        for ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
-            ys = np.concatenate(f.glyph(ch).strokes)[:, 1]
-            assert ys.min() == pytest.approx(0) and ys.max() == pytest.approx(1), (name, ch)
+        for (
+            ch
+        ) in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ":
+            shape = f.glyph(ch)
+            ys = np.concatenate(shape.strokes)[:, 1]
+            # Ё and Й: the letter spans one em, the accent rises above it (accent_em).
+            assert ys.min() == pytest.approx(0) and ys.max() - shape.accent_em == pytest.approx(1), (name, ch)
 
 
 def test_process_model() -> None:
