@@ -137,7 +137,7 @@ def test_marking_an_exempt_weapon_later_is_an_explicit_recorded_act(work: Path) 
     assert "exemption ended" not in register and "KE 26" in register  # the register shows the mark now
 
 
-def test_a_passed_re_export_date_is_a_warning_naming_the_weapon(work: Path) -> None:
+def test_a_passed_re_export_date_is_a_warning_naming_the_weapon(work: Path, repo: Path) -> None:
     # An exemption recorded months ago whose re-export date has passed since.
     past = (date.today() - timedelta(days=5)).isoformat()
     weapon = "GLOCK|LATE-7"
@@ -155,6 +155,14 @@ def test_a_passed_re_export_date_is_a_warning_naming_the_weapon(work: Path) -> N
     show = _markctl(work, "records", "show", "LATE-7")
     assert "warning" in show.stderr and key in show.stderr and past in show.stderr
     assert f"{past} (DATE PASSED)" in _markctl(work, "records", "register").stdout
+    # Marking it again from a request is skipped (it is exempt), and the warning names it too.
+    request = (repo / "examples/exemptions/iti-import-temporary.toml").read_text()
+    (work / "late.toml").write_text(request)
+    again = _markctl(work, "mark", "late.toml", "--serial", "LATE-7", "--manufacturer", "Glock", "--machine",
+                     "sim://grbl-1.1?clock=instant")  # fmt: skip
+    assert again.returncode == 0 and "skipped: already recorded exempt" in again.stdout
+    assert f"WARNING: its re-export date {past} has passed" in again.stdout
+    assert _events(work, key) == ["planned", "exempted"]
 
 
 def test_mark_records_an_exemption_without_touching_the_machine(
