@@ -22,17 +22,10 @@ from markctl.auth import Role, TokenStore
 from markctl.cli.records import RecordsOpt, open_store, wrote_to
 from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
+from markctl.jobs import runner
 from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
-from markctl.jobs.runner import (
-    BatchReport,
-    Plan,
-    Prepared,
-    exempt_lines,
-    file_stem,
-    precheck,
-    record_exemption,
-)
+from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
 from markctl.layouts import MarkRequest
 from markctl.layouts.toolpath import estimate_cycle_time_s
 from markctl.machines import check_machine
@@ -414,7 +407,7 @@ def _batch(
             )
         typer.echo(f"markctl: error: {blocked}", err=True)
         return 1
-    _check_exempt_supervisor(plan, excluded, override_by)
+    runner.check_exempt_supervisor(plan, excluded, override_by)  # before asking
     confirm(f"Mark these items on {name}?", yes)
     assert who is not None and store is not None
     job_box: list[JobRun] = []
@@ -543,13 +536,13 @@ def _mark(
     return _job_exit(job, as_json)
 
 
-def _mark_exempt(prepared: Prepared, store: RecordStore, who: str, as_json: bool) -> int:
+def _mark_exempt(prepared: runner.Prepared, store: RecordStore, who: str, as_json: bool) -> int:
     """``markctl mark`` of a request with an ``[exemption]``: record it exempt (its ``recorded_by`` is
     the supervisor); nothing is composed, no machine is opened. Exit 1 unless it is recorded exempt."""
     assert prepared.request is not None and prepared.request.exemption is not None
     if not as_json:
         print_rows([prepared.verdict().row()])
-    result = record_exemption(prepared, store, who, prepared.request.exemption.recorded_by)
+    result = runner.record_exemption(prepared, store, who, prepared.request.exemption.recorded_by)
     if result.record is not None and result.state == "exempt":
         wrote_to(store)
     if as_json:
@@ -559,17 +552,6 @@ def _mark_exempt(prepared: Prepared, store: RecordStore, who: str, as_json: bool
         typer.echo(f"{result.item_key}: {result.state}: {result.message}" + (
             f" (record {result.record})" if result.record else ""))  # fmt: skip
     return 0 if result.state in ("exempt", "skipped") else 1
-
-
-def _check_exempt_supervisor(plan: Plan, exclude: set[int], override_by: str | None) -> None:
-    """Exempt rows are recorded with the supervisor named by --override-by; refuse before asking."""
-    lines = exempt_lines(plan, exclude)
-    if lines and not (override_by and override_by.strip()):
-        raise ConfigError(
-            f"line(s) {', '.join(map(str, lines))} record a temporary-import exemption, which a supervisor "
-            "gives; nothing was marked",
-            hint="name the supervisor with --override-by NAME, or leave the lines out with --exclude LINE",
-        )
 
 
 def _check_out(out: Path | None) -> None:

@@ -571,7 +571,7 @@ async def run_plan(
     for line, reason in overrides.items():
         if len(reason.strip()) < 3:
             raise ConfigError(f"the override of line {line} needs a reason (a few words at least)")
-    _check_exempt_supervisor(plan, exclude, override_by)
+    check_exempt_supervisor(plan, exclude, override_by)
     blocked = plan.blocking(exclude, overrides)
     if blocked:
         lines = ", ".join(str(n) for n in sorted(blocked))
@@ -758,7 +758,7 @@ def exempt_lines(plan: Plan, exclude: set[int]) -> list[int]:
     )
 
 
-def _check_exempt_supervisor(plan: Plan, exclude: set[int], supervisor: str | None) -> None:
+def check_exempt_supervisor(plan: Plan, exclude: set[int], supervisor: str | None) -> None:
     lines = exempt_lines(plan, exclude)
     if lines and not (supervisor and supervisor.strip()):
         raise ConfigError(
