@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import contextlib
 import io
+import math
 import multiprocessing
 import time
 import uuid
@@ -25,8 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from markctl.address import parse_address
 from markctl.config import MachineEntry, Settings
@@ -42,7 +41,7 @@ from markctl.machines import Machine, check_machine, open_machine
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.records import Record, RecordStore, RegistryModeError
 from markctl.simulator.workpiece import Workpiece
-from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
+from markctl.verify import expected_program, verify_photo, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
 
@@ -586,8 +585,8 @@ def _program_extent(prepared: Prepared) -> tuple[float, float, float, float]:
 
 
 def verify_item(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
-    """On a simulator: compare the cut with the program (or, for pattern machines, with the layout's
-    text block) and read back the Data Matrix."""
+    """On a simulator: compare the cut with the program (for pattern machines, with the dots the
+    layout places) and read back the Data Matrix."""
     sim = machine.simulator
     if sim is None or prepared.program is None:
         return None
@@ -598,11 +597,15 @@ def verify_item(prepared: Prepared, machine: Machine) -> dict[str, Any] | None:
         return verify_workpiece(
             prepared.program, sim.workpiece, spot_mm=spot, code=code, layout=layout
         ).as_dict()
-    assert prepared.request is not None
-    ox, oy = prepared.request.options.origin_mm
-    dots = np.concatenate([stroke for line in layout.lines for stroke in line.strokes()])
-    (x0, y0), (x1, y1) = dots.min(axis=0) - layout.half_width_mm, dots.max(axis=0) + layout.half_width_mm
-    tolerance = 0.2 * layout.char_height_mm + 0.3  # a controller's own font differs in detail
-    return verify_extent(
-        (x0 + ox, y0 + oy, x1 + ox, y1 + oy), sim.workpiece, tolerance_mm=tolerance
-    ).as_dict()
+    # A pattern machine's layout is what it strikes: its fields where the host put them or where
+    # the stored pattern does (compose pins them there), in the font the simulated controller
+    # shares. So each character and dot is judged, at the size of the dents it made (its force and
+    # depth model are the controller's, not the layout's process plan).
+    spec = machine.profile.dot_peen
+    depth = float(sim.workpiece.depth.max())
+    cone = spec.stylus_cone_deg if spec is not None else 90.0
+    dent = 2.0 * depth * math.tan(math.radians(cone / 2.0)) if depth > 0 else None
+    return verify_workpiece(
+        expected_program(layout, prepared.program), sim.workpiece, spot_mm=2 * layout.half_width_mm,
+        layout=layout, dot_mm=dent,
+    ).as_dict()  # fmt: skip
