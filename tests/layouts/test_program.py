@@ -358,3 +358,15 @@ def test_rows_that_share_a_placement_compose_exactly_as_each_alone() -> None:
         assert layout.code is not None and alone.code is not None and layout.code.origin == alone.code.origin
         assert layout.footprint.equals_exact(alone.footprint, 0.0)
         assert program(layout).digest == program(alone).digest
+
+
+def test_a_dot_fonts_own_pitch_is_not_sent_only_an_asked_one() -> None:
+    # The machine strikes a dot font at height / (rows - 1) when given no pitch; sending it would
+    # round it to the register (0.28 for 0.2833 mm) and shift the line's last dots by 0.26 mm.
+    req = _example("iti-stockpile-datamatrix.toml", "peen-modbus", datamatrix=False)
+    prog = program(compose(req))
+    assert isinstance(prog, PatternProgram) and {f.dot_pitch_mm for f in prog.fields} == {None}
+    asked = program(
+        compose(_example("iti-stockpile-datamatrix.toml", "peen-modbus", datamatrix=False, dot_pitch_mm=0.3))
+    )
+    assert isinstance(asked, PatternProgram) and {f.dot_pitch_mm for f in asked.fields} == {0.3}
