@@ -15,8 +15,10 @@ zone that would work.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -621,12 +623,21 @@ def _check_glyphs(
 
 
 def _placed_lines(
-    block: _Block, angle: float, offset: tuple[float, float], kind: Literal["line", "dots"]
+    block: _Block,
+    angle: float,
+    offset: tuple[float, float],
+    kind: Literal["line", "dots"],
+    per_line: Sequence[tuple[float, float]] | None = None,
 ) -> list[TextLine]:
-    """The block's lines moved into the component frame, each glyph's height measured there."""
+    """The block's lines moved into the component frame, each glyph's height measured there.
+
+    ``per_line`` moves each line by its own offset instead (a pattern machine's fields).
+    """
     up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
     lines = []
     for i, (text, names, (lx, ly), glyphs) in enumerate(block.lines):
+        if per_line is not None:
+            offset = per_line[i]
         placed = []
         for ch, strokes in glyphs:
             world = tuple(g.to_world(s, angle, offset) for s in strokes)
@@ -638,6 +649,169 @@ def _placed_lines(
             TextLine(i, text, names, block.height, (float(origin[0]), float(origin[1])), angle, tuple(placed))
         )
     return lines
+
+
+# --- pattern machines: the stored pattern places the fields ---------------------------------
+
+_NEXT_STEP = (
+    "change the pattern on the controller and its profile to match, or choose a machine that places fields"
+)
+
+
+def _pattern_height(machine: FirmwareProfile, request: MarkRequest) -> float:
+    """The character height the stored pattern strikes (the host cannot send one).
+
+    Raises:
+        LayoutError: the profile does not say it, or the request asks for another height.
+    """
+    assert machine.dot_peen is not None
+    height = machine.dot_peen.pattern_char_height_mm
+    if height is None:
+        raise LayoutError(
+            f"{machine.id} strikes the character height of its stored pattern and its profile gives no "
+            "[dot_peen] pattern_char_height_mm: add it (mm) from the pattern",
+            field="machine",
+        )
+    asked = request.options.char_height_mm
+    if asked is not None and abs(asked - height) > 1e-6:
+        raise LayoutError(
+            f"{asked:g} mm asked, but {machine.id} strikes its stored pattern's {height:g} mm "
+            "([dot_peen] pattern_char_height_mm)",
+            field="options.char_height_mm",
+            hint=f"leave the height out, or {_NEXT_STEP}",
+        )
+    return height
+
+
+def _pattern_force(machine: FirmwareProfile, request: MarkRequest) -> float:
+    """The stylus force the stored pattern strikes with (the host cannot send one).
+
+    Raises:
+        LayoutError: the profile does not say it, or the request asks for another force.
+    """
+    assert machine.dot_peen is not None
+    force = machine.dot_peen.pattern_force_pct
+    if force is None:
+        raise LayoutError(
+            f"{machine.id} strikes with the force of its stored pattern and its profile gives no "
+            "[dot_peen] pattern_force_pct: add it (% of the force range) from the pattern",
+            field="machine",
+        )
+    asked = request.options.force_pct
+    if asked is not None and abs(asked - force) > 1e-6:
+        raise LayoutError(
+            f"{asked:g} % force asked, but {machine.id} strikes with its stored pattern's {force:g} % "
+            "([dot_peen] pattern_force_pct)",
+            field="options.force_pct",
+            hint=f"leave the force out, or {_NEXT_STEP}",
+        )
+    return force
+
+
+def _at_pattern_origins(
+    request: MarkRequest,
+    machine: FirmwareProfile,
+    block: _Block,
+    symbol: DataMatrixSymbol | None,
+    process: Process,
+    kind: Literal["line", "dots"],
+    free: g.Geom,
+) -> tuple[list[TextLine], PlacedCode | None, g.Geom]:
+    """Lines (and code) at the profile's ``pattern_origins``: field i's first lower-left dot at origin i.
+
+    The controller puts field i there whatever the host wants, so this is the geometry to check.
+    A field that lands off the part's clear zone (the zone less its margin, keep-outs and existing
+    marks with their clearances: what a search would keep clear) is refused here, naming the
+    field, the origin and the profile key: only the stored pattern can move it.
+
+    Raises:
+        LayoutError: no origins in the profile, too few of them, a rotation asked for, or a field
+            that does not fit where the pattern puts it.
+    """
+    assert machine.dot_peen is not None
+    origins = machine.dot_peen.pattern_origins
+    key = "[dot_peen] pattern_origins"
+    if not origins:
+        raise LayoutError(
+            f"{machine.id} places fields from the pattern stored on the controller and its profile gives "
+            f"no {key}: add them (mm, machine frame, field 1 first) from the pattern",
+            field="machine",
+            hint="or choose a machine that places fields",
+        )
+    opts = request.options
+    if abs(opts.rotation_deg) % 360 > 1e-9:
+        raise LayoutError(
+            f"{machine.id} strikes its stored pattern's fields along +X; it cannot turn them",
+            field="options.rotation_deg",
+            hint=f"leave the rotation out, or {_NEXT_STEP}",
+        )
+    # A code this machine cannot mark stays beside the text (the pre-check refuses it as
+    # [machine:data-matrix]); one it can mark is a field of the pattern like the lines.
+    code_is_field = symbol is not None and "datamatrix" in machine.dot_peen.fonts
+    needed = len(block.lines) + code_is_field
+    if needed > len(origins):
+        raise LayoutError(
+            f"the mark needs {needed} fields, {machine.id}'s stored pattern has {len(origins)} ({key})",
+            field="fields",
+            hint=_NEXT_STEP,
+        )
+    ox, oy = opts.origin_mm
+    shifts = [
+        (origins[i][0] - ox - lx, origins[i][1] - oy - ly)
+        for i, (_, _, (lx, ly), _) in enumerate(block.lines)
+    ]
+    lines = _placed_lines(block, 0.0, (0.0, 0.0), kind, per_line=shifts)
+    half = process.stroke_width_mm / 2.0
+    parts: list[tuple[int, str, g.Geom]] = []
+    for line in lines:
+        pts = np.concatenate(line.strokes())
+        (x0, y0), (x1, y1) = pts.min(axis=0) - half, pts.max(axis=0) + half
+        who = ", ".join(f"fields.{n}" for n in line.fields) or f"line {line.index + 1}"
+        parts.append((line.index, who, g.rect(float(x0), float(y0), float(x1), float(y1))))
+    code = None
+    if symbol is not None and block.code_origin is not None and not code_is_field:
+        cx, cy = block.code_origin
+        code = PlacedCode(
+            symbol, opts.module_mm, opts.quiet_zone_modules, (cx + shifts[0][0], cy + shifts[0][1]), 0.0
+        )
+    elif symbol is not None:
+        i = len(lines)
+        rows = symbol.size[0]
+        # The code field's origin is the symbol's lower-left corner (toolpath._pattern).
+        top_left = (origins[i][0] - ox, origins[i][1] - oy + rows * opts.module_mm)
+        code = PlacedCode(symbol, opts.module_mm, opts.quiet_zone_modules, top_left, 0.0)
+        parts.append((i, "options.datamatrix", g.make_polygon([tuple(c) for c in code.corners(quiet=True)])))
+    for (i, who, part), (j, other, later) in itertools.combinations(parts, 2):
+        if g.area(part.intersection(later)) > 0:
+            raise LayoutError(
+                f"{machine.id}'s stored pattern strikes field {i + 1} ({who}) and field {j + 1} ({other}) "
+                f"{math.dist(origins[i], origins[j]):g} mm apart ({key}); at {block.height:g} mm they overlap",
+                field="options.char_height_mm",
+                hint=f"a smaller height, or {_NEXT_STEP}",
+            )
+    for i, who, part in parts:
+        if not g.covers(free, part):
+            x, y = origins[i]
+            raise LayoutError(
+                f"{machine.id}'s stored pattern strikes field {i + 1} ({who}) at ({x:g}, {y:g}) mm "
+                f"({key}[{i}]), where it {_why_not(request, part)}",
+                field="component.zone",
+                hint=f"move the part under the head (options.origin_mm), or {_NEXT_STEP}",
+            )
+    return lines, code, g.union_all([p for _, _, p in parts])
+
+
+def _why_not(request: MarkRequest, part: g.Geom) -> str:
+    """Why a part does not fit the clear zone: off the part, in a keep-out, or over an existing mark."""
+    opts, comp = request.options, request.component
+    zone = g.make_polygon(comp.zone)
+    inner = g.buffer(zone, -opts.margin_mm) if opts.margin_mm > 0 else zone
+    if not g.covers(inner, part):
+        return f"runs off the zone less its {opts.margin_mm:g} mm margin"
+    for k, pts in enumerate(comp.keepouts):
+        if g.distance(g.make_polygon(pts), part) < opts.clearance_mm:
+            return f"comes within {opts.clearance_mm:g} mm of keep-out {k + 1}"
+    return "comes closer to an existing mark than the gap the rules keep"
 
 
 # --- the entry point -------------------------------------------------------------------------
@@ -693,8 +867,11 @@ def compose(
     _check_glyphs(profile, font, texts, values)
 
     max_depth = profile.integrity.max_depth_fraction * request.component.wall_thickness_mm
+    options = request.options
+    if not machine.places_fields and not machine.sends_parameters:
+        options = options.model_copy(update={"force_pct": _pattern_force(machine, request)})
     process = plan_process(
-        material, machine, request.options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth
+        material, machine, options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth
     )
 
     symbol = None
@@ -719,10 +896,33 @@ def compose(
         legal = max(legal, lo_mm)
 
     free = _free_region(request, profile)
-    block, offset = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
-
     angle = request.options.rotation_deg
     kind: Literal["line", "dots"] = "dots" if font.kind == "dot" or process.method == "dot-peen" else "line"
+    if not machine.places_fields:
+        # The controller's stored pattern places each field: compose there, never search.
+        if not machine.sends_parameters:
+            height = _pattern_height(machine, request)
+        block = _layout_block(texts, font, height, request, process, symbol)
+        lines, code, footprint = _at_pattern_origins(request, machine, block, symbol, process, kind, free)
+        return Layout(
+            request=request,
+            rules=profile,
+            machine=machine,
+            material=material,
+            process=process,
+            font=font,
+            values=values,
+            lines=tuple(lines),
+            code=code,
+            footprint=footprint,
+            content_findings=tuple(findings),
+            zone=zone,
+            keepouts=tuple(keepouts),
+            existing=tuple(existing),
+            today=today,
+        )
+    block, offset = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
+
     lines = _placed_lines(block, angle, offset, kind)
     code = None
     if symbol is not None and block.code_origin is not None:

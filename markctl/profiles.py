@@ -133,7 +133,25 @@ class DotPeenSpec(_Frozen):
         default=(),
         description=(
             "Where the pattern stored on the controller puts field 1, 2, ... (mm, machine frame), for "
-            "machines that cannot place fields themselves; the pre-check refuses a layout elsewhere."
+            "machines that cannot place fields themselves: the layout is composed there. Each "
+            "field's origin is its first character's lower-left dot; the field runs along +X."
+        ),
+    )
+    pattern_char_height_mm: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Character height the stored pattern strikes, for machines the host cannot send a "
+            "height to (Telesis-style): the layout is composed at it."
+        ),
+    )
+    pattern_force_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description=(
+            "Stylus force (% of the range) the stored pattern strikes with, for machines the host "
+            "cannot send a force to (Telesis-style): the layout's depth is planned at it."
         ),
     )
 
@@ -143,6 +161,9 @@ class DotPeenSpec(_Frozen):
             raise ValueError("force_min_n exceeds force_max_n")
         if self.char_height_min_mm > self.char_height_max_mm:
             raise ValueError("char_height_min_mm exceeds char_height_max_mm")
+        h = self.pattern_char_height_mm
+        if h is not None and not self.char_height_min_mm <= h <= self.char_height_max_mm:
+            raise ValueError("pattern_char_height_mm lies outside char_height_min_mm..char_height_max_mm")
         return self
 
 
@@ -548,6 +569,24 @@ class FirmwareProfile(_Frozen):
     def family(self) -> str:
         """The driver family, equal to the protocol part of a machine address."""
         return self.protocol.kind
+
+    @property
+    def places_fields(self) -> bool:
+        """Whether the host can put text fields where it wants. False for a Telesis-style marker
+        (no position message, PROTOCOLS.md §5.1) and a Modbus map without origin registers: the
+        pattern stored on the controller decides, and ``[dot_peen] pattern_origins`` says where."""
+        if isinstance(self.protocol, TelesisProtocol):
+            return False
+        if isinstance(self.protocol, ModbusProtocol):
+            return self.protocol.registers.placeable_fields > 0
+        return True
+
+    @property
+    def sends_parameters(self) -> bool:
+        """Whether the host can send character height and force. A Telesis-style marker takes only
+        text: its stored pattern's ``[dot_peen] pattern_char_height_mm`` and ``pattern_force_pct``
+        are what it strikes."""
+        return not isinstance(self.protocol, TelesisProtocol)
 
 
 # Bits on the wire per status poll, for the poll-rate budget (at 10 bits per byte: start, 8, stop).

@@ -15,7 +15,7 @@ What is modelled, and from where:
   character height and with the speed percentage. This is a model, not a measured machine.
 * Depth: ``0.6 mm x force/force_max x 150 HB/hardness`` (0.45 mm at 75 % force in mild steel, the
   data-sheet figure), capped at 1 mm; the dent is a cone of the profile's stylus angle.
-* Fonts: 5x7 and 7x9 dot matrices drawn for markctl (below); ``height_mm`` is the distance between
+* Fonts: the 5x7 and 7x9 dot matrices markctl composes with (below); ``height_mm`` is the distance between
   the bottom and top dot centres, and (x, y) is the centre of the lower-left dot of the first character.
   The dot pitch is height/(rows-1) unless the host sets one (horizontal pitch).
 * Patterns: a :class:`Pattern` is a list of field slots (position, height, angle, font) as a
@@ -36,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 
 from markctl.profiles import FirmwareProfile
 from markctl.simulator.clock import Clock
@@ -58,94 +60,11 @@ __all__ = [
 ]
 
 # --- fonts ----------------------------------------------------------------------------------
-# Drawn for markctl (no vendor font copied): "#" is a dot, "." none, rows top to bottom. Lower-case
-# text is marked in capitals, as on most dot-peen controllers.
-
-_G5X7: dict[str, str] = {
-    "A": ".###. #...# #...# ##### #...# #...# #...#",
-    "B": "####. #...# #...# ####. #...# #...# ####.",
-    "C": ".###. #...# #.... #.... #.... #...# .###.",
-    "D": "####. #...# #...# #...# #...# #...# ####.",
-    "E": "##### #.... #.... ####. #.... #.... #####",
-    "F": "##### #.... #.... ####. #.... #.... #....",
-    "G": ".###. #...# #.... #.### #...# #...# .####",
-    "H": "#...# #...# #...# ##### #...# #...# #...#",
-    "I": ".###. ..#.. ..#.. ..#.. ..#.. ..#.. .###.",
-    "J": "..### ...#. ...#. ...#. ...#. #..#. .##..",
-    "K": "#...# #..#. #.#.. ##... #.#.. #..#. #...#",
-    "L": "#.... #.... #.... #.... #.... #.... #####",
-    "M": "#...# ##.## #.#.# #.#.# #...# #...# #...#",
-    "N": "#...# #...# ##..# #.#.# #..## #...# #...#",
-    "O": ".###. #...# #...# #...# #...# #...# .###.",
-    "P": "####. #...# #...# ####. #.... #.... #....",
-    "Q": ".###. #...# #...# #...# #.#.# #..#. .##.#",
-    "R": "####. #...# #...# ####. #.#.. #..#. #...#",
-    "S": ".#### #.... #.... .###. ....# ....# ####.",
-    "T": "##### ..#.. ..#.. ..#.. ..#.. ..#.. ..#..",
-    "U": "#...# #...# #...# #...# #...# #...# .###.",
-    "V": "#...# #...# #...# #...# #...# .#.#. ..#..",
-    "W": "#...# #...# #...# #.#.# #.#.# #.#.# .#.#.",
-    "X": "#...# #...# .#.#. ..#.. .#.#. #...# #...#",
-    "Y": "#...# #...# .#.#. ..#.. ..#.. ..#.. ..#..",
-    "Z": "##### ....# ...#. ..#.. .#... #.... #####",
-    "0": ".###. #...# #..## #.#.# ##..# #...# .###.",
-    "1": "..#.. .##.. ..#.. ..#.. ..#.. ..#.. .###.",
-    "2": ".###. #...# ....# ...#. ..#.. .#... #####",
-    "3": "##### ...#. ..#.. ...#. ....# #...# .###.",
-    "4": "...#. ..##. .#.#. #..#. ##### ...#. ...#.",
-    "5": "##### #.... ####. ....# ....# #...# .###.",
-    "6": "..##. .#... #.... ####. #...# #...# .###.",
-    "7": "##### ....# ...#. ..#.. .#... .#... .#...",
-    "8": ".###. #...# #...# .###. #...# #...# .###.",
-    "9": ".###. #...# #...# .#### ....# ...#. .##..",
-    "-": "..... ..... ..... ##### ..... ..... .....",
-    "/": "..... ....# ...#. ..#.. .#... #.... .....",
-    ".": "..... ..... ..... ..... ..... ..... ..#..",
-    " ": "..... ..... ..... ..... ..... ..... .....",
-}
-
-_G7X9: dict[str, str] = {
-    "A": "..###.. .#...#. #.....# #.....# #.....# ####### #.....# #.....# #.....#",
-    "B": "######. #.....# #.....# #.....# ######. #.....# #.....# #.....# ######.",
-    "C": ".#####. #.....# #...... #...... #...... #...... #...... #.....# .#####.",
-    "D": "#####.. #....#. #.....# #.....# #.....# #.....# #.....# #....#. #####..",
-    "E": "####### #...... #...... #...... #####.. #...... #...... #...... #######",
-    "F": "####### #...... #...... #...... #####.. #...... #...... #...... #......",
-    "G": ".#####. #.....# #...... #...... #..#### #.....# #.....# #.....# .#####.",
-    "H": "#.....# #.....# #.....# #.....# ####### #.....# #.....# #.....# #.....#",
-    "I": ".#####. ...#... ...#... ...#... ...#... ...#... ...#... ...#... .#####.",
-    "J": "..##### .....#. .....#. .....#. .....#. .....#. #....#. #....#. .####..",
-    "K": "#.....# #....#. #...#.. #..#... ###.... #..#... #...#.. #....#. #.....#",
-    "L": "#...... #...... #...... #...... #...... #...... #...... #...... #######",
-    "M": "#.....# ##...## #.#.#.# #..#..# #.....# #.....# #.....# #.....# #.....#",
-    "N": "#.....# ##....# #.#...# #..#..# #...#.# #....## #.....# #.....# #.....#",
-    "O": ".#####. #.....# #.....# #.....# #.....# #.....# #.....# #.....# .#####.",
-    "P": "######. #.....# #.....# #.....# ######. #...... #...... #...... #......",
-    "Q": ".#####. #.....# #.....# #.....# #.....# #.....# #...#.# #....#. .####.#",
-    "R": "######. #.....# #.....# #.....# ######. #..#... #...#.. #....#. #.....#",
-    "S": ".#####. #.....# #...... #...... .#####. ......# ......# #.....# .#####.",
-    "T": "####### ...#... ...#... ...#... ...#... ...#... ...#... ...#... ...#...",
-    "U": "#.....# #.....# #.....# #.....# #.....# #.....# #.....# #.....# .#####.",
-    "V": "#.....# #.....# #.....# #.....# .#...#. .#...#. ..#.#.. ..#.#.. ...#...",
-    "W": "#.....# #.....# #.....# #.....# #..#..# #..#..# #.#.#.# ##...## #.....#",
-    "X": "#.....# #.....# .#...#. ..#.#.. ...#... ..#.#.. .#...#. #.....# #.....#",
-    "Y": "#.....# #.....# .#...#. ..#.#.. ...#... ...#... ...#... ...#... ...#...",
-    "Z": "####### ......# .....#. ....#.. ...#... ..#.... .#..... #...... #######",
-    "0": ".#####. #.....# #....## #...#.# #..#..# #.#...# ##....# #.....# .#####.",
-    "1": "...#... ..##... .#.#... ...#... ...#... ...#... ...#... ...#... .#####.",
-    "2": ".#####. #.....# ......# .....#. ....#.. ...#... ..#.... .#..... #######",
-    "3": ".#####. #.....# ......# ......# ..####. ......# ......# #.....# .#####.",
-    "4": "....#.. ...##.. ..#.#.. .#..#.. #...#.. ####### ....#.. ....#.. ....#..",
-    "5": "####### #...... #...... ######. ......# ......# ......# #.....# .#####.",
-    "6": "..####. .#..... #...... #...... ######. #.....# #.....# #.....# .#####.",
-    "7": "####### ......# .....#. ....#.. ...#... ...#... ..#.... ..#.... ..#....",
-    "8": ".#####. #.....# #.....# #.....# .#####. #.....# #.....# #.....# .#####.",
-    "9": ".#####. #.....# #.....# #.....# .###### ......# ......# .....#. .####..",
-    "-": "....... ....... ....... ....... .#####. ....... ....... ....... .......",
-    "/": "....... ......# .....#. ....#.. ...#... ..#.... .#..... #...... .......",
-    ".": "....... ....... ....... ....... ....... ....... ....... ....... ...#...",
-    " ": "....... ....... ....... ....... ....... ....... ....... ....... .......",
-}
+# The 5x7 and 7x9 matrices markctl composes with (``layouts/data/dotfont_*.toml``, drawn for
+# markctl, no vendor font copied): one source, so the dots the simulated controller strikes are the
+# dots the layout shows and verification judges. A real controller's font may differ in detail;
+# that difference is the controller's, not the simulator's. Lower-case text is marked in capitals,
+# as on most dot-peen controllers.
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +90,25 @@ class DotFont:
         return sum(counted) / len(counted)
 
 
-def _parse(name: str, cols: int, rows: int, table: dict[str, str]) -> DotFont:
-    glyphs: dict[str, tuple[tuple[int, int], ...]] = {}
-    for char, art in table.items():
-        lines = art.split()
-        if len(lines) != rows or any(len(line) != cols for line in lines):
+def _load(name: str) -> DotFont:
+    data = tomllib.loads(
+        (resources.files("markctl.layouts.data") / f"dotfont_{name}.toml").read_text("utf-8")
+    )
+    cols, rows = int(data["columns"]), int(data["rows"])
+    glyphs: dict[str, tuple[tuple[int, int], ...]] = {" ": ()}
+    for char, bitmap in data["glyphs"].items():
+        if len(bitmap) != rows or any(len(line) != cols for line in bitmap):
             raise ValueError(f"font {name}: glyph {char!r} is not {cols}x{rows}")
         glyphs[char] = tuple(
             (col, rows - 1 - row)
-            for row, line in enumerate(lines)
+            for row, line in enumerate(bitmap)
             for col, mark in enumerate(line)
             if mark == "#"
         )
     return DotFont(name, cols, rows, glyphs)
 
 
-FONTS: dict[str, DotFont] = {
-    "5x7": _parse("5x7", 5, 7, _G5X7),
-    "7x9": _parse("7x9", 7, 9, _G7X9),
-}
+FONTS: dict[str, DotFont] = {"5x7": _load("5x7"), "7x9": _load("7x9")}
 
 
 def glyph_dots(font: str, char: str) -> tuple[tuple[int, int], ...]:
@@ -219,11 +138,14 @@ class Pattern:
 
 
 def default_pattern(profile: FirmwareProfile, slots: int = 8) -> Pattern:
-    """The profile's ``pattern_origins`` if it gives them (the same data the pre-check judges),
-    else fields of 3 mm 5x7 text stacked 5 mm apart from the top-left of the marking window."""
-    origins = profile.dot_peen.pattern_origins if profile.dot_peen is not None else ()
+    """The profile's ``pattern_origins`` and ``pattern_char_height_mm`` if it gives them (the same
+    data composition places the fields by), else fields of 3 mm 5x7 text stacked 5 mm apart from
+    the top-left of the marking window."""
+    spec = profile.dot_peen
+    origins = spec.pattern_origins if spec is not None else ()
     if origins:
-        return Pattern(tuple(FieldSlot(x, y) for x, y in origins))
+        height = (spec.pattern_char_height_mm if spec is not None else None) or 3.0
+        return Pattern(tuple(FieldSlot(x, y, height) for x, y in origins))
     top = profile.machine.work_area_y_mm - 2.0 - 3.0
     return Pattern(tuple(FieldSlot(2.0, top - 5.0 * i) for i in range(slots)))
 
@@ -323,7 +245,9 @@ class PeenMarker:
         self.texts: dict[int, str] = {}
         self.char_height_mm: float | None = None  # host override of the pattern's height
         self.dot_pitch_mm: float | None = None
-        self.force_pct = 75.0
+        # The stored pattern's force until the host sends one (a Telesis-style host cannot).
+        pattern_force = self.spec.pattern_force_pct
+        self.force_pct = pattern_force if pattern_force is not None else 75.0
         self.speed_pct = 100.0
         self.origins: dict[int, tuple[float, float]] = {}  # host override of a field's (x, y)
         self.field_heights: dict[int, float] = {}  # host override of one field's height

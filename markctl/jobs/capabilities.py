@@ -9,10 +9,11 @@ machine; the pre-check (:func:`markctl.jobs.runner.prepare`) and ``markctl check
 
 Placement: a pattern machine may not take positions from the host at all (the Telesis-style
 protocol has no position message, PROTOCOLS.md §5.1; a Modbus map without origin registers,
-``field_origins = 0``). The stored pattern then decides where each field lands, so a layout is
-only what the machine will strike if its field origins are the pattern's. When the profile gives
-them (``[dot_peen] pattern_origins``), a layout that puts a field elsewhere is refused; when it
-does not, the finding is a warning: the pre-check cannot confirm where the marks land.
+``field_origins = 0``). The stored pattern then decides where each field lands, so composition
+puts each field at the profile's ``[dot_peen] pattern_origins`` (and, where the host cannot send a
+height, at ``pattern_char_height_mm``): the compliance check then judges what will be struck. A
+program that puts a field elsewhere (made by other means, e.g. a program file) is refused here,
+and so is a profile that does not say where its pattern puts the fields.
 
 Laser (motion) programs are not judged here: GRBL machines place every stroke themselves.
 """
@@ -32,9 +33,8 @@ __all__ = ["CapabilityProblem", "machine_problems"]
 class CapabilityProblem:
     """One thing the machine cannot do for this program."""
 
-    capability: (
-        str  # data-matrix | font | character-height | window | fields | text-length | parameters | placement
-    )
+    # data-matrix | font | character-height | window | fields | text-length | parameters | placement
+    capability: str
     message: str
     blocking: bool = True
 
@@ -113,9 +113,7 @@ def machine_problems(program: Program, profile: FirmwareProfile) -> list[Capabil
                         f"{profile.id}'s marking window is {machine.work_area_x_mm:g} x {machine.work_area_y_mm:g} mm",
                     )
                 )
-    places_fields = True
     if isinstance(proto, TelesisProtocol):
-        places_fields = False
         if len(program.fields) > proto.text_fields:
             out.append(
                 CapabilityProblem(
@@ -132,7 +130,6 @@ def machine_problems(program: Program, profile: FirmwareProfile) -> list[Capabil
                 )
     elif isinstance(proto, ModbusProtocol):
         m = proto.registers
-        places_fields = m.placeable_fields > 0
         limit = m.field_block.count if m.field_block is not None else m.placeable_fields
         if limit and len(program.fields) > limit:
             out.append(CapabilityProblem("fields", f"{len(program.fields)} fields, {profile.id} has {limit}"))
@@ -155,7 +152,7 @@ def machine_problems(program: Program, profile: FirmwareProfile) -> list[Capabil
                     "parameters", f"{profile.id} has one {what} for the whole job; the fields differ"
                 )
             )
-    if not places_fields:
+    if not profile.places_fields:
         out.extend(_placement(program, profile))
     return out
 
@@ -168,13 +165,43 @@ def _placement(program: PatternProgram, profile: FirmwareProfile) -> list[Capabi
             CapabilityProblem(
                 "placement",
                 f"{profile.id} places fields from the pattern stored on the controller and its profile "
-                "gives no pattern_origins: where the marks land is not checked",
-                blocking=False,
+                "gives no [dot_peen] pattern_origins: add them (mm, machine frame, field 1 first) from the "
+                "pattern, or choose a machine that places fields",
             )
         ]
     out = []
+    # A code the machine cannot mark at all is refused as such ([machine:data-matrix]) already.
+    fields = [
+        (i, f)
+        for i, f in enumerate(program.fields, 1)
+        if f.font != "datamatrix" or f.font in profile.dot_peen.fonts
+    ]
+    height = profile.dot_peen.pattern_char_height_mm
+    force = profile.dot_peen.pattern_force_pct
+    if not profile.sends_parameters:
+        for i, f in fields:
+            if f.font == "datamatrix":
+                continue  # a code's "height" is its side, set by the host
+            if height is None or abs(f.height_mm - height) > 1e-6:
+                pattern = f"{height:g} mm" if height is not None else "a height its profile does not give"
+                out.append(
+                    CapabilityProblem(
+                        "character-height",
+                        f"field {i}: {f.height_mm:g} mm, but {profile.id} strikes its stored pattern's "
+                        f"{pattern} ([dot_peen] pattern_char_height_mm)",
+                    )
+                )
+            if f.force_pct is not None and (force is None or abs(f.force_pct - force) > 1e-6):
+                pattern = f"{force:g} %" if force is not None else "a force its profile does not give"
+                out.append(
+                    CapabilityProblem(
+                        "parameters",
+                        f"field {i}: {f.force_pct:g} % force, but {profile.id} strikes with its stored "
+                        f"pattern's {pattern} ([dot_peen] pattern_force_pct)",
+                    )
+                )
     tol = max(profile.machine.resolution_mm, 0.05)
-    for i, f in enumerate(program.fields, 1):
+    for i, f in fields:
         if i > len(origins):
             out.append(
                 CapabilityProblem(
@@ -188,7 +215,7 @@ def _placement(program: PatternProgram, profile: FirmwareProfile) -> list[Capabi
                 CapabilityProblem(
                     "placement",
                     f"field {i} is laid out at ({f.x_mm:.2f}, {f.y_mm:.2f}) mm but {profile.id} cannot place "
-                    f"fields: its stored pattern strikes it at ({x:g}, {y:g}) mm",
+                    f"fields: its stored pattern strikes it at ({x:g}, {y:g}) mm ([dot_peen] pattern_origins)",
                 )
             )
     return out

@@ -300,11 +300,16 @@ def verify_workpiece(
     spot_mm: float,
     code: str | None = None,
     layout: Layout | None = None,
+    dot_mm: float | None = None,
 ) -> Verification:
-    """Compare a simulated workpiece with the program that was sent to it (its frame is known)."""
+    """Compare a simulated workpiece with the program that was sent to it (its frame is known).
+
+    ``dot_mm``: the diameter of the dents the machine made, when it is known and is not the
+    layout's (a pattern machine strikes with its own force): dots are then judged at that size.
+    """
     read = decode_datamatrix(_code_image(workpiece)) if code is not None else None
-    ref = build_reference(program, stroke_mm=_stroke_mm(program, spot_mm, layout), layout=layout,
-                          px_per_mm=workpiece.px_per_mm)  # fmt: skip
+    stroke = dot_mm if dot_mm is not None else _stroke_mm(program, spot_mm, layout)
+    ref = build_reference(program, stroke_mm=stroke, layout=layout, px_per_mm=workpiece.px_per_mm)
     gray = np.asarray(workpiece.image(), dtype=np.float32) / np.float32(255.0)
     dark = 1.0 - gray / max(float(np.median(gray)), 1e-3)
     dark = np.clip(dark / max(float(dark.max()), 1e-3), 0.0, 1.0).astype(np.float32)

@@ -256,11 +256,14 @@ class Reference:
         missing = [
             (float(x), float(y)) for (x, y), lv in zip(self.dots, levels, strict=True) if lv < threshold
         ]
-        # Extra dots: blobs of dark pixels farther than a dot pitch from every program dot.
+        # Extra dots: blobs of dark pixels farther than a dot pitch from every program dot (or than
+        # a dent's radius, when dents are wider than the pitch: a pattern machine's own force).
         # An extra dot must be about as dark as the real ones, not a streak of surface texture.
         marked = (soft > bare + max(contrast_floor, (ink - bare) * 0.6)).astype(np.uint8)
         reach_px = max(
-            2, round((self.dot_pitch_mm or self.stroke_px / self.px_per_mm * 2) * self.px_per_mm * 0.6)
+            2,
+            round((self.dot_pitch_mm or self.stroke_px / self.px_per_mm * 2) * self.px_per_mm * 0.6),
+            round(self.stroke_px * 0.75 + 1),  # the dent's radius, widened by the blur above
         )
         near = np.zeros_like(marked)
         for x, y in centres:

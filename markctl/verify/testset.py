@@ -70,7 +70,7 @@ def _request(fields: dict[str, str], machine: str) -> dict[str, Any]:
         options["font"] = "5x7"
     return {
         "profile": "iti-stockpile",
-        "machine": "telesis-tmp" if machine == "peen" else "grbl-1.1",
+        "machine": "peen-modbus" if machine == "peen" else "grbl-1.1",
         "fields": fields,
         "component": {
             "name": "receiver",

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from markctl.cli import main
+from markctl.errors import LayoutError
 from markctl.jobs.capabilities import machine_problems
 from markctl.jobs.manifest import ManifestItem
 from markctl.jobs.runner import prepare
-from markctl.layouts import MarkRequest
+from markctl.layouts import MarkRequest, compose
 from markctl.layouts.program import PatternField, PatternProgram
 from markctl.profiles import FirmwareProfile, load_profile
 
@@ -21,9 +24,14 @@ LASER_EXAMPLE = Path(__file__).parents[2] / "examples" / "requests" / "iti-stock
 
 @pytest.fixture
 def telesis_example(tmp_path: Path) -> Path:
-    """The stockpile example with its Data Matrix, sent to a Telesis-style marker instead of the laser."""
+    """The stockpile example with its Data Matrix, sent to a Telesis-style marker instead of the laser,
+    on a surface where that marker's stored pattern (its fields at 5, 19 and 5, 14 mm) fits."""
     path = tmp_path / "iti-stockpile-datamatrix-telesis.toml"
-    path.write_text(LASER_EXAMPLE.read_text().replace('machine = "grbl-1.1"', 'machine = "telesis-tmp"'))
+    text = LASER_EXAMPLE.read_text().replace('machine = "grbl-1.1"', 'machine = "telesis-tmp"')
+    text = text.replace("origin_mm = [5.0, 5.0]", "origin_mm = [0.0, 0.0]").replace(
+        "[60, 14], [0, 14]", "[60, 25], [0, 25]"
+    )
+    path.write_text(text.replace("existing_marks = [[[0, 10], [25, 10], [25, 14], [0, 14]]]", ""))
     return path
 
 
@@ -33,7 +41,8 @@ def capabilities(program: PatternProgram, profile_id: str, **dot_peen: object) -
         data = profile.model_dump()
         data["dot_peen"].update(dot_peen)
         profile = FirmwareProfile.model_validate(data)
-    return [f"{p.capability}{'' if p.blocking else '?'}" for p in machine_problems(program, profile)]
+    named = [f"{p.capability}{'' if p.blocking else '?'}" for p in machine_problems(program, profile)]
+    return list(dict.fromkeys(named))  # each capability once, in the order first named
 
 
 def field(
@@ -51,7 +60,7 @@ def field(
             [field(), field("KE 26 0012345", 6.0, 30, 5, font="datamatrix")],
             ["data-matrix", "parameters"],
         ),
-        ("peen-modbus-coil", [field(font="7x9")], ["font", "placement?"]),
+        ("peen-modbus-coil", [field(font="7x9")], ["font", "placement"]),
         ("peen-modbus", [field(height=25.0)], ["character-height"]),
         ("peen-modbus", [field("A" * 20, 10.0)], ["window"]),  # ~330 mm in a 120 mm window
         ("peen-modbus", [field(x=119.0)], ["window"]),
@@ -59,8 +68,13 @@ def field(
         ("peen-modbus", [field(x=1.0 + i) for i in range(9)], ["fields"]),
         ("peen-modbus", [field("A" * 65, 1.0, 1.0, 1.0)], ["text-length"]),
         ("peen-modbus", [field(), field(height=4.0, y=20.0)], ["parameters"]),
-        ("telesis-tmp", [field(y=5.0 + 2 * i, height=1.5) for i in range(9)], ["fields", "placement?"]),
-        ("telesis-tmp", [field("B" * 70, 1.5, 1.0, 1.0)], ["window", "text-length", "placement?"]),
+        ("telesis-tmp", [field(y=5.0 + 2 * i) for i in range(9)], ["fields", "placement"]),
+        (
+            "telesis-tmp",
+            [field("B" * 70, 1.5, 1.0, 1.0)],
+            ["window", "text-length", "character-height", "placement"],
+        ),
+        ("telesis-tmp", [field(x=5.0, y=19.0), field(x=5.0, y=14.0)], []),  # its stored pattern's fields
     ],
 )
 def test_each_capability_is_named(profile_id: str, fields: list[PatternField], expected: list[str]) -> None:
@@ -128,7 +142,7 @@ def test_the_streaming_precheck_refuses_it_too(repo: Path) -> None:
     parts = (
         (repo / "examples/stockpile/parts.toml")
         .read_text()
-        .replace("origin_mm = [20, 20]", "origin_mm = [2, 2]")
+        .replace("origin_mm = [20, 20]", "origin_mm = [2, 7]")
     )
     catalogue = Catalogue.from_toml(parts + "datamatrix = true\nmodule_mm = 0.4\n", "parts.toml")
     manifest = parse_manifest((repo / "examples/stockpile/manifest.csv").read_bytes())
@@ -137,3 +151,116 @@ def test_the_streaming_precheck_refuses_it_too(repo: Path) -> None:
     assert all("[machine:data-matrix]" in v.problems[0] for v in telesis.verdicts)
     laser = precheck(manifest, catalogue, load_profile("grbl-1.1"))
     assert {v.verdict for v in laser.verdicts} == {"ok"}
+
+
+# --- placement is the controller's: the layout is the pattern's -----------------------------------
+
+PLATE = ["--profile", "iti-stockpile", "--field", "owner_country=KE", "--field", "agency=KDF",
+         "--field", "year=26", "--field", "serial=GP-000417", "--component", "embedded-plate",
+         "--material", "embedded-steel-plate", "--wall", "2", "--zone", "32x16"]  # fmt: skip
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "markctl", *args], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("machine", "origin", "fields"),
+    [
+        # Telesis: no position, height or force message; its pattern strikes 3 mm text at 25 %.
+        ("telesis-tmp", "2,7", [(5.0, 19.0, 3.0), (5.0, 14.0, 3.0)]),
+        # A Modbus map without origin registers: the pattern places, the host still sends the height.
+        ("peen-modbus-coil", "2,10", [(4.0, 22.0, None), (4.0, 15.0, None)]),
+    ],
+)
+def test_layout_and_check_show_the_layout_at_the_patterns_origins(
+    tmp_path: Path, machine: str, origin: str, fields: list[tuple[float, float, float | None]]
+) -> None:
+    made = _cli(
+        "layout", *PLATE, "--machine", machine, "--set", f"origin_mm={origin}", "--out", str(tmp_path)
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    program = json.loads((tmp_path / "mark.program.json").read_text())
+    placed = [(f["x_mm"], f["y_mm"]) for f in program["fields"]]
+    assert placed == [(x, y) for x, y, _ in fields]
+    spec = load_profile(machine).dot_peen
+    assert spec is not None and placed == [tuple(o) for o in spec.pattern_origins[: len(placed)]]
+    for f, (_, _, height) in zip(program["fields"], fields, strict=True):
+        assert height is None or f["height_mm"] == height
+    checked = _cli("check", *PLATE, "--machine", machine, "--set", f"origin_mm={origin}", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["passed"] and report["machine_problems"] == []
+
+
+def test_a_pattern_line_into_a_keepout_is_refused_naming_field_origin_and_key() -> None:
+    # A keep-out over the pattern's field 2 (5, 14 mm in the machine frame: 3, 7 on the plate).
+    refused = _cli("check", *PLATE, "--machine", "telesis-tmp", "--set", "origin_mm=2,7",
+                   "--keepout", "10,6 14,6 14,9 10,9")  # fmt: skip
+    assert refused.returncode == 2
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "telesis-tmp's stored pattern strikes field 2 (fields.serial) at (5, 14) mm" in line
+    assert "([dot_peen] pattern_origins[1])" in line and "keep-out 1" in line
+    assert "change the pattern on the controller" in line
+
+
+def test_a_profile_that_does_not_say_where_its_pattern_puts_fields_is_refused() -> None:
+    data = load_profile("peen-modbus-coil").model_dump()
+    data["dot_peen"]["pattern_origins"] = []
+    bare = FirmwareProfile.model_validate(data)
+    request = MarkRequest.parse(
+        {"profile": "iti-stockpile", "machine": "peen-modbus-coil", "fields": {"owner_country": "KE",
+         "agency": "KDF", "year": "26", "serial": "GP-1"}, "component": {"name": "embedded-plate",
+         "material": "embedded-steel-plate", "wall_thickness_mm": 2.0, "zone": [[0, 0], [32, 0], [32, 16], [0, 16]]},
+         "options": {"origin_mm": [2, 7]}}
+    )  # fmt: skip
+    item = ManifestItem(2, "KE-GP-1", "embedded-plate", "iti-stockpile", {}, {})
+    prepared = prepare(request, bare, item)
+    assert prepared.error is not None and len(prepared.error.splitlines()) == 1
+    assert "gives no [dot_peen] pattern_origins: add them" in prepared.error
+    program = PatternProgram("1", (field(),))
+    assert capabilities(program, "peen-modbus-coil", pattern_origins=()) == ["placement"]
+
+
+def test_the_batch_and_service_prechecks_compose_the_same_pattern_layout(repo: Path) -> None:
+    # One code path: runner.judge (the streaming pre-check of `markctl batch` and of the service) and
+    # runner.prepare (the item as it is marked) both compose at the pattern's origins.
+    from markctl.jobs.catalogue import Catalogue
+    from markctl.jobs.manifest import parse_manifest
+    from markctl.jobs.runner import judge, request_for
+
+    manifest = parse_manifest((repo / "examples/stockpile/manifest.csv").read_bytes())
+    telesis = load_profile("telesis-tmp")
+    for y, ok in ((7, True), (2, False)):
+        parts = (repo / "examples/stockpile/parts.toml").read_text().replace("[20, 20]", f"[2, {y}]")
+        catalogue = Catalogue.from_toml(parts, "parts.toml")
+        item = manifest.items[0]
+        verdict = judge(item, catalogue, telesis)
+        prepared = prepare(request_for(item, catalogue, telesis), telesis, item)
+        assert verdict.passed is ok and prepared.passed is ok
+        if ok:
+            assert isinstance(prepared.program, PatternProgram)
+            assert [(f.x_mm, f.y_mm) for f in prepared.program.fields] == [(5.0, 19.0), (5.0, 14.0)]
+        else:
+            assert list(verdict.problems) == prepared.problems()
+            assert "([dot_peen] pattern_origins[0])" in verdict.problems[0]
+
+
+def test_pattern_fields_that_would_overlap_at_the_asked_height_are_refused() -> None:
+    # peen-modbus-coil takes a height from the host, but its pattern's fields are 7 mm apart.
+    request = MarkRequest.parse(
+        {"profile": "iti-stockpile", "machine": "peen-modbus-coil", "fields": {"owner_country": "KE",
+         "agency": "KDF", "year": "26", "serial": "GP-1"}, "component": {"name": "embedded-plate",
+         "material": "embedded-steel-plate", "wall_thickness_mm": 2.0, "zone": [[0, 0], [70, 0], [70, 30], [0, 30]]},
+         "options": {"origin_mm": [0, 0], "char_height_mm": 8.0}}
+    )  # fmt: skip
+    with pytest.raises(LayoutError) as info:
+        compose(request)
+    assert info.value.field == "options.char_height_mm"
+    assert (
+        "field 1 (fields.owner_country, fields.agency, fields.year) and field 2 (fields.serial) 7 mm apart"
+        in str(info.value)
+    )
+    assert "at 8 mm they overlap" in str(info.value)

@@ -36,6 +36,11 @@ def _example(name: str, machine: str | None = None, **options: object) -> MarkRe
     data["options"].update(today="2026-11-27", **options)
     if machine is not None:
         data["machine"] = machine
+    if machine == "telesis-tmp":
+        # Its stored pattern places the fields (5, 19), (5, 14), ...: a surface where they fall.
+        data["component"].update(zone=[[0, 0], [60, 0], [60, 25], [0, 25]], existing_marks=[])
+        if "origin_mm" not in options:
+            data["options"]["origin_mm"] = [0.0, 0.0]
     return MarkRequest.parse(data)
 
 
@@ -123,7 +128,20 @@ def test_pattern_program_fields() -> None:
     assert isinstance(prog, PatternProgram)
     assert [f.text for f in prog.fields] == ["UG UPF 26", "0012345", "UG-UPF-0012345"]
     assert prog.fields[-1].font == "datamatrix" and prog.fields[0].font == "5x7"
-    assert all(f.height_mm == layout.char_height_mm for f in prog.fields[:2])
+    assert all(f.height_mm == layout.char_height_mm == 3.0 for f in prog.fields[:2])  # the pattern's
+    # Its stored pattern places the text: the fields are where telesis-tmp's pattern_origins say.
+    assert [(f.x_mm, f.y_mm) for f in prog.fields[:2]] == [(5.0, 19.0), (5.0, 14.0)]
+    assert all(f.force_pct == 25.0 for f in prog.fields)  # and strikes with its own force
+
+
+def test_a_pattern_machine_takes_no_rotation_height_or_force_from_the_request() -> None:
+    for option, value in (("rotation_deg", 90.0), ("char_height_mm", 4.0), ("force_pct", 60.0)):
+        with pytest.raises(LayoutError) as info:
+            compose(
+                _example("iti-stockpile-datamatrix.toml", "telesis-tmp", datamatrix=False, **{option: value})
+            )
+        assert info.value.field == f"options.{option}", option
+        assert "telesis-tmp" in str(info.value) and "stored pattern" in str(info.value)
 
 
 def test_dot_peen_character_height_must_suit_the_machine() -> None:
@@ -134,7 +152,7 @@ def test_dot_peen_character_height_must_suit_the_machine() -> None:
 
 
 def test_rotated_pattern_field_keeps_its_baseline_start() -> None:
-    req = _example("iti-stockpile-datamatrix.toml", "telesis-tmp", rotation_deg=90.0, datamatrix=False)
+    req = _example("iti-stockpile-datamatrix.toml", "peen-modbus", rotation_deg=90.0, datamatrix=False)
     data = req.model_dump(mode="json")
     data["component"].update(zone=[[0, 0], [60, 0], [60, 19], [0, 19]], existing_marks=[])
     layout = compose(MarkRequest.parse(data))
@@ -152,7 +170,7 @@ def test_rotated_pattern_field_keeps_its_baseline_start() -> None:
 
 
 def test_program_outside_work_area_is_refused() -> None:
-    req = _example("iti-stockpile-datamatrix.toml", "telesis-tmp", origin_mm=(90.0, 5.0))
+    req = _example("iti-stockpile-datamatrix.toml", "peen-modbus", origin_mm=(110.0, 5.0))
     with pytest.raises(LayoutError) as info:
         program(compose(req))
     assert info.value.field == "options.origin_mm"
@@ -340,3 +358,15 @@ def test_rows_that_share_a_placement_compose_exactly_as_each_alone() -> None:
         assert layout.code is not None and alone.code is not None and layout.code.origin == alone.code.origin
         assert layout.footprint.equals_exact(alone.footprint, 0.0)
         assert program(layout).digest == program(alone).digest
+
+
+def test_a_dot_fonts_own_pitch_is_not_sent_only_an_asked_one() -> None:
+    # The machine strikes a dot font at height / (rows - 1) when given no pitch; sending it would
+    # round it to the register (0.28 for 0.2833 mm) and shift the line's last dots by 0.26 mm.
+    req = _example("iti-stockpile-datamatrix.toml", "peen-modbus", datamatrix=False)
+    prog = program(compose(req))
+    assert isinstance(prog, PatternProgram) and {f.dot_pitch_mm for f in prog.fields} == {None}
+    asked = program(
+        compose(_example("iti-stockpile-datamatrix.toml", "peen-modbus", datamatrix=False, dot_pitch_mm=0.3))
+    )
+    assert isinstance(asked, PatternProgram) and {f.dot_pitch_mm for f in asked.fields} == {0.3}

@@ -2,7 +2,8 @@
 
 The assertions are on the simulated workpiece: the dots of the requested text, at the requested
 height and position. Expected figures are worked out by hand from the glyphs (5x7, 3 mm high ->
-0.5 mm pitch; default force 75 % of 20-120 N = 95 N -> dent depth and radius 0.6 x 95/120 = 0.475 mm).
+0.5 mm pitch; the stored pattern's force, pattern_force_pct 25 % of 20-120 N = 45 N -> dent depth and
+radius 0.6 x 45/120 = 0.225 mm).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from markctl.simulator.serve import PtyBridge, serve_tcp
 from markctl.simulator.telesis import TelesisSimulator
 
 A1 = PatternProgram("SERIAL", (PatternField("A1", 3.0, 10.0, 12.0),))
-R = 0.6 * 95 / 120  # dent radius (90 degree cone) = depth
+R = 0.6 * 45 / 120  # dent radius (90 degree cone) = depth
 
 
 def assert_a1_marked(sim: TelesisSimulator) -> None:
@@ -80,12 +81,12 @@ async def test_two_fields_7x9_and_rotation(telesis_rig) -> None:
         result = await rig.driver.run(program)
         assert result.outcome is Outcome.DONE and result.total == 2
         wp = rig.sim.workpiece
-        # 7x9 'I' = 5 + 7 + 5 = 17 dots; 5x7 '-' = 5 dots
-        assert wp.strikes == 22
-        # '-' rotated 90 degrees about (50, 5): a vertical run x = 50 - 1.5, y 5.0-7.0
-        dash = [s for s in rig.sim.marker.strikes[-5:]]
+        # 7x9 'I' = 5 + 7 + 5 = 17 dots; 5x7 '-' = 3 dots (columns 1-3 of row 3)
+        assert wp.strikes == 20
+        # '-' rotated 90 degrees about (50, 5): a vertical run x = 50 - 1.5, y 5.5-6.5
+        dash = [s for s in rig.sim.marker.strikes[-3:]]
         assert {round(s.x, 6) for s in dash} == {48.5}
-        assert sorted(round(s.y, 6) for s in dash) == [5.0, 5.5, 6.0, 6.5, 7.0]
+        assert sorted(round(s.y, 6) for s in dash) == [5.5, 6.0, 6.5]
         # the 'I' is 4 mm high: dot centres from y 5 to 9
         ys = [s.y for s in rig.sim.marker.strikes[:17]]
         assert min(ys) == pytest.approx(5.0) and max(ys) == pytest.approx(9.0)
