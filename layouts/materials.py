@@ -2,8 +2,9 @@
 
 COMPLIANCE.md Part 1 "Depth": depth comes from the process model of the machine and material,
 never from a wish. Laser: passes x depth per pass from the table (scaled by power and speed).
-Dot peen: a conical stylus pressed with force F into a material of indentation hardness H reaches
-the depth at which its projected contact area carries the load (see materials.toml). Colour-change
+Dot peen: the depth grows as sqrt(force / hardness) (a cone stops where its contact area carries
+the load), calibrated by the maker's stated depth in the machine profile
+(``DotPeenSpec.depth_mm``, shared with the simulator). Colour-change
 laser modes (anneal on metal, foam/carbonise on polymer) count as depth 0 (TECH-POLY).
 
 The same model gives the impression geometry that the height check needs: the wall angle of the
@@ -26,8 +27,6 @@ from markctl.profiles import FirmwareProfile, MachineKind
 
 __all__ = ["Material", "Process", "get_material", "material_names", "plan_process"]
 
-# Indentation hardness in N/mm^2 per Vickers unit (HV is kgf/mm^2).
-_HV_TO_N_MM2 = 9.80665
 # Aim this far above the minimum depth when choosing passes or force, so that process scatter does
 # not drop a mark under the legal minimum; the wall-thickness limit still caps it.
 _DEPTH_MARGIN = 1.15
@@ -147,18 +146,6 @@ class Process:
         return (height_mm - offset) / extent_em
 
 
-def _peen_depth(force_n: float, hardness_hv: float, half_angle_deg: float) -> float:
-    h = hardness_hv * _HV_TO_N_MM2
-    t = math.tan(math.radians(half_angle_deg))
-    return math.sqrt(force_n / (math.pi * h * t * t))
-
-
-def _peen_force_for(depth_mm: float, hardness_hv: float, half_angle_deg: float) -> float:
-    h = hardness_hv * _HV_TO_N_MM2
-    t = math.tan(math.radians(half_angle_deg))
-    return depth_mm * depth_mm * math.pi * h * t * t
-
-
 def plan_process(
     material: Material,
     machine: FirmwareProfile,
@@ -220,16 +207,15 @@ def plan_process(
             f"a dot-peen machine has no process mode {options.process!r}", field="options.process"
         )
     half = peen.stylus_cone_deg / 2.0
-    span = peen.force_max_n - peen.force_min_n
     if options.force_pct is not None:
         force_pct = options.force_pct
     else:
         target = min(min_depth_mm * _DEPTH_MARGIN, max(max_depth_mm, min_depth_mm))
-        wanted = _peen_force_for(target, material.hardness_hv, half)
-        force_pct = min(100.0, max(0.0, 100.0 * (wanted - peen.force_min_n) / span))
-        force_pct = math.ceil(force_pct * 10) / 10  # a setting an operator can type
-    force_n = peen.force_min_n + span * force_pct / 100.0
-    depth = _peen_depth(force_n, material.hardness_hv, half)
+        # A whole percent from 1 (a setting an operator can type and a register holds exactly; on
+        # register maps 0 means the machine's own default, not the lightest strike).
+        force_pct = min(100.0, max(1.0, math.ceil(peen.force_pct_for(target, material.hardness_hv) - 1e-9)))
+    force_n = peen.force_n(force_pct)
+    depth = peen.depth_mm(force_pct, material.hardness_hv)
     diameter = 2.0 * depth * math.tan(math.radians(half))
     return Process(
         method="dot-peen",

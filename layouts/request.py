@@ -121,7 +121,12 @@ class MarkOptions(_Frozen):
     )
     power_pct: float | None = Field(default=None, gt=0, le=100)
     speed_mm_min: float | None = Field(default=None, gt=0, le=100_000)
-    force_pct: float | None = Field(default=None, ge=0, le=100)
+    force_pct: float | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Stylus force setting, 1-100 % (a register's 0 means the machine's own default).",
+    )
     dot_pitch_mm: float | None = Field(default=None, gt=0, le=5)
     margin_mm: float = Field(default=0.3, ge=0, le=20, description="Clearance from the zone's edge.")
     clearance_mm: float = Field(default=0.5, ge=0, le=20, description="Clearance from keep-outs.")

@@ -23,6 +23,7 @@ key path and the reason.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -154,6 +155,51 @@ class DotPeenSpec(_Frozen):
             "cannot send a force to (Telesis-style): the layout's depth is planned at it."
         ),
     )
+
+    depth_ref_mm: float = Field(
+        default=0.45,
+        gt=0,
+        le=2,
+        description=(
+            "Depth the maker states for a force setting in a reference material (the TMP4500E data "
+            "sheet: 0.45 mm in mild steel). With depth_ref_force_pct and depth_ref_hardness_hv it "
+            "calibrates the one depth model the layout check and the simulator share."
+        ),
+    )
+    depth_ref_force_pct: float = Field(
+        default=75.0, gt=0, le=100, description="Force setting (% of the range) of depth_ref_mm."
+    )
+    depth_ref_hardness_hv: float = Field(
+        default=157.5,
+        gt=0,
+        description="Vickers hardness of depth_ref_mm's material (mild steel: 150 HB, about 157.5 HV).",
+    )
+
+    def force_n(self, force_pct: float) -> float:
+        """Stylus force at a setting (% of the range from force_min_n to force_max_n)."""
+        return self.force_min_n + (self.force_max_n - self.force_min_n) * force_pct / 100.0
+
+    def depth_mm(self, force_pct: float, hardness_hv: float) -> float:
+        """Dent depth at a force setting in a material of Vickers hardness ``hardness_hv``.
+
+        A cone pressed into a material stops where its contact area carries the load, so depth
+        grows as sqrt(force / hardness); the impact of a real stylus makes the constant the
+        maker's figure (``depth_ref_*``), not the static formula, which is several times too
+        shallow. The layout's depth and wall checks and the simulator's dents both use this.
+        """
+        ratio = (self.force_n(force_pct) / self.force_n(self.depth_ref_force_pct)) * (
+            self.depth_ref_hardness_hv / hardness_hv
+        )
+        return self.depth_ref_mm * math.sqrt(max(0.0, ratio))
+
+    def force_pct_for(self, depth_mm: float, hardness_hv: float) -> float:
+        """The force setting that reaches ``depth_mm`` (the inverse of :meth:`depth_mm`), unclipped."""
+        scale = (depth_mm / self.depth_ref_mm) ** 2 * hardness_hv / self.depth_ref_hardness_hv
+        force_n = self.force_n(self.depth_ref_force_pct) * scale
+        span = self.force_max_n - self.force_min_n
+        if span <= 0:  # a stylus with one force: that is its setting
+            return 0.0
+        return 100.0 * (force_n - self.force_min_n) / span
 
     @model_validator(mode="after")
     def _ranges(self) -> DotPeenSpec:

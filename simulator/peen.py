@@ -13,8 +13,10 @@ What is modelled, and from where:
   ~2 characters/s, §5.1) and ``dot_rate_hz`` the stylus strike rate; each dot costs one strike plus
   the travel that makes an average 3.175 mm 5x7 character take ``1/chars_per_s``. Travel scales with
   character height and with the speed percentage. This is a model, not a measured machine.
-* Depth: ``0.6 mm x force/force_max x 150 HB/hardness`` (0.45 mm at 75 % force in mild steel, the
-  data-sheet figure), capped at 1 mm; the dent is a cone of the profile's stylus angle.
+* Depth: the profile's model (``DotPeenSpec.depth_mm``, which the layout check also plans with):
+  sqrt(force / hardness) through the maker's figure (TMP4500E: 0.45 mm in mild steel), capped at
+  1 mm; the dent is a cone of the profile's stylus angle. Workpiece hardness is in Brinell (HB),
+  converted with HV ~ 1.05 HB (steels below ~300 HB).
 * Fonts: the 5x7 and 7x9 dot matrices markctl composes with (below); ``height_mm`` is the distance between
   the bottom and top dot centres, and (x, y) is the centre of the lower-left dot of the first character.
   The dot pitch is height/(rows-1) unless the host sets one (horizontal pitch).
@@ -97,6 +99,8 @@ def _load(name: str) -> DotFont:
     cols, rows = int(data["columns"]), int(data["rows"])
     glyphs: dict[str, tuple[tuple[int, int], ...]] = {" ": ()}
     for char, bitmap in data["glyphs"].items():
+        if not char.isascii():  # a pattern controller is sent ASCII and draws only its own font
+            continue
         if len(bitmap) != rows or any(len(line) != cols for line in bitmap):
             raise ValueError(f"font {name}: glyph {char!r} is not {cols}x{rows}")
         glyphs[char] = tuple(
@@ -168,6 +172,9 @@ FAULT_ROLES: dict[str, tuple[str, ...]] = {
     "overflow": ("overflow",),
     "aborted": ("abort",),
 }
+
+#: Vickers per Brinell unit for steels below ~300 HB (the workpiece is specified in HB).
+HV_PER_HB = 1.05
 
 MODEL_FAULT_KINDS = frozenset({"fault", "estop", "jam", "drop"})
 
@@ -449,9 +456,9 @@ class PeenMarker:
         return self._slot(number).font
 
     def depth_mm(self) -> float:
-        spec = self.spec
-        force_n = spec.force_min_n + (spec.force_max_n - spec.force_min_n) * self.force_pct / 100.0
-        return min(1.0, 0.6 * force_n / spec.force_max_n * 150.0 / self.hardness_hb)
+        """The profile's depth model (the one the layout check plans with) at this force and the
+        workpiece's hardness, capped at 1 mm."""
+        return min(1.0, self.spec.depth_mm(self.force_pct, self.hardness_hb * HV_PER_HB))
 
     def _plan(self) -> list[_Dot]:
         """Every dot of the cycle in marking order, with the simulated time it costs."""

@@ -30,11 +30,12 @@ from markctl.records import RecordStore, item_key_of
 HEADER = "serial,manufacturer,model,calibre,mark_profile,components,owner_country,agency,year\n"
 ROW = "GP-000417,Glock,G17,9x19mm,iti-stockpile,embedded-plate,KE,KDF,26\n"
 # The example's embedded plate, 32 x 16 mm, put under the head where telesis-tmp's pattern fields
-# 1 and 2 (5, 19 and 5, 14 mm) fall on it.
+# 1 and 2 (5, 19 and 5, 14 mm) fall on it; 3 mm thick, since the pattern's dents (about 0.24 mm in
+# this plate) would be too deep for a 2 mm wall (ENG-WALL: at most 10 %).
 PARTS = """
 [parts.embedded-plate]
 material = "embedded-steel-plate"
-wall_thickness_mm = 2.0
+wall_thickness_mm = 3.0
 zone = [[0, 0], [32, 0], [32, 16], [0, 16]]
 [parts.embedded-plate.options]
 origin_mm = [2, {y}]

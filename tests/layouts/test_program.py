@@ -131,7 +131,7 @@ def test_pattern_program_fields() -> None:
     assert all(f.height_mm == layout.char_height_mm == 3.0 for f in prog.fields[:2])  # the pattern's
     # Its stored pattern places the text: the fields are where telesis-tmp's pattern_origins say.
     assert [(f.x_mm, f.y_mm) for f in prog.fields[:2]] == [(5.0, 19.0), (5.0, 14.0)]
-    assert all(f.force_pct == 25.0 for f in prog.fields)  # and strikes with its own force
+    assert all(f.force_pct == 10.0 for f in prog.fields)  # and strikes with its own force
 
 
 def test_a_pattern_machine_takes_no_rotation_height_or_force_from_the_request() -> None:
