@@ -98,6 +98,15 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
     return out
 
 
+def _parts(layout: Layout, total: int) -> list[int]:
+    """How many of :func:`composed_strokes` each text line gives, then the code (the rest)."""
+    counts = [
+        sum(1 for glyph in line.glyphs for pts in glyph.strokes if glyph.kind == "dots" or len(pts) >= 2)
+        for line in layout.lines
+    ]
+    return [*counts, total - sum(counts)]
+
+
 # The ordering's perturbation budget: about 1/1000 of the time the machine spends marking (a kick
 # costs ~10 us), never more than ordering.DEFAULT_KICKS_PER_STROKE per stroke, which already comes
 # within 5 % of LKH-3 (bench/ordering.py); a quick mark gets a quick search.
@@ -150,8 +159,16 @@ def _motion(
     if optimise and len(strokes) > 1:
         starts = np.array([s.points[0] for s in strokes])
         ends = np.array([s.points[-1] for s in strokes])
-        kicks = _search_budget(strokes, (text, code), machine)
-        idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]), kicks=kicks)
+        # Each text line and the code are ordered on their own, within the budget of their own
+        # marking time, and remembered: the lines a manifest repeats (maker, country, model) are
+        # ordered once; the serial's line and the code are ordered per row, then the tours are
+        # joined and mended (ordering.order_parts).
+        parts = _parts(layout, len(strokes))
+        kicks, at = [], 0
+        for count in parts:
+            kicks.append(_search_budget(strokes[at : at + count], (text, code), machine))
+            at += count
+        idx, flip = ordering.order_parts(starts, ends, parts, kicks, origin=(offset[0], offset[1]))
         strokes = [strokes[i].reversed() if f else strokes[i] for i, f in zip(idx, flip, strict=True)]
     params = (text, code) if layout.code is not None else (text,)
     return MotionProgram(strokes=tuple(strokes), params=params)
