@@ -26,7 +26,6 @@ from markctl.jobs.catalogue import Catalogue
 from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
 from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
 from markctl.layouts import MarkRequest
-from markctl.layouts.toolpath import estimate_cycle_time_s
 from markctl.machines import check_machine
 from markctl.profiles import FirmwareProfile
 from markctl.records import RecordStore
@@ -102,12 +101,8 @@ def resolve_machine(machine: str | None, profile: str | None) -> tuple[Settings,
 
 
 def estimates(plan: Plan) -> dict[str, float]:
-    """Estimated cycle seconds per item key (items that have a program)."""
-    return {
-        p.item.item_key: estimate_cycle_time_s(p.program, plan.machine_profile)
-        for p in plan.prepared
-        if p.program is not None
-    }
+    """Estimated cycle seconds per item key, as the pre-check judged them (no item is made again)."""
+    return {v.item.item_key: v.cycle_s for v in plan.verdicts if v.cycle_s is not None}
 
 
 def _duration(seconds: float) -> str:
@@ -134,9 +129,9 @@ def print_plan(plan: Plan, machine: str, exclude: set[int], overrides: dict[int,
     """The pre-check table with estimated times and the batch total; returns the keys to be marked."""
     times = estimates(plan)
     print_rows(plan.rows(), times)
-    todo = [p.item.item_key for p in plan.prepared
-            if p.program is not None and p.item.line not in exclude and (p.passed or p.item.line in overrides)]  # fmt: skip
-    total = sum(times[k] for k in todo)
+    todo = [v.item.item_key for v in plan.verdicts
+            if v.verdict != "invalid" and v.item.line not in exclude and (v.passed or v.item.line in overrides)]  # fmt: skip
+    total = sum(times.get(k, 0.0) for k in todo)
     report_console.print(
         f"{len(todo)} item(s) to mark on {machine} ({plan.machine_profile.id}): "
         f"estimated cycle time {_duration(total)} (items already marked are skipped; loading parts is extra)"
@@ -258,8 +253,15 @@ def _blocked_error(plan: Plan, exclude: set[int], overrides: dict[int, str]) -> 
     )
 
 
+_SHEET_TILES = 100  # items per contact sheet: a sheet stays a few MB, memory stays flat
+
+
 def write_previews(plan: Plan, out: Path) -> list[Path]:
-    """Every item's preview (SVG and PNG, findings drawn) and one contact sheet PNG of the manifest."""
+    """Every item's preview (SVG and PNG, findings drawn) and contact sheets of the manifest
+    (``contact-sheet.png``, then ``contact-sheet-2.png`` ... for every 100 items).
+
+    Items are composed and checked again, one at a time, without their programs: no stroke is
+    ordered for a preview."""
     from PIL import Image, ImageDraw
 
     from markctl.layouts import render_svg
@@ -267,8 +269,25 @@ def write_previews(plan: Plan, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    tiles: list[tuple[str, Image.Image]] = []
-    for prepared in plan.prepared:
+    thumbs: list[tuple[str, Image.Image]] = []
+    cell, label = 360, 16
+
+    def sheet_of(thumbs: list[tuple[str, Image.Image]], number: int) -> Path:
+        cols = min(4, len(thumbs))
+        height = max(t.height for _, t in thumbs) + label + 8
+        rows = -(-len(thumbs) // cols)
+        sheet = Image.new("RGB", (cols * cell, rows * height), "white")
+        draw = ImageDraw.Draw(sheet)
+        for index, (caption, thumb) in enumerate(thumbs):
+            x, y = (index % cols) * cell, (index // cols) * height
+            sheet.paste(thumb, (x + 4, y + label + 4))
+            draw.text((x + 4, y + 2), caption if len(caption) <= 58 else caption[:55] + "...", fill="black")
+        contact = out / ("contact-sheet.png" if number == 1 else f"contact-sheet-{number}.png")
+        sheet.save(contact, format="PNG")
+        return contact
+
+    sheets = 0
+    for prepared in plan.previews():
         if prepared.layout is None or prepared.report is None:
             continue
         stem = file_stem(prepared.item.item_key)
@@ -279,25 +298,14 @@ def write_previews(plan: Plan, out: Path) -> list[Path]:
         image.save(png, format="PNG")
         written += [svg, png]
         verdict = "ok" if prepared.passed else "NOT COMPLIANT"
-        tiles.append((f"line {prepared.item.line} {prepared.item.item_key} [{verdict}]", image))
-    if tiles:
-        cell, label, cols = 360, 16, min(4, len(tiles))
-        thumbs = []
-        for caption, image in tiles:
-            thumb = image.copy()
-            thumb.thumbnail((cell - 8, cell - 8))
-            thumbs.append((caption, thumb))
-        height = max(t.height for _, t in thumbs) + label + 8
-        rows = -(-len(thumbs) // cols)
-        sheet = Image.new("RGB", (cols * cell, rows * height), "white")
-        draw = ImageDraw.Draw(sheet)
-        for index, (caption, thumb) in enumerate(thumbs):
-            x, y = (index % cols) * cell, (index // cols) * height
-            sheet.paste(thumb, (x + 4, y + label + 4))
-            draw.text((x + 4, y + 2), caption if len(caption) <= 58 else caption[:55] + "...", fill="black")
-        contact = out / "contact-sheet.png"
-        sheet.save(contact, format="PNG")
-        written.append(contact)
+        image.thumbnail((cell - 8, cell - 8))
+        thumbs.append((f"line {prepared.item.line} {prepared.item.item_key} [{verdict}]", image))
+        if len(thumbs) == _SHEET_TILES:
+            sheets += 1
+            written.append(sheet_of(thumbs, sheets))
+            thumbs = []
+    if thumbs:
+        written.append(sheet_of(thumbs, sheets + 1))
     return written
 
 
@@ -330,7 +338,10 @@ def batch(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Mark without asking for confirmation.")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Pre-check and write previews to --out; touch no machine.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Pre-check and show the table (previews too with --out); touch no machine."
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON on stdout.")] = False,
     continue_on_verify_fail: Annotated[
@@ -346,8 +357,6 @@ def batch(
     input_file(catalogue, "--parts")
     parsed_overrides = _parse_overrides(override)
     _check_override_by(parsed_overrides, override_by)
-    if dry_run and out is None:
-        raise ConfigError("--dry-run writes previews: give the folder with --out DIR")
     settings, name, machine_profile = resolve_machine(machine, profile)
     who = None if dry_run else settings.operator(operator)
     store = None if dry_run else _registry_for(settings, name, records)  # before any work or question
@@ -382,10 +391,12 @@ def _batch(
     if not as_json:
         print_plan(plan, name, excluded, parsed_overrides)
     if dry_run:
-        assert out is not None
-        written = write_previews(plan, out)
-        console.print(f"dry run: {len(written)} file(s) in {out} (contact sheet: {out / 'contact-sheet.png'}); "
-                      "no machine was touched, nothing was recorded")  # fmt: skip
+        if out is None:
+            console.print("dry run: no machine was touched, nothing was recorded (--out DIR writes previews)")
+        else:
+            written = write_previews(plan, out)
+            console.print(f"dry run: {len(written)} file(s) in {out} (contact sheet: {out / 'contact-sheet.png'}); "
+                          "no machine was touched, nothing was recorded")  # fmt: skip
         return 0 if not plan.blocking(excluded, parsed_overrides) else 1
     blocked = _blocked_error(plan, excluded, parsed_overrides)
     if blocked is not None:
