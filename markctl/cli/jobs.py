@@ -7,11 +7,12 @@ import json
 import shlex
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,8 +24,8 @@ from markctl.cli.records import RecordsOpt, open_store, wrote_to
 from markctl.config import Settings, load_settings
 from markctl.errors import ConfigError
 from markctl.jobs.catalogue import Catalogue
-from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, read_manifest
-from markctl.jobs.runner import BatchReport, Plan, file_stem, precheck
+from markctl.jobs.manifest import SERIAL_PATTERN, Manifest, RowIssue, open_manifest
+from markctl.jobs.runner import BatchReport, Plan, Verdict, file_stem, precheck
 from markctl.layouts import MarkRequest
 from markctl.machines import check_machine
 from markctl.profiles import FirmwareProfile
@@ -100,11 +101,6 @@ def resolve_machine(machine: str | None, profile: str | None) -> tuple[Settings,
     return settings, name, checked.profile
 
 
-def estimates(plan: Plan) -> dict[str, float]:
-    """Estimated cycle seconds per item key, as the pre-check judged them (no item is made again)."""
-    return {v.item.item_key: v.cycle_s for v in plan.verdicts if v.cycle_s is not None}
-
-
 def _duration(seconds: float) -> str:
     total = round(seconds)
     hours, rest = divmod(total, 3600)
@@ -112,31 +108,97 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+class PlanTable:
+    """The pre-check table, printed as the verdicts come (a 10,000-row manifest is not held to be
+    printed at the end), then the batch total.
+
+    Rows go out in chunks of fixed-width columns, in manifest order: a row's manifest problems
+    (``issues``, a list the manifest reader fills as it reads) before the next item judged after it.
+    """
+
+    CHUNK = 100
+
+    def __init__(self, exclude: set[int] | None = None, overrides: Mapping[int, str] | None = None) -> None:
+        self.issues: list[RowIssue] = []
+        self._shown_issues = 0
+        self._exclude, self._overrides = exclude or set(), overrides or {}
+        self._rows: list[tuple[int, str, str, float | None, list[str]]] = []
+        self._chunks = 0
+        self.todo = 0
+        self.total_s = 0.0
+
+    def verdict(self, v: Verdict) -> None:
+        """One item judged: its row (after the manifest problems of the lines before it)."""
+        self._issues_before(v.item.line)
+        self.row(v.item.line, v.item.item_key, v.verdict, v.cycle_s, [*v.problems, *v.warnings])
+        if (
+            v.verdict != "invalid"
+            and v.item.line not in self._exclude
+            and (v.passed or v.item.line in self._overrides)
+        ):
+            self.todo += 1
+            self.total_s += v.cycle_s or 0.0
+
+    def _issues_before(self, line: int | None) -> None:
+        while self._shown_issues < len(self.issues) and (
+            line is None or self.issues[self._shown_issues].line <= line
+        ):
+            issue = self.issues[self._shown_issues]
+            self.row(issue.line, "", "invalid", None, [f"{issue.field}: {issue.message}"])
+            self._shown_issues += 1
+
+    def row(self, line: int, item: str, verdict: str, eta: float | None, notes: list[str]) -> None:
+        self._rows.append((line, item, verdict, eta, notes))
+        if len(self._rows) >= self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        first = self._chunks == 0
+        table = Table(title="pre-check" if first else None, show_header=first, box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False)  # fmt: skip
+        table.add_column("line", width=6, justify="right")
+        table.add_column("item", width=40, overflow="fold")
+        table.add_column("verdict", width=13)
+        table.add_column("est. time", width=9, justify="right")
+        table.add_column("problems / warnings", ratio=1, overflow="fold")
+        for line, item, verdict, eta, notes in self._rows:
+            style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(verdict, "")
+            # Text(): findings start with their rule id in brackets ("[iti-8a] ..."), which rich markup would eat.
+            table.add_row(str(line), Text(item), Text(verdict, style=style), _duration(eta) if eta is not None else "",
+                          Text("\n".join(notes)))  # fmt: skip
+        report_console.print(table)
+        self._rows = []
+        self._chunks += 1
+
+    def finish(self, machine: str, profile_id: str) -> None:
+        """The rows left, and the batch total."""
+        self._issues_before(None)
+        self.flush()
+        report_console.print(
+            f"{self.todo} item(s) to mark on {machine} ({profile_id}): estimated cycle time "
+            f"{_duration(self.total_s)} (items already marked are skipped; loading parts is extra)"
+        )
+
+
 def print_rows(rows: list[dict[str, Any]], times: dict[str, float] | None = None) -> None:
+    """Rows of :meth:`Plan.rows` as the pre-check table (``times``: estimated seconds per item key)."""
     times = times or {}
-    table = Table("line", "item", "verdict", "est. time", "problems / warnings", title="pre-check")
+    table = PlanTable()
     for row in rows:
-        notes = row["problems"] + row.get("warnings", [])
-        style = {"ok": "green", "not compliant": "red", "invalid": "red"}.get(row["verdict"], "")
-        eta = times.get(row["item"] or "")
-        # Text(): findings start with their rule id in brackets ("[iti-8a] ..."), which rich markup would eat.
-        table.add_row(str(row["line"]), Text(row["item"] or ""), Text(row["verdict"], style=style),
-                      _duration(eta) if eta is not None else "", Text("\n".join(notes)))  # fmt: skip
-    report_console.print(table)
+        table.row(row["line"], row["item"] or "", row["verdict"], times.get(row["item"] or ""),
+                  row["problems"] + row.get("warnings", []))  # fmt: skip
+    table.flush()
 
 
-def print_plan(plan: Plan, machine: str, exclude: set[int], overrides: dict[int, str]) -> list[str]:
-    """The pre-check table with estimated times and the batch total; returns the keys to be marked."""
-    times = estimates(plan)
-    print_rows(plan.rows(), times)
-    todo = [v.item.item_key for v in plan.verdicts
-            if v.verdict != "invalid" and v.item.line not in exclude and (v.passed or v.item.line in overrides)]  # fmt: skip
-    total = sum(times.get(k, 0.0) for k in todo)
-    report_console.print(
-        f"{len(todo)} item(s) to mark on {machine} ({plan.machine_profile.id}): "
-        f"estimated cycle time {_duration(total)} (items already marked are skipped; loading parts is extra)"
-    )
-    return todo
+def print_plan(plan: Plan, machine: str, exclude: set[int], overrides: dict[int, str]) -> None:
+    """The pre-check table of a plan with estimated times and the batch total."""
+    table = PlanTable(exclude, overrides)
+    table.issues = list(plan.manifest.issues)
+    for verdict in plan.verdicts:
+        table.verdict(verdict)
+    table.finish(machine, plan.machine_profile.id)
 
 
 def print_report(report: BatchReport) -> None:
@@ -229,12 +291,20 @@ async def run_batch(
     return job
 
 
-def load_plan(manifest: Path, catalogue: Path, settings: Settings, profile: FirmwareProfile) -> Plan:
-    """Read the manifest and the parts catalogue and pre-check every item (no machine, no records)."""
+def load_plan(
+    manifest: Path,
+    catalogue: Path,
+    settings: Settings,
+    profile: FirmwareProfile,
+    table: PlanTable | None = None,
+) -> Plan:
+    """Read the manifest row by row and pre-check every item (no machine, no records); ``table``
+    prints each row as it is judged. Memory does not grow with the manifest (runner.precheck)."""
+    reader = open_manifest(manifest, default_mark_profile=settings.defaults.mark_profile)
+    if table is not None:
+        table.issues = reader.manifest.issues  # filled as the rows are read
     return precheck(
-        read_manifest(manifest, default_mark_profile=settings.defaults.mark_profile),
-        Catalogue.load(catalogue),
-        profile,
+        reader, Catalogue.load(catalogue), profile, on_verdict=None if table is None else table.verdict
     )
 
 
@@ -386,10 +456,11 @@ def _batch(
     continue_on_verify_fail: bool,
     records: str | None,
 ) -> int:
-    plan = load_plan(manifest, catalogue, settings, machine_profile)
     excluded = set(exclude)
-    if not as_json:
-        print_plan(plan, name, excluded, parsed_overrides)
+    table = None if as_json else PlanTable(excluded, parsed_overrides)
+    plan = load_plan(manifest, catalogue, settings, machine_profile, table)
+    if table is not None:
+        table.finish(name, machine_profile.id)
     if dry_run:
         if out is None:
             console.print("dry run: no machine was touched, nothing was recorded (--out DIR writes previews)")

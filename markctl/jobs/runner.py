@@ -20,6 +20,7 @@ Success is reported only after the result is recorded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import os
 import threading
@@ -36,8 +37,9 @@ from markctl.drivers.base import JobResult, Outcome, Progress
 from markctl.errors import ConfigError, DuplicateMarkError, ItemStateError, LayoutError, MarkctlError
 from markctl.jobs.capabilities import machine_problems
 from markctl.jobs.catalogue import Catalogue
-from markctl.jobs.manifest import FACT_COLUMNS, Manifest, ManifestItem
+from markctl.jobs.manifest import FACT_COLUMNS, Manifest, ManifestItem, ManifestReader, RowRef
 from markctl.jobs.owner import this_process
+from markctl.jobs.verdict_log import Brief, VerdictLog
 from markctl.layouts import MarkRequest, bundled_rules, check, compose
 from markctl.layouts import program as make_program
 from markctl.layouts.content import ContentError, parse_flag
@@ -141,7 +143,7 @@ class _Remade(Sequence[Prepared]):
     """A plan's items as full :class:`Prepared` (layout, report, program), made on access, never kept."""
 
     def __init__(
-        self, verdicts: list[Verdict], catalogue: Catalogue, machine_profile: FirmwareProfile, today: date
+        self, verdicts: Sequence[Verdict], catalogue: Catalogue, machine_profile: FirmwareProfile, today: date
     ) -> None:
         self._verdicts = verdicts
         self._catalogue, self._machine, self._today = catalogue, machine_profile, today
@@ -183,7 +185,7 @@ class Plan:
     manifest: Manifest
     machine_profile: FirmwareProfile
     prepared: Sequence[Prepared]
-    verdicts: list[Verdict] = field(default_factory=list)
+    verdicts: Sequence[Verdict] = field(default_factory=list)  # a VerdictLog when the manifest streamed
 
     def __post_init__(self) -> None:
         if not self.verdicts and not isinstance(self.prepared, _Remade):
@@ -195,7 +197,7 @@ class Plan:
         manifest: Manifest,
         catalogue: Catalogue,
         machine_profile: FirmwareProfile,
-        verdicts: list[Verdict],
+        verdicts: Sequence[Verdict],
         today: date,
     ) -> Plan:
         """The plan of a pre-check's verdicts; each item is made again (for ``today``) when marked."""
@@ -207,13 +209,12 @@ class Plan:
         for issue in self.manifest.issues:
             if issue.line not in exclude:
                 blocked.setdefault(issue.line, []).append(str(issue))
-        for v in self.verdicts:
-            line = v.item.line
-            if v.passed or line in exclude:
+        for line, component, verdict, problems in briefs(self.verdicts):
+            if verdict == "ok" or line in exclude:
                 continue
-            if v.verdict != "invalid" and line in overrides:
+            if verdict != "invalid" and line in overrides:
                 continue  # findings overridden by a supervisor (recorded when marked)
-            blocked.setdefault(line, []).extend(f"line {line}: {v.item.component}: {m}" for m in v.problems)
+            blocked.setdefault(line, []).extend(f"line {line}: {component}: {m}" for m in problems)
         return blocked
 
     def previews(self) -> Iterator[Prepared]:
@@ -231,6 +232,13 @@ class Plan:
         ]
         out.extend(v.row() for v in self.verdicts)
         return sorted(out, key=lambda r: (r["line"], r["item"] or ""))
+
+
+def briefs(verdicts: Sequence[Verdict]) -> Iterator[Brief]:
+    """Line, component, verdict and problems of each verdict (a streamed plan reads no row for them)."""
+    if isinstance(verdicts, VerdictLog):
+        return verdicts.brief()
+    return ((v.item.line, v.item.component, v.verdict, v.problems) for v in verdicts)
 
 
 def request_for(
@@ -373,7 +381,7 @@ def _default_workers() -> int:
 
 
 def precheck(
-    manifest: Manifest,
+    manifest: Manifest | ManifestReader,
     catalogue: Catalogue,
     machine_profile: FirmwareProfile,
     *,
@@ -384,6 +392,11 @@ def precheck(
 ) -> Plan:
     """Compose and check every item of the manifest; no machine is touched.
 
+    A :class:`ManifestReader` (``open_manifest``) streams: its rows are read as they are judged,
+    and the plan keeps a :class:`VerdictLog` (a few dozen bytes per item) that reads each row
+    again when it is marked; memory does not grow with the manifest's length. A :class:`Manifest`
+    read whole gives a plan with a list of verdicts.
+
     Args:
         today: the date the marks are judged (and later made) for; today by default.
         workers: processes judging items; by default one per core, in-process for small manifests.
@@ -391,23 +404,41 @@ def precheck(
         cancel: when set, the pre-check stops at the next chunk and raises PrecheckCancelledError.
     """
     day = today or date.today()
-    verdicts: list[Verdict] = []
+    verdicts: list[Verdict] | VerdictLog
+    keep: Callable[[Verdict], None]
+    if isinstance(manifest, ManifestReader):
+        log = VerdictLog(manifest)
+        refs: deque[RowRef] = deque()  # of the items read and not yet judged (those in flight)
+
+        def read(reader: ManifestReader) -> Iterator[ManifestItem]:
+            for row_items, ref in reader.rows():
+                for item in row_items:
+                    refs.append(ref)
+                    yield item
+
+        def keep(verdict: Verdict) -> None:
+            log.append(verdict, refs.popleft())
+
+        items, verdicts, judged = read(manifest), log, manifest.manifest
+    else:
+        kept: list[Verdict] = []
+        items, verdicts, keep, judged = iter(manifest.items), kept, kept.append, manifest
 
     def done(verdict: Verdict) -> None:
-        verdicts.append(verdict)
+        keep(verdict)
         if on_verdict is not None:
             on_verdict(verdict)
 
-    items = manifest.items
     n_workers = max(1, workers if workers is not None else _default_workers())
-    if n_workers == 1 or len(items) < _POOL_MIN_ITEMS:
-        for item in items:
+    head = list(itertools.islice(items, _POOL_MIN_ITEMS if n_workers > 1 else 0))
+    if n_workers == 1 or len(head) < _POOL_MIN_ITEMS:
+        for item in itertools.chain(head, items):
             if cancel is not None and cancel.is_set():
                 raise PrecheckCancelledError("the pre-check was cancelled; nothing was marked")
             done(judge(item, catalogue, machine_profile, day))
     else:
-        _judge_in_pool(items, catalogue, machine_profile, day, n_workers, done, cancel)
-    return Plan.judged(manifest, catalogue, machine_profile, verdicts, day)
+        _judge_in_pool(itertools.chain(head, items), catalogue, machine_profile, day, n_workers, done, cancel)
+    return Plan.judged(judged, catalogue, machine_profile, verdicts, day)
 
 
 async def precheck_off_loop(
@@ -441,7 +472,7 @@ async def precheck_off_loop(
 
 
 def _judge_in_pool(
-    items: list[ManifestItem],
+    items: Iterator[ManifestItem],
     catalogue: Catalogue,
     machine_profile: FirmwareProfile,
     today: date,
@@ -463,13 +494,13 @@ def _judge_in_pool(
     )
     pending: deque[Future[list[Verdict]]] = deque()
     try:
-        for start in range(0, len(items), _CHUNK):
+        while chunk := list(itertools.islice(items, _CHUNK)):
             while len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
                 for verdict in pending.popleft().result():
                     done(verdict)
             if cancel is not None and cancel.is_set():
                 raise PrecheckCancelledError("the pre-check was cancelled; nothing was marked")
-            pending.append(pool.submit(_judge_chunk, items[start : start + _CHUNK]))
+            pending.append(pool.submit(_judge_chunk, chunk))
         while pending:
             for verdict in pending.popleft().result():
                 done(verdict)
@@ -582,11 +613,11 @@ async def run_plan(
     store.check_machine(_simulated(machine), str(machine.address))
     report = BatchReport(batch_id or uuid.uuid4().hex[:12])
     emit = on_event or (lambda event: None)
-    todo = [i for i, v in enumerate(plan.verdicts) if v.item.line not in exclude]
+    item_lines = [b[0] for b in briefs(plan.verdicts)]  # a streamed plan reads rows again only to mark
+    todo = [i for i, line in enumerate(item_lines) if line not in exclude]
     report.results.extend(
         ItemResult(v.item.item_key, v.item.line, "excluded", "excluded by the operator")
-        for v in plan.verdicts
-        if v.item.line in exclude
+        for v in (plan.verdicts[i] for i, line in enumerate(item_lines) if line in exclude)
     )
     emit({"type": "batch-started", "batch": report.batch_id, "items": len(todo)})
     for index, at in enumerate(todo, start=1):
