@@ -40,6 +40,7 @@ class _Codes:
             self.names.append(name)
         return at
 
+
 # line, component, verdict, problems: what deciding which rows block a batch needs.
 Brief = tuple[int, str, str, tuple[str, ...]]
 
@@ -96,7 +97,11 @@ class VerdictLog(Sequence["Verdict"]):
         problems, warnings = self._note_list[self._notes[index]]
         cycle = self._cycle[index]
         return Verdict(
-            item, self._states.names[self._state[index]], problems, warnings, None if math.isnan(cycle) else cycle
+            item,
+            self._states.names[self._state[index]],
+            problems,
+            warnings,
+            None if math.isnan(cycle) else cycle,
         )
 
     def __iter__(self) -> Iterator[Verdict]:
