@@ -287,6 +287,9 @@ class ManifestReader:
             raise ManifestError(f"{self.manifest.source}: a manifest is read once; open it again")
         self._read = True
         manifest = self.manifest
+        # _read_row adds a row's items to this one (and its issues to the manifest's).
+        row_of = Manifest(manifest.source, manifest.columns, issues=manifest.issues,
+                          default_mark_profile=manifest.default_mark_profile)  # fmt: skip
         seen = _Seen()
         with self._open() as stream:
             stream.seek(self._body)
@@ -316,10 +319,8 @@ class ManifestReader:
                 if undecodable:
                     yield [], ref
                     continue
-                before = len(manifest.items)
-                _read_row(lines.number, row, manifest, seen)
-                items = manifest.items[before:]
-                del manifest.items[before:]
+                _read_row(lines.number, row, row_of, seen)
+                items, row_of.items = row_of.items, []
                 yield items, ref
 
     def row_at(self, ref: RowRef) -> list[ManifestItem]:
