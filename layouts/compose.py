@@ -316,8 +316,8 @@ class _Block:
     pitch: float | None  # stroke font resampled into dots every ``pitch`` mm (dot peen), else None
 
 
-_GLYPH_CACHE_SIZE = 4096  # characters x heights x fonts of a depot's marks; ~2 KB each
-_LINE_CACHE_SIZE = 1024  # placed lines (maker, country, model ... at their place); ~20 KB each
+_GLYPH_CACHE_SIZE = 4096  # characters x heights x fonts of a depot's marks (~1 KB each)
+_LINE_CACHE_SIZE = 1024  # lines (maker, country, model ... at their place); full: ~6.5 MB with the orders
 
 
 def _glyph_at(font: Font, char: str, height: float, pitch: float | None) -> _Glyph:
