@@ -253,7 +253,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--with-100k", action="store_true", help="also the 100,000-row manifest")
     parser.add_argument("--cli-rows", type=int, nargs="*", default=[10_000], help="sizes to run the CLI on")
-    parser.add_argument("--compare-up-to", type=int, default=10_000, help="largest size run in every mode")
+    parser.add_argument(
+        "--whole-rows", type=int, nargs="*", default=[1000, 10_000], help="sizes also read whole"
+    )
+    parser.add_argument("--no-cache-rows", type=int, nargs="*", default=[1000, 10_000],
+                        help="sizes also run without the shared caches")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="pre-check processes (default: cores)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
@@ -295,8 +299,9 @@ def main() -> None:
         modes: list[tuple[str, list[str], dict[str, str]]] = []
         if rows in args.rows or rows == 100_000:
             modes.append(("stream", [], {}))
-            if rows <= args.compare_up_to:
+            if rows in args.whole_rows:
                 modes.append(("whole", ["--whole"], {}))
+            if rows in args.no_cache_rows:
                 modes.append(("stream, no caches", [], {"MARKCTL_SHARED_CACHES": "0"}))
         per_row: dict[str, float] = {}
         for mode, extra, env in modes:
