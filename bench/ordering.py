@@ -8,6 +8,10 @@ printed is a ratio of quantities measured in this run, or a time on this machine
    a stockpile mark with a Data Matrix on a laser (hatched), 200 characters of text, the same 200
    characters with a Data Matrix, and a dot-peen mark (dots). For each: strokes, ordering time,
    and travel / LKH-3's travel on the same strokes. Goal: <= 1.05 on every mark.
+   Then the same strokes ordered as a manifest's rows are (``ordering.order_parts``: each line
+   and the code ordered on their own and remembered, joined, then mended): its time with nothing
+   remembered (cold) and with every part remembered (warm: only the join and its mending), and
+   its travel / LKH-3. Goal: <= 1.05 on every mark too.
 2. Growth: ordering time over text marks of ~50 ... ~900 strokes; the exponent of a power-law fit
    (time ~ strokes^x) from 100 to 900 strokes. Goals: <= 50 ms at 900 strokes, x <= 1.3.
 
@@ -45,8 +49,17 @@ def _ends(strokes: list[FloatArray]) -> tuple[FloatArray, FloatArray]:
     return np.array([s[0] for s in strokes]), np.array([s[-1] for s in strokes])
 
 
+# Stroke counts of each mark's parts (text lines, then the code), as toolpath orders them.
+PARTS: dict[int, list[int]] = {}
+
+
 def _layout_strokes(req: MarkRequest) -> list[FloatArray]:
-    return [s.points for s in composed_strokes(compose(req))]
+    from markctl.layouts.toolpath import _parts
+
+    layout = compose(req)
+    strokes = [s.points for s in composed_strokes(layout)]
+    PARTS[id(strokes)] = _parts(layout, len(strokes))
+    return strokes
 
 
 def _text_strokes(chars: int, height_mm: float = 2.0, per_line: int = 40, seed: int = 7) -> list[FloatArray]:
@@ -55,12 +68,16 @@ def _text_strokes(chars: int, height_mm: float = 2.0, per_line: int = 40, seed: 
     rng = np.random.default_rng(seed)
     alphabet = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
     out: list[FloatArray] = []
+    parts: list[int] = []
     for k in range(chars):
         line, col = divmod(k, per_line)
         glyph = font.glyph(alphabet[int(rng.integers(len(alphabet)))])
         x0 = col * 0.8 * height_mm
         y0 = -line * 1.6 * height_mm
         out.extend(np.asarray(s) * height_mm + (x0, y0) for s in glyph.strokes if len(s) >= 2)
+        if col == per_line - 1 or k == chars - 1:
+            parts.append(len(out) - sum(parts))
+    PARTS[id(out)] = parts
     return out
 
 
@@ -70,7 +87,9 @@ def _with_code(text: list[FloatArray], code_req: MarkRequest) -> list[FloatArray
     hatch = [s.points for s in composed_strokes(layout) if s.params == 1]
     x_max = max(float(s[:, 0].max()) for s in text)
     shift = np.array([x_max + 3.0, 0.0]) - hatch[0].min(axis=0)
-    return text + [h + shift for h in hatch]
+    out = text + [h + shift for h in hatch]
+    PARTS[id(out)] = [*PARTS[id(text)], len(hatch)]
+    return out
 
 
 def fixed_set() -> dict[str, list[FloatArray]]:
@@ -134,6 +153,30 @@ def _time(starts: FloatArray, ends: FloatArray, repeats: int) -> tuple[float, fl
     return best, length
 
 
+def _time_parts(
+    starts: FloatArray, ends: FloatArray, parts: list[int], repeats: int
+) -> tuple[float, float, float]:
+    """CPU seconds of order_parts with nothing remembered and with every part remembered, and travel."""
+    from markctl.layouts import _shared
+
+    kicks = [ordering.DEFAULT_KICKS_PER_STROKE * c for c in parts]
+    cold = warm = math.inf
+    length = 0.0
+    for _ in range(repeats):
+        _shared.clear()
+        t0 = time.process_time()
+        idx, flip = ordering.order_parts(starts, ends, parts, kicks)
+        cold = min(cold, time.process_time() - t0)
+        t0 = time.process_time()
+        again = ordering.order_parts(starts, ends, parts, kicks)
+        warm = min(warm, time.process_time() - t0)
+        assert np.array_equal(again[0], idx) and np.array_equal(again[1], flip), (
+            "a remembered part changed the order"
+        )
+        length = ordering.travel(starts, ends, idx, flip)
+    return cold, warm, length
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -144,20 +187,33 @@ def main() -> None:
 
     print("times are CPU seconds of this process (best of repeats)")
     print("1. fixed set: ordering time and travel / LKH-3 travel on the same strokes")
-    worst = 0.0
+    worst = worst_parts = 0.0
     for name, strokes in fixed_set().items():
         starts, ends = _ends(strokes)
         secs, ours = _time(starts, ends, args.repeats)
+        parts = PARTS[id(strokes)]
+        cold, warm, by_parts = _time_parts(starts, ends, parts, args.repeats)
         line = f"  {name:<34} {len(strokes):4d} strokes  {secs * 1000:7.1f} ms  travel {ours:8.1f} mm"
+        line2 = (
+            f"  {'  by parts ' + str(parts):<34} {'':4s}          cold {cold * 1000:5.1f} ms, "
+            f"warm {warm * 1000:5.1f} ms  travel {by_parts:8.1f} mm"
+        )
         if not args.no_lkh:
             t0 = time.perf_counter()
             ref = lkh_travel(starts, ends, args.lkh_runs)
             ratio = ours / ref if ref > 0 else 1.0
             worst = max(worst, ratio)
+            worst_parts = max(worst_parts, by_parts / ref if ref > 0 else 1.0)
             line += f"  LKH {ref:8.1f} mm ({time.perf_counter() - t0:5.1f} s)  ratio {ratio:.3f}"
+            line2 += f"  ratio {by_parts / ref if ref > 0 else 1.0:.3f}"
         print(line, flush=True)
+        print(line2, flush=True)
     if not args.no_lkh:
         print(f"  worst travel / LKH-3 = {worst:.3f} ({'OK' if worst <= 1.05 else 'MISSES'} goal <= 1.05)")
+        print(
+            f"  by parts: worst travel / LKH-3 = {worst_parts:.3f} "
+            f"({'OK' if worst_parts <= 1.05 else 'MISSES'} goal <= 1.05)"
+        )
 
     print("2. growth: ordering time against strokes (text marks)")
     sizes, times = [], []

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from markctl.errors import ComplianceError, LayoutError, ProfileError
 from markctl.layouts import _geom as g
+from markctl.layouts import _shared
 from markctl.layouts.content import raise_content_errors, validate_content
 from markctl.layouts.datamatrix import DataMatrixSymbol, encode_datamatrix
 from markctl.layouts.findings import Finding
@@ -291,14 +292,80 @@ def _resample(stroke: FloatArray, pitch: float) -> FloatArray:
 
 
 @dataclass(frozen=True, slots=True)
+class _Glyph:
+    """One character's strokes at ``height``, at the origin of its cell (read-only, shared by rows)."""
+
+    char: str
+    strokes: tuple[FloatArray, ...]
+    lo: tuple[float, float] | None  # the bounds of its points, None without strokes (space)
+    hi: tuple[float, float] | None
+
+
+# (char, glyph, shift): the glyph's strokes go to ``strokes + shift`` in the text frame.
+_SetGlyph = tuple[str, _Glyph, tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
 class _Block:
     """The text lines and code laid out in the text frame (before rotation and placement)."""
 
-    lines: list[tuple[str, tuple[str, ...], tuple[float, float], list[tuple[str, list[FloatArray]]]]]
+    lines: list[tuple[str, tuple[str, ...], tuple[float, float], tuple[_SetGlyph, ...]]]
     code_origin: tuple[float, float] | None
     bounds: tuple[float, float, float, float]
     widest: tuple[str, tuple[str, ...], float]
     height: float
+    font: Font
+    pitch: float | None  # stroke font resampled into dots every ``pitch`` mm (dot peen), else None
+
+
+_GLYPH_CACHE_SIZE = 4096  # characters x heights x fonts of a depot's marks (~1 KB each)
+_LINE_CACHE_SIZE = 1024  # lines (maker, country, model ... at their place); full: ~6.5 MB with the orders
+
+
+def _glyph_at(font: Font, char: str, height: float, pitch: float | None) -> _Glyph:
+    """The strokes of ``char`` scaled to ``height`` (and resampled into dots every ``pitch`` mm).
+
+    Shared by every line and row that draws the character at that height (_shared.py): the
+    serial's characters are the only ones a new row composes.
+    """
+    cache = _shared.lru("compose.glyphs", _GLYPH_CACHE_SIZE)
+    key = (font.name, char, height, pitch)
+    hit = cache.get(key)
+    if isinstance(hit, tuple) and hit[0] is font:  # this very font (a user font may reuse a name)
+        glyph: _Glyph = hit[1]
+        return glyph
+    strokes = [s * height for s in font.glyph(char).strokes]
+    if pitch is not None:
+        strokes = [_resample(s, pitch) for s in strokes]
+    for s in strokes:
+        s.setflags(write=False)
+    lo = hi = None
+    if strokes:
+        pts = np.concatenate(strokes)
+        lo = (float(pts[:, 0].min()), float(pts[:, 1].min()))
+        hi = (float(pts[:, 0].max()), float(pts[:, 1].max()))
+    glyph = _Glyph(char, tuple(strokes), lo, hi)
+    cache.put(key, (font, glyph))
+    return glyph
+
+
+def _line_glyphs(
+    font: Font, text: str, height: float, pitch: float | None, x: float, y: float
+) -> tuple[_SetGlyph, ...]:
+    """The glyphs of a line starting at (x, y), each with the shift that sets it in its place."""
+    cache = _shared.lru("compose.line-glyphs", _LINE_CACHE_SIZE)
+    key = (font.name, text, height, pitch, x, y)
+    hit = cache.get(key)
+    if isinstance(hit, tuple) and hit[0] is font:
+        found: tuple[_SetGlyph, ...] = hit[1]
+        return found
+    glyphs: list[_SetGlyph] = []
+    cx = x
+    for ch in text:
+        glyphs.append((ch, _glyph_at(font, ch, height, pitch), (cx, y)))
+        cx += font.glyph(ch).advance * height
+    cache.put(key, (font, tuple(glyphs)))
+    return tuple(glyphs)
 
 
 def _layout_block(
@@ -313,26 +380,27 @@ def _layout_block(
     pitch = opts.line_spacing * height
     widths = [font.text_width(t) * height for t, _ in texts]
     block_w = max(widths)
+    resample: float | None = None
+    if font.kind == "stroke" and process.method == "dot-peen":
+        resample = process.dot_pitch_mm or max(process.stroke_width_mm, MIN_DOT_PITCH_MM)
     lines = []
+    # Bounds of every point: a glyph's points land at fl(p + shift), and rounding is monotonic, so
+    # the bounds of the moved points are fl(bound + shift), exactly.
+    x0 = y0 = math.inf
+    x1 = y1 = -math.inf
     for i, ((text, names), width) in enumerate(zip(texts, widths, strict=True)):
         y = -i * pitch - height  # first line's cap line at y = 0
         x = {"left": 0.0, "center": (block_w - width) / 2.0, "right": block_w - width}[opts.align]
-        glyphs: list[tuple[str, list[FloatArray]]] = []
-        cx = x
-        for ch in text:
-            shape = font.glyph(ch)
-            strokes = [s * height + np.array([cx, y]) for s in shape.strokes]
-            if font.kind == "stroke" and process.method == "dot-peen":
-                dot_pitch = process.dot_pitch_mm or max(process.stroke_width_mm, MIN_DOT_PITCH_MM)
-                strokes = [_resample(s, dot_pitch) for s in strokes]
-            glyphs.append((ch, strokes))
-            cx += shape.advance * height
+        glyphs = _line_glyphs(font, text, height, resample, x, y)
+        for _, glyph, (cx, _) in glyphs:
+            if glyph.lo is not None and glyph.hi is not None:
+                x0, y0 = min(x0, glyph.lo[0] + cx), min(y0, glyph.lo[1] + y)
+                x1, y1 = max(x1, glyph.hi[0] + cx), max(y1, glyph.hi[1] + y)
         lines.append((text, names, (x, y), glyphs))
-    allpts = [s for _, _, _, gl in lines for _, ss in gl for s in ss]
-    pts = np.concatenate(allpts) if allpts else np.zeros((1, 2))
+    if x0 > x1:  # no line draws anything
+        x0 = y0 = x1 = y1 = 0.0
     half = process.stroke_width_mm / 2.0
-    x0, y0 = pts.min(axis=0) - half
-    x1, y1 = pts.max(axis=0) + half
+    x0, y0, x1, y1 = x0 - half, y0 - half, x1 + half, y1 + half
     code_origin: tuple[float, float] | None = None
     if symbol is not None:
         m = opts.module_mm
@@ -359,6 +427,8 @@ def _layout_block(
         (float(x0), float(y0), float(x1), float(y1)),
         (texts[wi][0], texts[wi][1], widths[wi]),
         height,
+        font,
+        resample,
     )
 
 
@@ -622,6 +692,39 @@ def _check_glyphs(
             )
 
 
+def _place_glyphs(
+    glyphs: tuple[_SetGlyph, ...],
+    angle: float,
+    offset: tuple[float, float],
+    up: FloatArray,
+    kind: Literal["line", "dots"],
+) -> list[PlacedGlyph]:
+    """A line's glyphs in the component frame, all points moved in one array operation."""
+    strokes = [(k, s) for k, (_, glyph, _) in enumerate(glyphs) for s in glyph.strokes]
+    if not strokes:
+        return [PlacedGlyph(ch, (), kind, 0.0) for ch, _, _ in glyphs]
+    counts = np.array([len(s) for _, s in strokes])
+    shifts = np.repeat(np.array([glyphs[k][2] for k, _ in strokes], dtype=np.float64), counts, axis=0)
+    world = g.to_world(np.concatenate([s for _, s in strokes]) + shifts, angle, offset)
+    world.setflags(write=False)  # shared between rows (_placed_lines): nobody may change it
+    parts = np.split(world, np.cumsum(counts)[:-1])
+    # The extent along the text's "up" direction, on the geometry that will be cut, per glyph.
+    along = world @ up
+    owner = np.repeat(np.array([k for k, _ in strokes]), counts)
+    top = np.full(len(glyphs), -np.inf)
+    bottom = np.full(len(glyphs), np.inf)
+    np.maximum.at(top, owner, along)
+    np.minimum.at(bottom, owner, along)
+    placed: list[PlacedGlyph] = []
+    at = 0
+    for k, (ch, glyph, _) in enumerate(glyphs):
+        n = len(glyph.strokes)
+        mine = tuple(parts[at : at + n])
+        at += n
+        placed.append(PlacedGlyph(ch, mine, kind, float(top[k] - bottom[k]) if n else 0.0))
+    return placed
+
+
 def _placed_lines(
     block: _Block,
     angle: float,
@@ -632,22 +735,29 @@ def _placed_lines(
     """The block's lines moved into the component frame, each glyph's height measured there.
 
     ``per_line`` moves each line by its own offset instead (a pattern machine's fields).
+
+    A line that another row already placed at the same spot (the maker, the country, the model:
+    the same text, font, height, position in the block, rotation and placement) is that row's
+    line, shared (_shared.py); only the lines that differ, the serial's, are computed.
     """
     up = g.rotate_points(np.array([[0.0, 1.0]]), angle)[0]
+    cache = _shared.lru("compose.lines", _LINE_CACHE_SIZE)
     lines = []
     for i, (text, names, (lx, ly), glyphs) in enumerate(block.lines):
         if per_line is not None:
             offset = per_line[i]
-        placed = []
-        for ch, strokes in glyphs:
-            world = tuple(g.to_world(s, angle, offset) for s in strokes)
-            # The extent along the text's "up" direction, on the geometry that will be cut.
-            extent = float(np.ptp(np.concatenate(world) @ up)) if world else 0.0
-            placed.append(PlacedGlyph(ch, world, kind, extent))
+        key = (block.font.name, block.pitch, block.height, text, names, i, lx, ly, angle, offset, kind)
+        hit = cache.get(key)
+        if isinstance(hit, tuple) and hit[0] is block.font:
+            lines.append(hit[1])
+            continue
+        placed = _place_glyphs(glyphs, angle, offset, up, kind)
         origin = g.to_world(np.array([[lx, ly]]), angle, offset)[0]
-        lines.append(
-            TextLine(i, text, names, block.height, (float(origin[0]), float(origin[1])), angle, tuple(placed))
+        line = TextLine(
+            i, text, names, block.height, (float(origin[0]), float(origin[1])), angle, tuple(placed)
         )
+        cache.put(key, (block.font, line))
+        lines.append(line)
     return lines
 
 

@@ -28,10 +28,15 @@ cannot batch a sequence of dependent moves): _ordering_jit.py.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_KICKS_PER_STROKE", "nearest_neighbour", "order", "travel", "two_opt"]
+from markctl.layouts import _shared
+
+__all__ = ["DEFAULT_KICKS_PER_STROKE", "nearest_neighbour", "order", "order_parts", "travel", "two_opt"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -134,3 +139,93 @@ def order(
         return np.arange(n, dtype=np.intp), np.zeros(n, dtype=bool)
     idx, flip = nearest_neighbour(starts, ends, origin)
     return _improve(starts, ends, idx, flip, or_opt, DEFAULT_KICKS_PER_STROKE * n if kicks is None else kicks)
+
+
+# --- parts shared between rows -----------------------------------------------------------------
+
+_PART_CACHE_SIZE = 512  # part orders (two int arrays of a line's strokes, ~2 KB each)
+# Perturbations of the joined tour: one per two strokes and a few per join (a quarter of what
+# ordering the whole costs); bench/ordering.py: within 1.05 x LKH-3 on its marks.
+POLISH_KICKS_PER_STROKE = 0.5
+POLISH_KICKS_PER_PART = 8
+
+
+def _part_order(starts: FloatArray, ends: FloatArray, kicks: int) -> tuple[IntArray, BoolArray]:
+    """:func:`order` of one part, from its lower-left corner; memoised on the part's strokes.
+
+    The key is a digest of the endpoints and the budget: the order is a pure function of them,
+    so a hit is what ordering the part again would give.
+    """
+    digest = hashlib.blake2b(starts.tobytes(), digest_size=16)
+    digest.update(ends.tobytes())
+    key = (len(starts), kicks, digest.digest())
+    cache = _shared.lru("ordering.parts", _PART_CACHE_SIZE)
+    hit = cache.get(key)
+    if hit is not None:
+        found: tuple[IntArray, BoolArray] = hit  # type: ignore[assignment]
+        return found
+    # From the corner of the part's bounds (a function of the strokes; nearest neighbour from a
+    # corner sweeps a hatch row by row, from its first stroke it leaves rows behind to come back to).
+    corner = np.minimum(starts.min(axis=0), ends.min(axis=0))
+    idx, flip = order(starts, ends, origin=(float(corner[0]), float(corner[1])), kicks=kicks)
+    idx.setflags(write=False)
+    flip.setflags(write=False)
+    cache.put(key, (idx, flip))
+    return idx, flip
+
+
+def order_parts(
+    starts: FloatArray,
+    ends: FloatArray,
+    parts: Sequence[int],
+    kicks: Sequence[int],
+    origin: tuple[float, float] = (0.0, 0.0),
+    *,
+    polish_kicks: int | None = None,
+) -> tuple[IntArray, BoolArray]:
+    """Order strokes made of consecutive parts (a mark's lines, its code) that rows share.
+
+    ``parts`` are the stroke counts of consecutive parts, ``kicks`` each part's search budget.
+    Each part is ordered on its own (:func:`order`) and remembered, so a line that repeats from
+    row to row (the maker, the country) is ordered once. The parts' tours are then ordered as
+    reversible strokes (which part follows which, which way round), joined, and the joined tour
+    gets a short local search (2-opt/Or-opt with ``polish_kicks`` perturbations, by default
+    ``POLISH_KICKS_PER_STROKE`` per stroke and ``POLISH_KICKS_PER_PART`` per part) that mends the
+    joins. Every step is a function of the strokes alone: the same strokes give the same order
+    whether or not a part was remembered.
+
+    Returns:
+        The stroke indices in marking order and which strokes to reverse, as :func:`order`.
+    """
+    n = len(starts)
+    if len(parts) < 2 or n < 2:
+        return order(starts, ends, origin, kicks=int(sum(kicks)) if len(kicks) else None)
+    tours: list[tuple[IntArray, BoolArray]] = []
+    at = 0
+    for count, budget in zip(parts, kicks, strict=True):
+        if count:
+            idx, flip = _part_order(starts[at : at + count], ends[at : at + count], budget)
+            tours.append((idx + at, flip))
+        at += count
+    if at != n:
+        raise ValueError(f"the parts count {at} strokes, there are {n}")
+    # Join: each part's tour is one reversible "stroke" from its first entry to its last exit;
+    # ordering those few (the same search as for strokes) decides which part follows which and
+    # which way round it is marked (two lines read left to right are joined by marking one of
+    # them right to left).
+    entry = np.array([ends[i[0]] if f[0] else starts[i[0]] for i, f in tours])
+    leave = np.array([starts[i[-1]] if f[-1] else ends[i[-1]] for i, f in tours])
+    sequence, reverse = order(entry, leave, origin, kicks=DEFAULT_KICKS_PER_STROKE * len(tours))
+    joined_i: list[IntArray] = []
+    joined_f: list[BoolArray] = []
+    for t, back in zip(sequence, reverse, strict=True):
+        idx, flip = tours[t]
+        joined_i.append(idx[::-1] if back else idx)
+        joined_f.append(~flip[::-1] if back else flip)
+    idx, flip = np.concatenate(joined_i), np.concatenate(joined_f)
+    budget = (
+        round(POLISH_KICKS_PER_STROKE * n) + POLISH_KICKS_PER_PART * len(tours)
+        if polish_kicks is None
+        else polish_kicks
+    )
+    return _improve(starts, ends, idx, flip, _OR_OPT, budget)

@@ -18,6 +18,7 @@ the profile's character rate and dot rate for pattern machines.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,7 @@ __all__ = [
     "check_fits",
     "composed_strokes",
     "estimate_cycle_time_s",
+    "estimate_layout_cycle_s",
     "program_stats",
 ]
 
@@ -52,19 +54,25 @@ FloatArray = npt.NDArray[np.float64]
 # A laser dot (dot font on a laser) dwells this long per pass; no profile key describes it yet.
 _LASER_DOT_DWELL_S = 0.002
 _TEXT, _CODE = 0, 1  # indexes into MotionProgram.params
+_RawStroke = tuple[StrokeKind, FloatArray, int]  # kind, points, index of its ProcessParams
 
 
 def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -> list[Stroke]:
     """Every stroke of the layout in composed (reading) order, shifted by ``offset``."""
+    return [Stroke(kind, points, params) for kind, points, params in _raw_strokes(layout, offset)]
+
+
+def _raw_strokes(layout: Layout, offset: tuple[float, float]) -> list[_RawStroke]:
+    """:func:`composed_strokes` as plain tuples (a pre-check estimates from them; no Stroke is checked)."""
     shift = np.asarray(offset, dtype=np.float64)
-    out: list[Stroke] = []
+    out: list[_RawStroke] = []
     for line in layout.lines:
         for glyph in line.glyphs:
             for pts in glyph.strokes:
                 if glyph.kind == "dots":
-                    out.append(Stroke(StrokeKind.DOTS, pts + shift, _TEXT))
+                    out.append((StrokeKind.DOTS, pts + shift, _TEXT))
                 elif len(pts) >= 2:
-                    out.append(Stroke(StrokeKind.LINE, pts + shift, _TEXT))
+                    out.append((StrokeKind.LINE, pts + shift, _TEXT))
     code = layout.code
     if code is not None:
         m = code.module_mm
@@ -75,7 +83,7 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
                 if len(cols):
                     local = np.column_stack(((cols + 0.5) * m, np.full(len(cols), -(r + 0.5) * m)))
                     out.append(
-                        Stroke(StrokeKind.DOTS, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE)
+                        (StrokeKind.DOTS, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE)
                     )
         else:
             spot = layout.process.stroke_width_mm
@@ -91,11 +99,18 @@ def composed_strokes(layout: Layout, offset: tuple[float, float] = (0.0, 0.0)) -
                         y = -(r * m + (j + 0.5) * m / per_row)
                         local = np.array([[x0, y], [x1, y]])
                         out.append(
-                            Stroke(
-                                StrokeKind.LINE, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE
-                            )
+                            (StrokeKind.LINE, g.to_world(local, code.angle_deg, code.origin) + shift, _CODE)
                         )
     return out
+
+
+def _parts(layout: Layout, total: int) -> list[int]:
+    """How many of :func:`composed_strokes` each text line gives, then the code (the rest)."""
+    counts = [
+        sum(1 for glyph in line.glyphs for pts in glyph.strokes if glyph.kind == "dots" or len(pts) >= 2)
+        for line in layout.lines
+    ]
+    return [*counts, total - sum(counts)]
 
 
 # The ordering's perturbation budget: about 1/1000 of the time the machine spends marking (a kick
@@ -118,9 +133,8 @@ def _search_budget(strokes: list[Stroke], params: tuple[ProcessParams, ...], mac
     return min(cap, max(len(strokes), round(marking_s * _KICKS_PER_MARKING_S)))
 
 
-def _motion(
-    layout: Layout, machine: FirmwareProfile, offset: tuple[float, float], optimise: bool
-) -> MotionProgram:
+def _process_params(layout: Layout) -> tuple[ProcessParams, ProcessParams]:
+    """The process parameters of the text and of the code of a motion program."""
     p = layout.process
     if p.method == "laser":
         text = ProcessParams(
@@ -146,12 +160,27 @@ def _motion(
         text = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=pitch)
         module = layout.code.module_mm if layout.code is not None else pitch
         code = ProcessParams(speed_mm_min=p.speed_mm_min, force_pct=p.force_pct, dot_pitch_mm=module)
+    return text, code
+
+
+def _motion(
+    layout: Layout, machine: FirmwareProfile, offset: tuple[float, float], optimise: bool
+) -> MotionProgram:
+    text, code = _process_params(layout)
     strokes = composed_strokes(layout, offset)
     if optimise and len(strokes) > 1:
         starts = np.array([s.points[0] for s in strokes])
         ends = np.array([s.points[-1] for s in strokes])
-        kicks = _search_budget(strokes, (text, code), machine)
-        idx, flip = ordering.order(starts, ends, origin=(offset[0], offset[1]), kicks=kicks)
+        # Each text line and the code are ordered on their own, within the budget of their own
+        # marking time, and remembered: the lines a manifest repeats (maker, country, model) are
+        # ordered once; the serial's line and the code are ordered per row, then the tours are
+        # joined and mended (ordering.order_parts).
+        parts = _parts(layout, len(strokes))
+        kicks, at = [], 0
+        for count in parts:
+            kicks.append(_search_budget(strokes[at : at + count], (text, code), machine))
+            at += count
+        idx, flip = ordering.order_parts(starts, ends, parts, kicks, origin=(offset[0], offset[1]))
         strokes = [strokes[i].reversed() if f else strokes[i] for i, f in zip(idx, flip, strict=True)]
     params = (text, code) if layout.code is not None else (text,)
     return MotionProgram(strokes=tuple(strokes), params=params)
@@ -270,21 +299,61 @@ def build_program(
     return _pattern(layout, offset)
 
 
-def _trapezoid_s(distance: FloatArray, v_mm_s: float, a_mm_s2: float) -> float:
-    """Time to cover each distance from rest to rest with speed limit v and acceleration a."""
-    d = distance[distance > 0]
-    if not len(d):
-        return 0.0
-    ramp = v_mm_s * v_mm_s / a_mm_s2  # distance to reach v and stop again
+def _trapezoid_each(distance: FloatArray, v_mm_s: float, a_mm_s2: float) -> FloatArray:
+    """Seconds to cover each distance from rest to rest with speed limit v and acceleration a
+    (a trapezoid, or a triangle when the distance is too short to reach v)."""
+    d = np.maximum(distance, 0.0)
+    ramp = v_mm_s * v_mm_s / a_mm_s2
     t = np.where(d >= ramp, d / v_mm_s + v_mm_s / a_mm_s2, 2.0 * np.sqrt(d / a_mm_s2))
-    return float(t.sum())
+    return np.asarray(t, dtype=np.float64)
+
+
+def _motion_cycle_s(
+    strokes: Sequence[_RawStroke], params: Sequence[ProcessParams], machine: FirmwareProfile
+) -> float:
+    """Estimated seconds of strokes marked in the given order (the model in the module docstring),
+    in a few array operations: a pre-check estimates every row of a manifest."""
+    if not strokes:
+        return 0.0
+    spec = machine.machine
+    v_travel = spec.max_feed_mm_min / 60.0
+    accel = spec.max_accel_mm_s2
+    peen = machine.dot_peen
+    firsts = np.array([pts[0] for _, pts, _ in strokes])
+    lasts = np.array([pts[-1] for _, pts, _ in strokes])
+    total = float(_trapezoid_each(np.hypot(*(firsts[1:] - lasts[:-1]).T), v_travel, accel).sum())
+    counts = np.array([len(pts) for _, pts, _ in strokes])
+    pts = np.concatenate([pts for _, pts, _ in strokes])
+    seg = np.hypot(*np.diff(pts, axis=0).T)
+    # Segment k joins point k to k+1; those that join two strokes are not marking moves.
+    inside = np.ones(len(seg), dtype=bool)
+    inside[np.cumsum(counts)[:-1] - 1] = False
+    owner = np.repeat(np.arange(len(strokes)), counts)[:-1]
+    seg, owner = seg[inside], owner[inside]
+    kinds = np.array([kind is StrokeKind.LINE for kind, _, _ in strokes])
+    which = np.array([i for _, _, i in strokes])
+    for p_index, p in enumerate(params):
+        mine = which == p_index
+        lines = mine & kinds
+        if lines.any():
+            v = min(p.speed_mm_min, spec.max_feed_mm_min) / 60.0
+            one = float(_trapezoid_each(seg[lines[owner]], v, accel).sum())
+            back = float(_trapezoid_each(np.hypot(*(lasts[lines] - firsts[lines]).T), v_travel, accel).sum())
+            total += p.passes * one + (p.passes - 1) * back
+        dots = mine & ~kinds
+        if dots.any():
+            moves = np.zeros(len(strokes))
+            np.add.at(moves, owner, np.where(dots[owner], _trapezoid_each(seg, v_travel, accel), 0.0))
+            if peen is not None:
+                # A strike cannot be faster than the stylus rate, whatever the move between dots.
+                total += float(np.maximum(moves[dots], counts[dots] / peen.dot_rate_hz).sum())
+            else:
+                total += float(moves[dots].sum() + counts[dots].sum() * p.passes * _LASER_DOT_DWELL_S)
+    return total
 
 
 def estimate_cycle_time_s(program: Program, machine: FirmwareProfile) -> float:
     """Estimated seconds to mark the program on this machine (see the module docstring)."""
-    spec = machine.machine
-    v_travel = spec.max_feed_mm_min / 60.0
-    accel = spec.max_accel_mm_s2
     if isinstance(program, PatternProgram):
         peen = machine.dot_peen
         chars_per_s = peen.chars_per_s if peen else 2.0
@@ -298,26 +367,24 @@ def estimate_cycle_time_s(program: Program, machine: FirmwareProfile) -> float:
             else:
                 total += len(f.text.replace(" ", "")) / chars_per_s
         return total
-    total = 0.0
-    peen = machine.dot_peen
-    for prev, nxt in zip(program.strokes, program.strokes[1:], strict=False):
-        total += _trapezoid_s(np.array([math.dist(prev.end, nxt.start)]), v_travel, accel)
-    for s in program.strokes:
-        params = program.params[s.params]
-        seg = np.hypot(*np.diff(s.points, axis=0).T) if len(s.points) > 1 else np.zeros(0)
-        if s.kind is StrokeKind.LINE:
-            v = min(params.speed_mm_min, spec.max_feed_mm_min) / 60.0
-            one = _trapezoid_s(seg, v, accel)
-            back = _trapezoid_s(np.array([math.dist(s.end, s.start)]), v_travel, accel)
-            total += params.passes * one + (params.passes - 1) * back
-        else:
-            moves = _trapezoid_s(seg, v_travel, accel)
-            if peen is not None:
-                # A strike cannot be faster than the stylus rate, whatever the move between dots.
-                total += max(moves, len(s.points) / peen.dot_rate_hz)
-            else:
-                total += moves + len(s.points) * params.passes * _LASER_DOT_DWELL_S
-    return total
+    return _motion_cycle_s([(s.kind, s.points, s.params) for s in program.strokes], program.params, machine)
+
+
+def estimate_layout_cycle_s(layout: Layout, machine_profile: FirmwareProfile | str | None = None) -> float:
+    """The estimated cycle time of the layout's program, without making it.
+
+    Motion machines: the strokes in reading order, not ordered (ordering them costs tens of
+    milliseconds on a large mark and changes the cycle by well under 1 %: bench/precheck.py
+    prints the difference on its mix). Pattern machines: their program, which is cheap.
+
+    Raises:
+        LayoutError: as :func:`check_fits`.
+    """
+    machine = check_fits(layout, machine_profile)
+    offset = layout.request.options.origin_mm
+    if machine.family != "grbl":
+        return estimate_cycle_time_s(_pattern(layout, offset), machine)
+    return _motion_cycle_s(_raw_strokes(layout, offset), _process_params(layout), machine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,11 +178,6 @@ CASES = [
         ("--yes",),
     ),
     Case(
-        "dry run without --out",
-        ["batch", *STOCKPILE, "--machine", "sim://peen-modbus", "--dry-run"],
-        ("--out",),
-    ),
-    Case(
         "mark serial malformed",
         [*MARK[:3], "P#1", *MARK[4:], "--machine", "sim://grbl-1.1"],
         ("--serial", "P#1"),

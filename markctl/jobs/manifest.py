@@ -19,17 +19,26 @@ any other column                  a mark field handed to the layout (``country``
 Reading never stops at the first problem: every row gets a verdict, so an import depot sees the
 whole shipment's report at once. Bytes that are not UTF-8 are reported with the line and byte
 offset; a duplicate weapon/component/mark is reported against the line that had it first.
+
+:func:`open_manifest` streams: rows are read one at a time from the file, so memory does not grow
+with the manifest's length but for the duplicate check, which keeps a 64-bit digest of each item
+key and the line that had it (about 100 bytes per item in a dict), and for the issues of bad rows.
+Each row's byte offset and digest let a pre-checked plan read the row again when it is marked
+(:meth:`ManifestReader.row_at`) instead of keeping every item. :func:`read_manifest` and
+:func:`parse_manifest` give the whole manifest as a list (small manifests, the service's uploads).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 from markctl.errors import MarkctlError
 from markctl.layouts.content import KNOWN_FACTS, parse_flag
@@ -43,7 +52,11 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ManifestItem",
+    "ManifestReader",
     "RowIssue",
+    "RowRef",
+    "open_manifest",
+    "parse_manifest",
     "read_manifest",
 ]
 
@@ -126,83 +139,234 @@ def _norm(text: str) -> str:
 
 
 def read_manifest(path: str | Path, *, default_mark_profile: str | None = None) -> Manifest:
-    """Read a manifest file; raises ManifestError only when no row can be judged."""
-    file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"{file}: cannot read: {exc.strerror}") from exc
-    return parse_manifest(raw, source=str(file), default_mark_profile=default_mark_profile)
+    """Read a whole manifest file; raises ManifestError only when no row can be judged."""
+    reader = open_manifest(path, default_mark_profile=default_mark_profile)
+    reader.manifest.items.extend(reader)
+    return reader.manifest
 
 
 def parse_manifest(
     raw: bytes, *, source: str = "<manifest>", default_mark_profile: str | None = None
 ) -> Manifest:
     """Parse manifest bytes; ``default_mark_profile`` fills a missing ``mark_profile`` column or cell."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # spreadsheet exports often start with a UTF-8 byte-order mark
-    lines = raw.splitlines(keepends=True)
-    if not lines:
-        raise ManifestError(f"{source}: the manifest is empty")
-    text_lines, issues = _decode_lines(lines)
-    reader = csv.reader(io.StringIO("".join(text_lines)), strict=True)
+    reader = ManifestReader(raw, source, default_mark_profile)
+    reader.manifest.items.extend(reader)
+    return reader.manifest
+
+
+def open_manifest(path: str | Path, *, default_mark_profile: str | None = None) -> ManifestReader:
+    """A manifest file read row by row (its header is read and judged now)."""
+    file = Path(path)
     try:
-        header = next(reader)
-    except (StopIteration, csv.Error) as exc:
-        raise ManifestError(f"{source}: line 1: no readable header ({exc})") from exc
-    columns = tuple(h.strip().lower().replace(" ", "_").replace("-", "_") for h in header)
-    missing = [c for c in REQUIRED if c not in columns and not (c == "mark_profile" and default_mark_profile)]
-    if missing:
-        raise ManifestError(
-            f"{source}: line 1: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'})"
-        )
-    bad = [c for c in columns if not _HEADER.fullmatch(c)]
-    if bad or len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise ManifestError(f"{source}: line 1: bad or repeated column names {bad + dupes}")
-    manifest = Manifest(source, columns, issues=issues, default_mark_profile=default_mark_profile)
-    seen: dict[str, int] = {}
-    undecodable = {i.line for i in issues}
-    for line, row in _rows(reader, manifest):
-        manifest.rows += 1
-        if manifest.rows > MAX_ROWS:
-            raise ManifestError(f"{source}: more than {MAX_ROWS} rows; split the shipment")
-        if line in undecodable:
-            continue
-        _read_row(line, row, manifest, seen)
-    return manifest
+        file.open("rb").close()
+    except OSError as exc:
+        raise ManifestError(f"{file}: cannot read: {exc.strerror}") from exc
+    return ManifestReader(file, str(file), default_mark_profile)
 
 
-def _decode_lines(lines: list[bytes]) -> tuple[list[str], list[RowIssue]]:
-    out, issues = [], []
-    for number, line in enumerate(lines, start=1):
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """Where a row is in its manifest: its byte offset, its (last) line, a digest of its bytes."""
+
+    offset: int
+    line: int
+    digest: int
+
+
+_READ_BYTES = 1 << 20
+
+
+class _Lines:
+    """The physical lines of a byte stream (split as ``bytes.splitlines`` does), decoded one by one,
+    with the byte offset and the raw bytes of the lines handed out since :meth:`mark`."""
+
+    def __init__(self, stream: BinaryIO, offset: int, first_line: int, chunk: int | None = None) -> None:
+        self._stream = stream
+        self._chunk = chunk or _READ_BYTES
+        self._pending: list[bytes] = []
+        self._carry = b""
+        self.offset = offset  # of the next line to hand out
+        self.number = first_line - 1  # of the last line handed out
+        self.issues: list[RowIssue] = []
+        self._since: list[bytes] = []
+
+    def mark(self) -> None:
+        self._since = []
+
+    def marked_bytes(self) -> bytes:
+        return b"".join(self._since)
+
+    def _refill(self) -> bool:
+        while not self._pending:
+            chunk = self._stream.read(self._chunk)
+            if not chunk:
+                if self._carry:
+                    self._pending, self._carry = [self._carry], b""
+                    return True
+                return False
+            lines = (self._carry + chunk).splitlines(keepends=True)
+            # The last piece may be cut (or a \r whose \n is in the next chunk): keep it for later.
+            self._carry = lines.pop() if lines else b""
+            self._pending = lines[::-1]
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if not self._refill():
+            raise StopIteration
+        raw = self._pending.pop()
+        self.number += 1
+        self.offset += len(raw)
+        self._since.append(raw)
         try:
-            out.append(line.decode("utf-8"))
+            return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            issues.append(
-                RowIssue(number, "encoding", f"byte {exc.start} (0x{line[exc.start]:02X}) is not UTF-8")
+            self.issues.append(
+                RowIssue(self.number, "encoding", f"byte {exc.start} (0x{raw[exc.start]:02X}) is not UTF-8")
             )
-            out.append(line.decode("utf-8", errors="replace"))
-    return out, issues
+            return raw.decode("utf-8", errors="replace")
 
 
-def _rows(reader: Iterator[list[str]], manifest: Manifest) -> Iterator[tuple[int, list[str]]]:
-    while True:
+class _Seen:
+    """The items read so far, as 64-bit digests of their keys with the line that had each first:
+    about 100 bytes per item, where the keys themselves would take twice that."""
+
+    def __init__(self) -> None:
+        self._lines: dict[int, int] = {}
+
+    @staticmethod
+    def _key(item_key: str) -> int:
+        return int.from_bytes(hashlib.blake2b(item_key.encode(), digest_size=8).digest(), "little")
+
+    def get(self, item_key: str) -> int | None:
+        return self._lines.get(self._key(item_key))
+
+    def __setitem__(self, item_key: str, line: int) -> None:
+        self._lines[self._key(item_key)] = line
+
+
+class ManifestReader:
+    """A manifest read row by row: iterate it once for its items; ``manifest`` holds the header,
+    the row count and the issues found so far (its ``items`` stay empty).
+
+    Raises:
+        ManifestError: at once, when the header cannot be used; while iterating, past MAX_ROWS.
+    """
+
+    def __init__(self, source: Path | bytes, name: str, default_mark_profile: str | None = None) -> None:
+        self._source = source
+        with self._open() as stream:
+            self._start = 3 if stream.read(3) == b"\xef\xbb\xbf" else 0  # a spreadsheet's byte-order mark
+            stream.seek(self._start)
+            lines = _Lines(stream, self._start, 1)
+            try:
+                header = next(csv.reader(lines, strict=True))
+            except StopIteration:
+                raise ManifestError(f"{name}: the manifest is empty") from None
+            except csv.Error as exc:
+                raise ManifestError(f"{name}: line 1: no readable header ({exc})") from exc
+            self._body, self._body_line = lines.offset, lines.number + 1
+        columns = tuple(h.strip().lower().replace(" ", "_").replace("-", "_") for h in header)
+        missing = [
+            c for c in REQUIRED if c not in columns and not (c == "mark_profile" and default_mark_profile)
+        ]
+        if missing:
+            raise ManifestError(
+                f"{name}: line 1: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'})"
+            )
+        bad = [c for c in columns if not _HEADER.fullmatch(c)]
+        if bad or len(set(columns)) != len(columns):
+            dupes = sorted({c for c in columns if columns.count(c) > 1})
+            raise ManifestError(f"{name}: line 1: bad or repeated column names {bad + dupes}")
+        self.manifest = Manifest(
+            name, columns, issues=list(lines.issues), default_mark_profile=default_mark_profile
+        )
+        self._read = False
+
+    def _open(self) -> BinaryIO:
+        if isinstance(self._source, bytes):
+            return io.BytesIO(self._source)
         try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            line = getattr(reader, "line_num", 0)
-            manifest.issues.append(RowIssue(line, "csv", str(exc)))
-            continue
-        line = getattr(reader, "line_num", 0)
-        if not any(cell.strip() for cell in row):
-            continue  # blank lines are allowed
-        yield line, row
+            return self._source.open("rb")
+        except OSError as exc:
+            raise ManifestError(f"{self._source}: cannot read: {exc.strerror}") from exc
+
+    def __iter__(self) -> Iterator[ManifestItem]:
+        return (item for items, _ in self.rows() for item in items)
+
+    def rows(self) -> Iterator[tuple[list[ManifestItem], RowRef]]:
+        """Each row's items (none for a bad row: its issue is in ``manifest.issues``) and where it is."""
+        if self._read:
+            raise ManifestError(f"{self.manifest.source}: a manifest is read once; open it again")
+        self._read = True
+        manifest = self.manifest
+        # _read_row adds a row's items to this one (and its issues to the manifest's).
+        row_of = Manifest(manifest.source, manifest.columns, issues=manifest.issues,
+                          default_mark_profile=manifest.default_mark_profile)  # fmt: skip
+        seen = _Seen()
+        with self._open() as stream:
+            stream.seek(self._body)
+            lines = _Lines(stream, self._body, self._body_line)
+            reader = csv.reader(lines, strict=True)
+            while True:
+                lines.mark()
+                offset = lines.offset
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    manifest.issues.extend(lines.issues)
+                    lines.issues.clear()
+                    manifest.issues.append(RowIssue(lines.number, "csv", str(exc)))
+                    continue
+                undecodable = bool(lines.issues)
+                manifest.issues.extend(lines.issues)
+                lines.issues.clear()
+                if not any(cell.strip() for cell in row):
+                    continue  # blank lines are allowed
+                manifest.rows += 1
+                if manifest.rows > MAX_ROWS:
+                    raise ManifestError(f"{manifest.source}: more than {MAX_ROWS} rows; split the shipment")
+                ref = RowRef(offset, lines.number, _digest(lines.marked_bytes()))
+                if undecodable:
+                    yield [], ref
+                    continue
+                _read_row(lines.number, row, row_of, seen)
+                items, row_of.items = row_of.items, []
+                yield items, ref
+
+    def row_at(self, ref: RowRef) -> list[ManifestItem]:
+        """The items of the row at ``ref``, read again (a plan marks them without keeping them).
+
+        Raises:
+            ManifestError: the row is no longer what was read (the file changed since).
+        """
+        with self._open() as stream:
+            stream.seek(ref.offset)
+            lines = _Lines(stream, ref.offset, 1, chunk=4096)  # a row is a few hundred bytes
+            try:
+                row = next(csv.reader(lines, strict=True))
+            except (StopIteration, csv.Error):
+                row = None
+        if row is None or _digest(lines.marked_bytes()) != ref.digest:
+            raise ManifestError(
+                f"{self.manifest.source}: line {ref.line} changed since the pre-check; nothing more is marked "
+                "from it: pre-check the manifest again"
+            )
+        scratch = Manifest(self.manifest.source, self.manifest.columns,
+                           default_mark_profile=self.manifest.default_mark_profile)  # fmt: skip
+        _read_row(ref.line, row, scratch, _Seen())
+        return scratch.items
 
 
-def _read_row(line: int, row: list[str], manifest: Manifest, seen: dict[str, int]) -> None:
+def _digest(raw: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+
+
+def _read_row(line: int, row: list[str], manifest: Manifest, seen: _Seen) -> None:
     columns = manifest.columns
     if len(row) != len(columns):
         manifest.issues.append(RowIssue(line, "row", f"has {len(row)} cells, the header has {len(columns)}"))

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -130,3 +131,60 @@ def test_bracketed_text_in_the_table_is_shown_as_written(capsys: pytest.CaptureF
     print_rows([{"line": 2, "item": "A|B1|frame|mine", "verdict": "not compliant",
                  "problems": ["[eu-depth] engrave: 0.05 mm vs >= 0.1 mm"]}])  # fmt: skip
     assert "[eu-depth] engrave" in capsys.readouterr().out
+
+
+def _count_orderings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every stroke ordering from here on: [whole marks, marks ordered by parts]."""
+    from markctl.layouts import ordering
+
+    calls = [0, 0]
+    order, order_parts = ordering.order, ordering.order_parts
+
+    def counted_order(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return order(*args, **kwargs)
+
+    def counted_parts(*args: Any, **kwargs: Any) -> Any:
+        calls[1] += 1
+        return order_parts(*args, **kwargs)
+
+    monkeypatch.setattr(ordering, "order", counted_order)
+    monkeypatch.setattr(ordering, "order_parts", counted_parts)
+    return calls
+
+
+def test_the_pre_check_table_and_previews_order_no_stroke(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's times come with the verdicts (strokes in reading order); previews need no program."""
+    calls = _count_orderings(monkeypatch)
+    assert main(["batch", "manifest.csv", "--parts", "parts.toml", "--machine", "sim://grbl-1.1",
+                 "--dry-run", "--out", str(workdir / "previews")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert calls == [0, 0], "a dry run ordered strokes"
+    assert "2 item(s) to mark" in out and "estimated cycle time 0:00" not in out  # the times are there
+    assert (workdir / "previews" / "contact-sheet.png").exists()
+
+
+def test_a_dry_run_without_out_shows_the_table_and_writes_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in workdir.iterdir())
+    assert (
+        main(["batch", "manifest.csv", "--parts", "parts.toml", "--machine", "sim://grbl-1.1", "--dry-run"])
+        == 0
+    )
+    seen = capsys.readouterr()
+    assert "BERETTA|K2|frame|iti-import" in seen.out and "2 item(s) to mark" in seen.out
+    err = " ".join(seen.err.split())  # rich wraps lines at the terminal's width
+    assert "no machine was touched" in err and "--out DIR writes previews" in err
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_marking_orders_each_item_once(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, new_registry: Callable[..., Path]
+) -> None:
+    new_registry(workdir / "records.db")
+    calls = _count_orderings(monkeypatch)
+    assert main(_cmd(workdir, "instant", "--yes")[3:]) == 0
+    assert calls[1] == 2, "each of the two items is ordered once, when it is marked"
