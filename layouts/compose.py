@@ -793,6 +793,31 @@ def _pattern_height(machine: FirmwareProfile, request: MarkRequest) -> float:
     return height
 
 
+def _pattern_font(machine: FirmwareProfile, request: MarkRequest) -> str:
+    """The font the stored pattern strikes (the host cannot send one).
+
+    Raises:
+        LayoutError: the profile does not say it, or the request asks for another font.
+    """
+    assert machine.dot_peen is not None
+    font = machine.dot_peen.pattern_font
+    if font is None:
+        raise LayoutError(
+            f"{machine.id} strikes the font of its stored pattern and its profile gives no "
+            "[dot_peen] pattern_font: add it (one of its fonts) from the pattern",
+            field="machine",
+        )
+    asked = request.options.font
+    if asked is not None and asked != font:
+        raise LayoutError(
+            f"font {asked!r} asked, but {machine.id} strikes its stored pattern's {font!r} "
+            "([dot_peen] pattern_font)",
+            field="options.font",
+            hint=f"leave the font out, or {_NEXT_STEP}",
+        )
+    return font
+
+
 def _pattern_force(machine: FirmwareProfile, request: MarkRequest) -> float:
     """The stylus force the stored pattern strikes with (the host cannot send one).
 
@@ -968,7 +993,10 @@ def compose(
     if not texts:
         raise LayoutError("the mark has no text", field="fields")
 
-    font = get_font(request.options.font or _default_font(machine))
+    if not machine.places_fields and not machine.sends_parameters:
+        font = get_font(_pattern_font(machine, request))
+    else:
+        font = get_font(request.options.font or _default_font(machine))
     if machine.family != "grbl" and machine.dot_peen is not None and font.name not in machine.dot_peen.fonts:
         raise LayoutError(
             f"pattern machine {machine.id!r} has fonts {', '.join(machine.dot_peen.fonts)}, not {font.name!r}",

@@ -146,6 +146,13 @@ class DotPeenSpec(_Frozen):
             "height to (Telesis-style): the layout is composed at it."
         ),
     )
+    pattern_font: str | None = Field(
+        default=None,
+        description=(
+            "Font the stored pattern strikes, for machines the host cannot send a font to "
+            "(Telesis-style): the layout is composed in it. One of ``fonts``."
+        ),
+    )
     pattern_force_pct: float | None = Field(
         default=None,
         ge=0,
@@ -207,6 +214,8 @@ class DotPeenSpec(_Frozen):
             raise ValueError("force_min_n exceeds force_max_n")
         if self.char_height_min_mm > self.char_height_max_mm:
             raise ValueError("char_height_min_mm exceeds char_height_max_mm")
+        if self.pattern_font is not None and self.pattern_font not in self.fonts:
+            raise ValueError(f"pattern_font {self.pattern_font!r} is not one of fonts")
         h = self.pattern_char_height_mm
         if h is not None and not self.char_height_min_mm <= h <= self.char_height_max_mm:
             raise ValueError("pattern_char_height_mm lies outside char_height_min_mm..char_height_max_mm")

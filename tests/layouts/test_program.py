@@ -134,14 +134,24 @@ def test_pattern_program_fields() -> None:
     assert all(f.force_pct == 10.0 for f in prog.fields)  # and strikes with its own force
 
 
-def test_a_pattern_machine_takes_no_rotation_height_or_force_from_the_request() -> None:
-    for option, value in (("rotation_deg", 90.0), ("char_height_mm", 4.0), ("force_pct", 60.0)):
+def test_a_pattern_machine_takes_no_rotation_height_font_or_force_from_the_request() -> None:
+    asked: tuple[tuple[str, object], ...] = (
+        ("rotation_deg", 90.0), ("char_height_mm", 4.0), ("font", "7x9"), ("force_pct", 60.0),
+    )  # fmt: skip
+    for option, value in asked:
         with pytest.raises(LayoutError) as info:
             compose(
                 _example("iti-stockpile-datamatrix.toml", "telesis-tmp", datamatrix=False, **{option: value})
             )
         assert info.value.field == f"options.{option}", option
         assert "telesis-tmp" in str(info.value) and "stored pattern" in str(info.value)
+
+
+def test_a_pattern_machine_layout_is_in_the_patterns_font() -> None:
+    layout = compose(_example("iti-stockpile-datamatrix.toml", "telesis-tmp", datamatrix=False))
+    assert layout.font.name == "5x7"  # telesis-tmp's [dot_peen] pattern_font
+    same = compose(_example("iti-stockpile-datamatrix.toml", "telesis-tmp", datamatrix=False, font="5x7"))
+    assert same.font.name == "5x7"
 
 
 def test_dot_peen_character_height_must_suit_the_machine() -> None:
