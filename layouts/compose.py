@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -768,79 +768,33 @@ _NEXT_STEP = (
 )
 
 
-def _pattern_height(machine: FirmwareProfile, request: MarkRequest) -> float:
-    """The character height the stored pattern strikes (the host cannot send one).
+def _from_pattern(
+    machine: FirmwareProfile, request: MarkRequest, what: str, key: str, option: str, unit: str = ""
+) -> Any:
+    """A setting the stored pattern decides, for machines the host cannot send it to: the
+    profile's ``[dot_peen] key`` (``pattern_char_height_mm``, ``pattern_font``, ``pattern_force_pct``).
 
     Raises:
-        LayoutError: the profile does not say it, or the request asks for another height.
+        LayoutError: the profile does not say it, or the request asks (``options.option``) for another.
     """
     assert machine.dot_peen is not None
-    height = machine.dot_peen.pattern_char_height_mm
-    if height is None:
+    value = getattr(machine.dot_peen, key)
+    if value is None:
         raise LayoutError(
-            f"{machine.id} strikes the character height of its stored pattern and its profile gives no "
-            "[dot_peen] pattern_char_height_mm: add it (mm) from the pattern",
+            f"{machine.id} strikes the {what} of its stored pattern and its profile gives no "
+            f"[dot_peen] {key}: add it from the pattern",
             field="machine",
         )
-    asked = request.options.char_height_mm
-    if asked is not None and abs(asked - height) > 1e-6:
-        raise LayoutError(
-            f"{asked:g} mm asked, but {machine.id} strikes its stored pattern's {height:g} mm "
-            "([dot_peen] pattern_char_height_mm)",
-            field="options.char_height_mm",
-            hint=f"leave the height out, or {_NEXT_STEP}",
-        )
-    return height
-
-
-def _pattern_font(machine: FirmwareProfile, request: MarkRequest) -> str:
-    """The font the stored pattern strikes (the host cannot send one).
-
-    Raises:
-        LayoutError: the profile does not say it, or the request asks for another font.
-    """
-    assert machine.dot_peen is not None
-    font = machine.dot_peen.pattern_font
-    if font is None:
-        raise LayoutError(
-            f"{machine.id} strikes the font of its stored pattern and its profile gives no "
-            "[dot_peen] pattern_font: add it (one of its fonts) from the pattern",
-            field="machine",
-        )
-    asked = request.options.font
-    if asked is not None and asked != font:
-        raise LayoutError(
-            f"font {asked!r} asked, but {machine.id} strikes its stored pattern's {font!r} "
-            "([dot_peen] pattern_font)",
-            field="options.font",
-            hint=f"leave the font out, or {_NEXT_STEP}",
-        )
-    return font
-
-
-def _pattern_force(machine: FirmwareProfile, request: MarkRequest) -> float:
-    """The stylus force the stored pattern strikes with (the host cannot send one).
-
-    Raises:
-        LayoutError: the profile does not say it, or the request asks for another force.
-    """
-    assert machine.dot_peen is not None
-    force = machine.dot_peen.pattern_force_pct
-    if force is None:
-        raise LayoutError(
-            f"{machine.id} strikes with the force of its stored pattern and its profile gives no "
-            "[dot_peen] pattern_force_pct: add it (% of the force range) from the pattern",
-            field="machine",
-        )
-    asked = request.options.force_pct
-    if asked is not None and abs(asked - force) > 1e-6:
-        raise LayoutError(
-            f"{asked:g} % force asked, but {machine.id} strikes with its stored pattern's {force:g} % "
-            "([dot_peen] pattern_force_pct)",
-            field="options.force_pct",
-            hint=f"leave the force out, or {_NEXT_STEP}",
-        )
-    return force
+    asked = getattr(request.options, option)
+    if asked is None or asked == value or (not isinstance(value, str) and abs(asked - value) <= 1e-6):
+        return value
+    shown = {v: f"{v}" if isinstance(v, str) else f"{v:g}{unit}" for v in (asked, value)}
+    raise LayoutError(
+        f"{shown[asked]} {what} asked, but {machine.id} strikes its stored pattern's {shown[value]} "
+        f"([dot_peen] {key})",
+        field=f"options.{option}",
+        hint=f"leave the {what} out, or {_NEXT_STEP}",
+    )
 
 
 def _at_pattern_origins(
@@ -994,7 +948,7 @@ def compose(
         raise LayoutError("the mark has no text", field="fields")
 
     if not machine.places_fields and not machine.sends_parameters:
-        font = get_font(_pattern_font(machine, request))
+        font = get_font(_from_pattern(machine, request, "font", "pattern_font", "font"))
     else:
         font = get_font(request.options.font or _default_font(machine))
     if machine.family != "grbl" and machine.dot_peen is not None and font.name not in machine.dot_peen.fonts:
@@ -1007,7 +961,11 @@ def compose(
     max_depth = profile.integrity.max_depth_fraction * request.component.wall_thickness_mm
     options = request.options
     if not machine.places_fields and not machine.sends_parameters:
-        options = options.model_copy(update={"force_pct": _pattern_force(machine, request)})
+        options = options.model_copy(
+            update={
+                "force_pct": _from_pattern(machine, request, "force", "pattern_force_pct", "force_pct", " %")
+            }
+        )
     process = plan_process(
         material, machine, options, min_depth_mm=profile.min_depth_mm, max_depth_mm=max_depth
     )
@@ -1039,7 +997,9 @@ def compose(
     if not machine.places_fields:
         # The controller's stored pattern places each field: compose there, never search.
         if not machine.sends_parameters:
-            height = _pattern_height(machine, request)
+            height = _from_pattern(
+                machine, request, "character height", "pattern_char_height_mm", "char_height_mm", " mm"
+            )
         block = _layout_block(texts, font, height, request, process, symbol)
         lines, code, footprint = _at_pattern_origins(request, machine, block, symbol, process, kind, free)
         return Layout(
