@@ -68,6 +68,10 @@ def _request(fields: dict[str, str], machine: str) -> dict[str, Any]:
         options.update(datamatrix=True, module_mm=0.4)
     if machine == "laser-dots":
         options["font"] = "5x7"
+    if machine == "peen":
+        # 3 mm, a usual dot-peen size: its dents (about 0.3 mm in steel at the lightest force) stay
+        # apart at the 0.5 mm dot pitch, so each dot can be told missing or not.
+        options["char_height_mm"] = 3.0
     return {
         "profile": "iti-stockpile",
         "machine": "peen-modbus" if machine == "peen" else "grbl-1.1",
