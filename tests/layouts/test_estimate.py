@@ -19,6 +19,13 @@ def _layout(name: str, machine: str, **fields: str):  # type: ignore[no-untyped-
     data["machine"] = machine
     data["fields"].update(fields)
     data["options"]["today"] = "2026-11-27"
+    if machine == "telesis-tmp":
+        # Its stored pattern places the fields (5, 19), (5, 14), ... in its own font, height and
+        # force, and it has no Data Matrix: a surface where they fall, and nothing else asked.
+        data["component"].update(zone=[[0, 0], [100, 0], [100, 25], [0, 25]], existing_marks=[], keepouts=[])
+        data["options"].update(origin_mm=[0.0, 0.0], datamatrix=False)
+        for option in ("font", "char_height_mm", "force_pct", "rotation_deg"):
+            data["options"].pop(option, None)
     return compose(MarkRequest.parse(data))
 
 
