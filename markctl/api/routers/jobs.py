@@ -8,44 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from markctl.api.deps import Service, require
+from markctl.api.deps import Service, require, until_client_leaves
 from markctl.api.schemas import JobIn, OverrideIn, ResolveIn, problems
 from markctl.auth import Identity, Role
 from markctl.service import JobRun, MarkService
 
 router = APIRouter(tags=["jobs"])
-
-T = TypeVar("T")
-
-
-async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (its body is read already, so
-    the next message the server can send us is the disconnect)."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task})
-        raise HTTPException(499, "the client went away; the pre-check was cancelled and nothing was marked")
-    return task.result()
 
 
 @router.post("/jobs", status_code=202, responses=problems(503))
@@ -66,11 +40,12 @@ async def submit(
             f"machine {body.machine!r} is not registered (registered: {registered}); "
             "a supervisor registers machines with POST /machines",
         )
-    job = await _unless_client_leaves(
+    job = await until_client_leaves(
         request,
         service.submit(body.manifest_csv.encode(), body.catalogue_toml, machine=body.machine, operator=who.name,
                        exclude=set(body.exclude), overrides=body.overrides,
                        override_by=who.name if body.overrides else None),
+        "the pre-check was cancelled and nothing was marked",
     )  # fmt: skip
     return JSONResponse(job.summary(), status_code=422 if job.state == "rejected" else 202)
 
