@@ -10,6 +10,7 @@ never stalls the loop. The same class serves device paths (``/dev/ttyUSB0``, ``C
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from typing import Any, ClassVar, Literal
 
@@ -107,7 +108,7 @@ class SerialTransport:
         reason = "closed"
         try:
             while not self._closing.is_set():
-                data = port.read(max(1, port.in_waiting or 1))
+                data = self._read_some(port)
                 if data:
                     loop.call_soon_threadsafe(self._inbound.feed, data)
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
@@ -117,6 +118,11 @@ class SerialTransport:
                 loop.call_soon_threadsafe(self._inbound.lose, reason)
             except RuntimeError:  # loop already closed
                 pass
+
+    def _read_some(self, port: Any) -> bytes:
+        """What has arrived (waiting up to the port's timeout for the first byte)."""
+        data: bytes = port.read(max(1, port.in_waiting or 1))
+        return data
 
     async def close(self) -> None:
         port, self._port = self._port, None
@@ -161,6 +167,23 @@ class TCPTransport(SerialTransport):
 
     def _pyserial_url(self) -> str:
         return self._url if "://" in self._url else f"socket://{self._url}"
+
+    def _read_some(self, port: Any) -> bytes:
+        """The first byte (waiting up to the timeout), then all that has arrived with it.
+
+        pyserial's ``socket://`` says 1 for ``in_waiting`` whatever is buffered, so the generic
+        read took one byte per call: a status report reached the event loop as ~60 separate
+        callbacks, and 16 machines on TCP kept the loop busy with bookkeeping. The socket is asked
+        for the rest without waiting.
+        """
+        data: bytes = port.read(1)
+        sock = getattr(port, "_socket", None)
+        if data and sock is not None:
+            try:
+                data += sock.recv(65536, socket.MSG_DONTWAIT)  # b"" at end of stream: the next read says so
+            except (BlockingIOError, InterruptedError):
+                pass
+        return data
 
 
 class RFC2217Transport(SerialTransport):

@@ -160,3 +160,37 @@ async def test_a_cancelled_read_stays_cancelled_when_bytes_arrive_in_the_same_tu
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert await inbound.read(0.1) == b"ok\r\n"  # nothing was lost to the cancelled reader
+
+
+async def test_tcp_hands_a_burst_to_the_loop_in_one_piece_not_byte_by_byte() -> None:
+    # pyserial's socket:// reports 1 byte waiting whatever is buffered; each byte used to be its
+    # own callback on the event loop (a status report: ~60 of them).
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(writer)
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    transport = TCPTransport(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    await transport.open()
+    feeds: list[bytes] = []
+    inbound = transport._inbound
+    feed = inbound.feed
+
+    def counted(data: bytes) -> None:
+        feeds.append(data)
+        feed(data)
+
+    inbound.feed = counted  # type: ignore[method-assign]
+    try:
+        writer = await asyncio.wait_for(accepted.get(), 5)
+        report = b"<Idle|MPos:0.000,0.000,0.000|FS:0,0|WCO:0.000,0.000,0.000>\r\n"
+        writer.write(report * 4)
+        await writer.drain()
+        assert await _read_exactly(transport, len(report) * 4) == report * 4
+        assert len(feeds) <= 2  # the first byte, then the rest that had arrived with it
+        writer.close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
