@@ -16,6 +16,7 @@ import bisect
 import contextlib
 import io
 import multiprocessing
+import os
 import time
 import uuid
 from collections import Counter, deque
@@ -41,7 +42,7 @@ from markctl.layouts.program import MotionProgram
 from markctl.machines import Machine, check_machine, open_machine
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.records import Record, RecordStore, RegistryModeError
-from markctl.records.worker import lower_priority
+from markctl.records.worker import background_worker
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
 
@@ -62,11 +63,13 @@ def _precheck_pool() -> ProcessPoolExecutor:
     would take the interpreter away from the event loop that carries machine I/O (a pre-check in a
     thread slowed marking on other machines several times over). It runs at the lowest CPU
     priority (markctl.records.worker.lower_priority), so on a small PC the loop and the machines'
-    reader threads get the CPU first. Forked from a server process that has imported the layout
-    code once, so a new worker starts in milliseconds."""
+    reader threads get the CPU first; it ends when the service does, even a killed one. Forked
+    from a server process that has imported the layout code once, so a new worker starts in
+    milliseconds."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["markctl.service"])
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=lower_priority)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=background_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
     pool.submit(int).result()  # the worker is up (the first start imports the layout code: seconds)
     return pool
 

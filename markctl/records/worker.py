@@ -26,7 +26,10 @@ import csv
 import io
 import json
 import os
+import select
 import sys
+import threading
+import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from typing import Any
 from markctl.errors import RecordError
 
 __all__ = [
+    "background_worker",
+    "exit_with",
     "export_chunks",
     "lower_priority",
     "register_chunks",
@@ -67,6 +72,42 @@ def lower_priority() -> str:
     with contextlib.suppress(OSError):
         os.nice(19 - os.nice(0))
     return "nice"
+
+
+def exit_with(pid: int) -> None:
+    """End this process as soon as process ``pid`` (the service) has ended, however it ended.
+
+    A worker blocked on its parent's pipes never sees an end of file when the parent is killed
+    (it holds a copy of the pipe's other end itself), and a verify writes nothing for minutes: without
+    this a killed service would leave its workers running. Linux's pidfd wakes a thread the
+    moment the process ends; elsewhere the thread looks every second.
+    """
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(0)
+
+    threading.Thread(target=watch, name="markctl-exit-with-parent", daemon=True).start()
+
+
+def background_worker(service_pid: int) -> None:
+    """A background worker's start: the lowest priority, and an end with the service."""
+    lower_priority()
+    exit_with(service_pid)
 
 
 # --- what the work produces (the same in the child and, for a memory database, in a thread) ------
@@ -219,7 +260,7 @@ async def stream_task(store: Any, task: str, args: dict[str, Any]) -> AsyncGener
 
 
 def _child() -> int:
-    lower_priority()
+    background_worker(os.getppid())
     request = json.loads(sys.stdin.readline())
     task, args = request["task"], request.get("args", {})
     from markctl.records import RecordStore

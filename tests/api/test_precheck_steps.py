@@ -89,3 +89,59 @@ def test_the_worker_gives_the_plain_pre_check_verdicts_at_idle_priority(records_
         assert policy and set(policy) == {os.SCHED_IDLE}
     else:
         pytest.skip("SCHED_IDLE is Linux's")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)  # a zombie
+    except FileNotFoundError:
+        return True
+
+
+SERVICE_SCRIPT = """
+import asyncio, sys, time
+from pathlib import Path
+from markctl.config import MachineEntry, Settings
+from markctl.jobs.catalogue import Catalogue
+from markctl.jobs.manifest import parse_manifest
+from markctl.profiles import load_profile
+from markctl.records import RecordStore
+from markctl.service import MarkService
+
+async def main():
+    store = RecordStore.open(sys.argv[1])
+    settings = Settings(machines={"laser": MachineEntry(address="sim://grbl-1.1?clock=instant")})
+    service = MarkService(settings, store, precheck_process=True)
+    manifest = parse_manifest(sys.argv[3].encode(), source="manifest")
+    catalogue = Catalogue.from_toml(Path(sys.argv[2]).read_text(), "catalogue")
+    await service.precheck(manifest, catalogue, load_profile("grbl-1.1"))
+    print(*service._prechecker._processes, flush=True)
+    time.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_the_pre_check_worker_ends_when_the_service_is_killed(records_db: Path, repo: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", SERVICE_SCRIPT, str(records_db),
+                             str(repo / "examples/import/parts.toml"), _manifest(2).decode()],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        workers = [int(pid) for pid in proc.stdout.readline().split()]
+        assert workers and not any(_gone(pid) for pid in workers)
+    finally:
+        proc.kill()  # no clean-up runs: as when the service is killed
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 30  # a bound on the wait, not a timing assertion
+    while not all(_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"pre-check worker(s) {workers} outlived the service"
+        time.sleep(0.1)
