@@ -74,8 +74,11 @@ async def verify(request: Request, service: Service, who: Annotated[Identity, De
     """Recompute the chain (in a worker process: minutes on a large registry, never on the loop)."""
     store = service.store
     if uses_worker(store):
-        answer = await until_client_leaves(request, run_task(store, "verify", {"expect_head": expect_head}),
-                                           "the verification was stopped")  # fmt: skip
+        try:
+            answer = await until_client_leaves(request, run_task(store, "verify", {"expect_head": expect_head}),
+                                               "the verification was stopped")  # fmt: skip
+        except RecordError as exc:  # the worker could not run: not the request's fault
+            raise HTTPException(503, str(exc)) from exc
     else:
         answer = await run_in_threadpool(_verify_here, store, expect_head)
     if "error" in answer:
@@ -164,8 +167,10 @@ async def register(service: Service, who: Annotated[Identity, Depends(require("r
             await run_task(store, "register-file", {**args, "format": format, "path": str(path)})
         else:
             await run_in_threadpool(write_register, store, format, path, filters)
-    except BaseException:
+    except BaseException as exc:
         _remove(folder)
+        if isinstance(exc, RecordError):
+            raise HTTPException(503, str(exc)) from exc
         raise
     media = "application/pdf" if format == "pdf" else (
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
