@@ -226,11 +226,22 @@ async def mark_round(client: httpx.AsyncClient, names: list[str], per_machine: i
                      on_item: Any = None) -> int:  # fmt: skip
     """Each machine marks ``per_machine`` items; returns how many jobs did not end "done"."""
     catalogue = (REPO / "examples/import/parts.toml").read_text()
-    ids = set()
-    for i, name in enumerate(names):
-        body = {"manifest_csv": manifest(f"{tag}{i:02d}-", per_machine), "catalogue_toml": catalogue,
-                "machine": name}  # fmt: skip
-        response = await client.post("/jobs", json=body)
+    before = {j["id"] for j in (await client.get("/jobs")).json()}
+    ids: set[str] = set()
+    # Submitted together; each answer waits for its pre-check, so progress is sampled meanwhile.
+    submitting = [asyncio.ensure_future(client.post("/jobs", json={
+        "manifest_csv": manifest(f"{tag}{i:02d}-", per_machine), "catalogue_toml": catalogue, "machine": name}))
+        for i, name in enumerate(names)]  # fmt: skip
+    while not all(s.done() for s in submitting):
+        await asyncio.sleep(0.5)
+        if on_item is not None:
+            jobs = (await client.get("/jobs")).json()
+            on_item(
+                sum(
+                    sum(j["counts"].values()) for j in jobs if j["id"] not in before and j["machine"] in names
+                )
+            )
+    for response in (s.result() for s in submitting):
         assert response.status_code == 202, response.text
         ids.add(response.json()["id"])
     while True:
@@ -408,6 +419,10 @@ async def main(args: argparse.Namespace) -> None:
           + (f"; the one running had judged {prechecking[0]} rows" if prechecking else ""))  # fmt: skip
     print(f"client errors: {errors}")
     if len(rss) >= 2:
+        at100 = min(rss, key=lambda s: abs(s[0] - 100))
+        at1000 = min(rss, key=lambda s: abs(s[0] - 1000))
+        print(f"RSS at item {at100[0]}: {at100[1]:.0f} MB; at item {at1000[0]}: {at1000[1]:.0f} MB "
+              f"(ratio {at1000[1] / at100[1]:.3f}; goal 0.9-1.1)")  # fmt: skip
         first, last = rss[0][1], rss[-1][1]
         print(f"RSS: {first:.0f} MB at item {rss[0][0]} -> {last:.0f} MB at item {rss[-1][0]} "
               f"(ratio {last / first:.3f}, {(last - first) / first:+.1%}; goal within +-10 %); samples: "
