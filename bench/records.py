@@ -134,9 +134,15 @@ def plain_verify(path: Path) -> tuple[float, int]:
     return elapsed, rows
 
 
-def bulk_fill(path: Path, weapons: int, *, components: tuple[str, ...] = ("frame", "slide")) -> None:
-    """A registry with ``weapons`` weapons marked (planned, started, marked per component), one transaction."""
-    RecordStore.init(path, site="bench", training=True).close()
+def bulk_fill(
+    path: Path, weapons: int, *, components: tuple[str, ...] = ("frame", "slide"), training: bool = True
+) -> None:
+    """A registry with ``weapons`` weapons marked (planned, started, marked per component), one transaction.
+
+    A training registry holds simulated marks; a production one (``training=False``) real ones.
+    """
+    RecordStore.init(path, site="bench", training=training).close()
+    machine = "sim://grbl-1.1" if training else "grbl+tcp://10.0.0.5:23"
     con = sqlite3.connect(path, isolation_level=None)
     seq, prev = con.execute("SELECT seq, hash FROM chain_head").fetchone()
     con.execute("BEGIN")
@@ -150,11 +156,11 @@ def bulk_fill(path: Path, weapons: int, *, components: tuple[str, ...] = ("frame
             events = (
                 ("planned", "planned", {"line": w + 2, "identity": {"manufacturer": "ACME", "serial": f"SN{w:08d}",
                                                                      "model": "P9", "calibre": "9mm"}}),
-                ("started", "started", {"machine": "sim://grbl-1.1", "simulated": True, "program_digest": "d" * 64,
+                ("started", "started", {"machine": machine, "simulated": training, "program_digest": "d" * 64,
                                         "request": {"fields": {"serial": f"SN{w:08d}", "import_country": "KE",
                                                                "import_year": "26"}}, "findings": []}),
                 ("marked", "marked", {"result": {"outcome": "done"}, "verification": {"passed": True, "detail": "ok"},
-                                      "image": None, "simulated": True}),
+                                      "image": None, "simulated": training}),
             )  # fmt: skip
             for event, state, data in events:
                 seq += 1

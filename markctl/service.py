@@ -18,6 +18,7 @@ import dataclasses
 import io
 import math
 import multiprocessing
+import os
 import time
 import uuid
 from collections import Counter, deque
@@ -44,26 +45,53 @@ from markctl.layouts.program import MotionProgram
 from markctl.machines import Machine, check_machine, open_machine
 from markctl.profiles import FirmwareProfile, load_profile
 from markctl.records import Record, RecordStore, RegistryModeError
+from markctl.records.worker import background_worker
 from markctl.simulator.workpiece import Workpiece
 from markctl.verify import expected_program, verify_extent, verify_photo, verify_workpiece
 
 __all__ = ["JobRun", "MarkService"]
 
-#: Items pre-checked per step: between two steps a pre-check can be cancelled (client gone, abort,
-#: shutdown); one step takes about a second (composing and checking an item takes ~0.15 s).
-PRECHECK_CHUNK = 8
+#: Worker CPU seconds one pre-check step aims at. Steps are sized by time, not by a count of items:
+#: an item takes from milliseconds to a second to compose and check, and a fixed count either
+#: round-trips to the worker (pickling the catalogue and profile each time) far more often than
+#: needed or makes steps that are long to cancel. Between two steps the pre-check can be cancelled.
+PRECHECK_STEP_S = 0.5
+#: The first step (nothing measured yet) and the largest one.
+PRECHECK_FIRST_CHUNK = 2
+PRECHECK_MAX_CHUNK = 500
 
 
 def _precheck_pool() -> ProcessPoolExecutor:
     """One worker process for pre-checks: composing and checking is CPU work that, in a thread,
     would take the interpreter away from the event loop that carries machine I/O (a pre-check in a
-    thread slowed marking on other machines several times over). Forked from a server process that
-    has imported the layout code once, so a new worker starts in milliseconds."""
+    thread slowed marking on other machines several times over). It runs at the lowest CPU
+    priority (markctl.records.worker.lower_priority), so on a small PC the loop and the machines'
+    reader threads get the CPU first; it ends when the service does, even a killed one. Forked
+    from a server process that has imported the layout code once, so a new worker starts in
+    milliseconds."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["markctl.jobs.runner"])
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    context.set_forkserver_preload(["markctl.service"])
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=background_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
     pool.submit(int).result()  # the worker is up (the first start imports the layout code: seconds)
     return pool
+
+
+def _judge_timed(
+    items: list[Any], catalogue: Catalogue, profile: FirmwareProfile, today: date
+) -> tuple[list[Verdict], float]:
+    """The verdicts of a step and the CPU seconds they took in the worker (waiting for the CPU,
+    at idle priority, not counted: the next step is sized by the work, not by the load)."""
+    start = time.thread_time()
+    verdicts = judge_items(items, catalogue, profile, today)
+    return verdicts, time.thread_time() - start
+
+
+def _next_chunk(cpu_s: float, done: int) -> int:
+    per_item = cpu_s / max(1, done)
+    if per_item <= 0:
+        return PRECHECK_MAX_CHUNK
+    return max(1, min(PRECHECK_MAX_CHUNK, int(PRECHECK_STEP_S / per_item)))
 
 
 def _now() -> str:
@@ -92,6 +120,7 @@ class JobRun:
     task: asyncio.Task[Any] | None = None  # the pre-check, then the marking
     finished_at: float | None = None  # time.monotonic() when it ended
     last_seq: int = 0
+    prechecked: int = 0  # rows judged so far by the pre-check
     ended: list[dict[str, Any]] = field(default_factory=list)  # one entry per item that ended
     milestones: list[dict[str, Any]] = field(default_factory=list)  # every event but progress
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -152,6 +181,7 @@ class JobRun:
             "results": self.results(),
             "events": {"last": self.last_seq, "kept_from": self.events[0]["seq"] if self.events else None},
             "rows": self.rows,
+            "prechecked": self.prechecked,
         }
 
     @property
@@ -315,11 +345,18 @@ class MarkService:
     ) -> Plan:
         return precheck(manifest, catalogue, load_profile(machine_profile_id), today=today)
 
-    async def precheck(self, manifest: Manifest, catalogue: Catalogue, profile: FirmwareProfile) -> Plan:
-        """The whole manifest's pre-check, in the pre-check process, a chunk of items at a time.
+    async def precheck(
+        self,
+        manifest: Manifest,
+        catalogue: Catalogue,
+        profile: FirmwareProfile,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Plan:
+        """The whole manifest's pre-check, in the pre-check process, a step of items at a time
+        (each about ``PRECHECK_STEP_S`` of work); ``on_progress`` gets the items judged so far.
 
-        Cancelling the caller stops it after the chunk in progress: a client that went away, an
-        abort or a shutdown never leaves a pre-check running for minutes.
+        Cancelling the caller returns at once; the worker drops the step in progress when it ends:
+        a client that went away, an abort or a shutdown never leaves a pre-check running for minutes.
         """
         loop = asyncio.get_running_loop()
         async with self._starting_prechecker:  # two first pre-checks start one worker
@@ -334,11 +371,17 @@ class MarkService:
         today = date.today()  # judged once: the items are made again for this day when marked
         verdicts: list[Verdict] = []
         items = manifest.items
-        for start in range(0, len(items), PRECHECK_CHUNK):
-            chunk = items[start : start + PRECHECK_CHUNK]
-            verdicts += await loop.run_in_executor(
-                self._prechecker, judge_items, chunk, catalogue, profile, today
+        size, start = PRECHECK_FIRST_CHUNK, 0
+        while start < len(items):
+            chunk = items[start : start + size]
+            judged, cpu_s = await loop.run_in_executor(
+                self._prechecker, _judge_timed, chunk, catalogue, profile, today
             )
+            verdicts += judged
+            start += len(chunk)
+            size = _next_chunk(cpu_s, len(chunk))
+            if on_progress is not None:
+                on_progress(start)
         return Plan.judged(manifest, catalogue, profile, verdicts, today)
 
     async def submit(
@@ -369,7 +412,11 @@ class MarkService:
         catalogue = Catalogue.from_toml(catalogue_toml, "catalogue")
         self._expire()
         self.jobs[job.id] = job
-        checking = asyncio.create_task(self.precheck(manifest, catalogue, profile))
+
+        def progress(done: int) -> None:
+            job.prechecked = done
+
+        checking = asyncio.create_task(self.precheck(manifest, catalogue, profile, progress))
         job.task = checking  # an abort (or shutdown) cancels the pre-check
         try:
             plan = await checking  # our caller cancelled (client gone): the pre-check is cancelled too
@@ -403,8 +450,9 @@ class MarkService:
         if self.closing:
             raise ConfigError("the service is shutting down; submit the job again once it is back")
         slot = self._slot(job.machine)
-        job.rows = plan.rows()
-        blocked = plan.blocking(exclude or set(), overrides or {})
+        # A 10,000-row report is tens of milliseconds of Python: not on the loop that drives machines.
+        job.rows = await asyncio.to_thread(plan.rows)
+        blocked = await asyncio.to_thread(plan.blocking, exclude or set(), overrides or {})
         if blocked:
             self.jobs.pop(job.id, None)
             job.error = f"rows with errors block the batch: lines {', '.join(map(str, sorted(blocked)))}"

@@ -10,6 +10,7 @@ never stalls the loop. The same class serves device paths (``/dev/ttyUSB0``, ``C
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from typing import Any, ClassVar, Literal
 
@@ -90,10 +91,17 @@ class SerialTransport:
             raise MachineConnectionError(f"cannot open {self._url}: {exc}", address=self._url) from exc
         self._port = port
         self._closing.clear()
+        self._start_reading(loop, port)
+
+    def _start_reading(self, loop: asyncio.AbstractEventLoop, port: Any) -> None:
+        """A thread blocks on the port and hands what it reads to the loop."""
         self._reader = threading.Thread(
             target=self._read_forever, args=(loop, port), name=f"markctl-read {self._url}", daemon=True
         )
         self._reader.start()
+
+    def _stop_reading(self) -> None:
+        """Nothing to do for the reading thread: it sees ``_closing`` within its read timeout."""
 
     def _open_blocking(self) -> Any:
         port = serial.serial_for_url(self._pyserial_url(), do_not_open=True, **self._pyserial_kwargs())
@@ -123,6 +131,7 @@ class SerialTransport:
         if port is None:
             return
         self._closing.set()
+        self._stop_reading()
         reader = self._reader
         loop = asyncio.get_running_loop()
         if reader is not None:
@@ -159,8 +168,87 @@ class TCPTransport(SerialTransport):
 
     options_model: ClassVar[type[TransportOptions]] = NetworkOptions
 
+    def __init__(self, url: str, options: TransportOptions | None = None) -> None:
+        super().__init__(url, options)
+        self._writing: asyncio.Future[None] | None = None  # a write finishing in a thread
+        self._on_loop: tuple[asyncio.AbstractEventLoop, int] | None = None  # reading on the loop
+
     def _pyserial_url(self) -> str:
         return self._url if "://" in self._url else f"socket://{self._url}"
+
+    async def write(self, data: bytes) -> None:
+        """Straight onto the socket when it takes all of it at once (a G-code line nearly always
+        does), else the rest through a thread as on a serial port.
+
+        A thread per write costs the event loop a hand-off each way for every line streamed; with
+        16 machines on TCP that was a good part of the loop's work. pyserial's socket is
+        non-blocking, so a send here never waits. While a write is still finishing in a thread,
+        the next ones queue behind it (bytes keep their order).
+        """
+        port = self._port
+        sock = getattr(port, "_socket", None)
+        if sock is None or self._inbound.lost is not None or self._writing is not None:
+            await self._write_in_thread(data)
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._inbound.lose(str(exc))
+            raise MachineConnectionError(f"{self._url}: write failed: {exc}", address=self._url) from exc
+        if sent < len(data):
+            await self._write_in_thread(bytes(data[sent:]))
+
+    async def _write_in_thread(self, data: bytes) -> None:
+        previous = self._writing
+        done = asyncio.get_running_loop().create_future()
+        self._writing = done
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await super().write(data)
+        finally:
+            done.set_result(None)
+            if self._writing is done:
+                self._writing = None
+
+    def _start_reading(self, loop: asyncio.AbstractEventLoop, port: Any) -> None:
+        """Read the socket on the event loop itself, not in a thread.
+
+        A thread per machine woke 20 times a second to poll and handed every piece to the loop
+        through ``call_soon_threadsafe``; pyserial's ``socket://`` also says 1 byte is waiting
+        whatever is buffered, so a status report reached the loop as ~60 one-byte callbacks. With
+        16 machines those threads and hand-offs competed with the loop for the interpreter. The
+        loop now reads whatever has arrived when the socket is readable.
+        """
+        sock = getattr(port, "_socket", None)  # pyserial's socket:// handler keeps its socket here
+        if sock is None:
+            super()._start_reading(loop, port)
+            return
+        self._on_loop = (loop, sock.fileno())
+        loop.add_reader(sock.fileno(), self._on_readable, sock)
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._stop_reading()
+            self._inbound.lose(f"{type(exc).__name__}: {exc}")
+            return
+        if not data:
+            self._stop_reading()
+            self._inbound.lose("the machine closed the connection")
+            return
+        self._inbound.feed(data)
+
+    def _stop_reading(self) -> None:
+        if self._on_loop is not None:
+            loop, fd = self._on_loop
+            self._on_loop = None
+            loop.remove_reader(fd)
 
 
 class RFC2217Transport(SerialTransport):

@@ -7,13 +7,14 @@ leaked old token stops working on its own.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -120,3 +121,30 @@ def require(permission: str) -> Callable[[Identity], Identity]:
 
 
 Service = Annotated[MarkService, Depends(get_service)]
+
+
+T = TypeVar("T")
+
+
+async def until_client_leaves(request: Request, work: Awaitable[T], stopped: str) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (its body is read already, so
+    the next message the server can send us is the disconnect); then 499 with ``stopped``."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        raise HTTPException(499, f"the client went away; {stopped}")
+    return task.result()

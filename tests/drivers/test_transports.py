@@ -160,3 +160,75 @@ async def test_a_cancelled_read_stays_cancelled_when_bytes_arrive_in_the_same_tu
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert await inbound.read(0.1) == b"ok\r\n"  # nothing was lost to the cancelled reader
+
+
+async def test_tcp_hands_a_burst_to_the_loop_in_one_piece_not_byte_by_byte() -> None:
+    # pyserial's socket:// reports 1 byte waiting whatever is buffered; each byte used to be its
+    # own callback on the event loop (a status report: ~60 of them). Now the loop reads the socket.
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(writer)
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    transport = TCPTransport(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    await transport.open()
+    feeds: list[bytes] = []
+    inbound = transport._inbound
+    feed = inbound.feed
+
+    def counted(data: bytes) -> None:
+        feeds.append(data)
+        feed(data)
+
+    inbound.feed = counted  # type: ignore[method-assign]
+    try:
+        writer = await asyncio.wait_for(accepted.get(), 5)
+        report = b"<Idle|MPos:0.000,0.000,0.000|FS:0,0|WCO:0.000,0.000,0.000>\r\n"
+        writer.write(report * 4)
+        await writer.drain()
+        assert await _read_exactly(transport, len(report) * 4) == report * 4
+        assert len(feeds) <= 2  # what had arrived, in one or two reads (never byte by byte)
+        writer.close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tcp_writes_go_straight_to_the_socket_and_keep_their_order_when_it_is_full() -> None:
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    transport = TCPTransport(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    await transport.open()
+    threaded: list[int] = []
+    in_thread = transport._write_in_thread
+
+    async def spy(data: bytes) -> None:
+        threaded.append(len(data))
+        await in_thread(data)
+
+    transport._write_in_thread = spy  # type: ignore[method-assign]
+    try:
+        reader, writer = await asyncio.wait_for(accepted.get(), 5)
+        await transport.write(b"G1 X1 Y1\n")
+        assert threaded == []  # a line: no thread hand-off
+        assert await asyncio.wait_for(reader.readexactly(9), 5) == b"G1 X1 Y1\n"
+        big = bytes(range(256)) * 40_000  # ~10 MB: more than the socket buffers while nobody reads
+        first = asyncio.ensure_future(transport.write(big))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(transport.write(b"END\n"))
+        await asyncio.sleep(0)
+        assert threaded and not first.done()  # the rest went to a thread; "END" waits behind it
+        received = await asyncio.wait_for(reader.readexactly(len(big) + 4), 30)
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert received == big + b"END\n"
+        writer.close()
+    finally:
+        await transport.close()
+        server.close()
+        await server.wait_closed()

@@ -1,9 +1,11 @@
 """Records: list, show, verify, export, the register (auditors and supervisors).
 
-Every endpoint that reads the database is a plain ``def`` (FastAPI runs it in its threadpool) or
-streams from a generator that Starlette iterates in the threadpool: a long verify or a 100,000-weapon
-export never runs on the event loop, so it cannot starve a machine's I/O. Lists are paged
-(``after``/``limit``); exports and the register are streamed, never built whole in memory.
+Short reads (a page of a list, one record) are plain ``def`` endpoints (FastAPI's threadpool).
+Verify, export and the register run in a worker process at the lowest CPU priority
+(:mod:`markctl.records.worker`): minutes of hashing and formatting on a large registry neither
+run on the event loop nor contend with it for the interpreter, so they cannot starve a machine's
+I/O. Lists are paged (``after``/``limit``); exports and the register are streamed, never built whole
+in memory, and stop (their worker killed) when the client goes away.
 """
 
 from __future__ import annotations
@@ -11,31 +13,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import csv
 import io
-import json
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
-from markctl.api.deps import Service, require
-from markctl.api.schemas import VerifyImageIn
+from markctl.api.deps import Service, require, until_client_leaves
+from markctl.api.schemas import VerifyImageIn, problems
 from markctl.auth import Identity
 from markctl.errors import RecordError
 from markctl.records import ItemState, RecordStore
-from markctl.records.register import COLUMNS, Filters, csv_safe, entries, write_register
+from markctl.records.register import Filters, entries, write_register
+from markctl.records.worker import (
+    export_chunks,
+    register_chunks,
+    run_task,
+    stream_task,
+    uses_worker,
+    verify_answer,
+)
 from markctl.verify.photo import PhotoRejectedError, photo_workers
 from markctl.verify.photo import max_bytes as photo_max_bytes
 
 router = APIRouter(prefix="/records", tags=["records"])
-
-_CHUNK = 500  # records or weapons per streamed chunk
 
 
 def _page(after: int, limit: int) -> None:
@@ -60,89 +68,110 @@ def list_items(service: Service, who: Annotated[Identity, Depends(require("recor
     return [i.as_dict() for i in service.store.items(state=state, batch_id=batch, after=after, limit=limit)]
 
 
-@router.get("/verify")
-def verify(service: Service, who: Annotated[Identity, Depends(require("records:verify"))],
-           expect_head: str | None = None) -> dict[str, Any]:  # fmt: skip
-    try:
-        report = service.store.verify(expect_head=expect_head)
-    except RecordError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    info = service.store.registry
-    return {**report.as_dict(), "site": info.site, "training": info.training}
-
-
-def _export_chunks(store: RecordStore, fmt: str) -> Iterator[str]:
-    buffer = io.StringIO()
-    if fmt == "csv":
-        writer = csv.writer(buffer)
-        writer.writerow(["seq", "at", "item_key", "event", "state", "actor", "data", "prev_hash", "hash"])
+@router.get("/verify", responses=problems(422, 503))
+async def verify(request: Request, service: Service, who: Annotated[Identity, Depends(require("records:verify"))],
+                 expect_head: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Recompute the chain (in a worker process: minutes on a large registry, never on the loop)."""
+    store = service.store
+    if uses_worker(store):
+        try:
+            answer = await until_client_leaves(request, run_task(store, "verify", {"expect_head": expect_head}),
+                                               "the verification was stopped")  # fmt: skip
+        except RecordError as exc:  # the worker could not run: not the request's fault
+            raise HTTPException(503, str(exc)) from exc
     else:
-        buffer.write("[")
-    n = 0
-    for n, r in enumerate(store.records(), start=1):
-        if fmt == "csv":
-            writer.writerow(csv_safe([r.seq, r.at, r.item_key, r.event, r.state, r.actor,
-                                      json.dumps(r.data, sort_keys=True, ensure_ascii=False), r.prev_hash, r.hash]))  # fmt: skip
-        else:
-            buffer.write(("\n  " if n == 1 else ",\n  ") + json.dumps(r.as_dict(), sort_keys=True))
-        if n % _CHUNK == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    if fmt == "json":
-        buffer.write("\n]\n" if n else "]\n")
-    yield buffer.getvalue()
+        answer = await run_in_threadpool(_verify_here, store, expect_head)
+    if "error" in answer:
+        raise HTTPException(422, str(answer["error"]))
+    return answer
 
 
-@router.get("/export")
-def export(service: Service, who: Annotated[Identity, Depends(require("records:export"))],
-           format: str = "json") -> StreamingResponse:  # noqa: A002  # fmt: skip
-    """Every record, streamed (JSON list or formula-safe CSV)."""
+def _verify_here(store: RecordStore, expect_head: str | None) -> dict[str, Any]:
+    try:
+        return verify_answer(store, expect_head)
+    except RecordError as exc:
+        return {"error": str(exc)}
+
+
+async def _streamed(store: RecordStore, task: str, args: dict[str, Any],
+                    here: Callable[[], Iterator[str]]) -> AsyncIterator[bytes] | Iterator[str]:  # fmt: skip
+    """The worker's bytes (its first chunk already read, so a worker that cannot start is an error
+    status, not a cut stream), or, for a database only this process can open, the same chunks made
+    in the threadpool."""
+    if not uses_worker(store):
+        return here()
+    chunks = stream_task(store, task, args)
+    try:
+        first = await anext(chunks, b"")
+    except RecordError as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # kills the worker if the client went away
+
+    return rest()
+
+
+class _ClosingStream(StreamingResponse):
+    """A streamed answer that closes its chunks however the response ends, a client that went away
+    included: the worker making them is killed then, not whenever the iterator is collected."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@router.get("/export", responses=problems(422, 503))
+async def export(service: Service, who: Annotated[Identity, Depends(require("records:export"))],
+                 format: str = "json") -> StreamingResponse:  # noqa: A002  # fmt: skip
+    """Every record, streamed (JSON list or formula-safe CSV), made in a worker process."""
     if format not in ("json", "csv"):
         raise HTTPException(422, "format must be json or csv")
     media = "application/json" if format == "json" else "text/csv"
-    return StreamingResponse(_export_chunks(service.store, format), media_type=media)
+    store = service.store
+    body = await _streamed(store, "export", {"format": format}, lambda: export_chunks(store, format))
+    return _ClosingStream(body, media_type=media)
 
 
-def _filters(since: str | None, until: str | None, batch: str | None, profile: str | None,
-             state: ItemState | None) -> Filters:  # fmt: skip
-    return Filters(since, until, batch, profile, state)
-
-
-def _register_chunks(store: RecordStore, fmt: str, filters: Filters) -> Iterator[str]:
-    site = store.registry.site
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    if fmt == "csv":
-        writer.writerow(COLUMNS)
-    for n, weapon in enumerate(entries(store, filters), start=1):
-        if fmt == "csv":
-            for row in weapon.rows(site):
-                writer.writerow(csv_safe(row))
-        else:
-            buffer.write(json.dumps(weapon.as_dict(site), ensure_ascii=False) + "\n")
-        if n % _CHUNK == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-@router.get("/register", response_model=None)
-def register(service: Service, who: Annotated[Identity, Depends(require("records:export"))],
-             format: str = "jsonl", since: str | None = None, until: str | None = None,  # noqa: A002
-             batch: str | None = None, profile: str | None = None,
-             state: ItemState | None = None) -> StreamingResponse | FileResponse:  # fmt: skip
-    """The bound book, one weapon per entry: JSON lines or CSV streamed; XLSX or PDF as a file."""
-    filters = _filters(since, until, batch, profile, state)
+@router.get("/register", response_model=None, responses=problems(422, 503))
+async def register(service: Service, who: Annotated[Identity, Depends(require("records:export"))],
+                   format: str = "jsonl", since: str | None = None, until: str | None = None,  # noqa: A002
+                   batch: str | None = None, profile: str | None = None,
+                   state: ItemState | None = None) -> StreamingResponse | FileResponse:  # fmt: skip
+    """The bound book, one weapon per entry: JSON lines or CSV streamed; XLSX or PDF as a file.
+    Made in a worker process."""
+    filters = Filters(since, until, batch, profile, state)
+    args = {"since": since, "until": until, "batch": batch, "profile": profile,
+            "state": state.value if state else None}  # fmt: skip
+    store = service.store
     if format in ("jsonl", "csv"):
         media = "text/csv" if format == "csv" else "application/x-ndjson"
-        return StreamingResponse(_register_chunks(service.store, format, filters), media_type=media)
+        body = await _streamed(store, "register", {**args, "format": format},
+                               lambda: register_chunks(store, format, filters))  # fmt: skip
+        return _ClosingStream(body, media_type=media)
     if format not in ("xlsx", "pdf"):
         raise HTTPException(422, "format must be jsonl, csv, xlsx or pdf")
     folder = Path(tempfile.mkdtemp(prefix="markctl-register-"))
     path = folder / f"register.{format}"
-    write_register(service.store, format, path, filters)
+    try:
+        if uses_worker(store):
+            await run_task(store, "register-file", {**args, "format": format, "path": str(path)})
+        else:
+            await run_in_threadpool(write_register, store, format, path, filters)
+    except BaseException as exc:
+        _remove(folder)
+        if isinstance(exc, RecordError):
+            raise HTTPException(503, str(exc)) from exc
+        raise
     media = "application/pdf" if format == "pdf" else (
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
     return FileResponse(path, media_type=media, filename=path.name,
