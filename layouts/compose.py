@@ -1002,37 +1002,22 @@ def compose(
             )
         block = _layout_block(texts, font, height, request, process, symbol)
         lines, code, footprint = _at_pattern_origins(request, machine, block, symbol, process, kind, free)
-        return Layout(
-            request=request,
-            rules=profile,
-            machine=machine,
-            material=material,
-            process=process,
-            font=font,
-            values=values,
-            lines=tuple(lines),
-            code=code,
-            footprint=footprint,
-            content_findings=tuple(findings),
-            zone=zone,
-            keepouts=tuple(keepouts),
-            existing=tuple(existing),
-            today=today,
+    else:
+        block, offset = _fit(
+            request, profile, free, zone, existing, texts, font, process, symbol, height, legal
         )
-    block, offset = _fit(request, profile, free, zone, existing, texts, font, process, symbol, height, legal)
-
-    lines = _placed_lines(block, angle, offset, kind)
-    code = None
-    if symbol is not None and block.code_origin is not None:
-        corigin = g.to_world(np.array([block.code_origin]), angle, offset)[0]
-        code = PlacedCode(
-            symbol,
-            request.options.module_mm,
-            request.options.quiet_zone_modules,
-            (float(corigin[0]), float(corigin[1])),
-            angle,
-        )
-    footprint = g.polygon_from_array(_block_ring(block.bounds, angle) + np.asarray(offset))
+        lines = _placed_lines(block, angle, offset, kind)
+        code = None
+        if symbol is not None and block.code_origin is not None:
+            corigin = g.to_world(np.array([block.code_origin]), angle, offset)[0]
+            code = PlacedCode(
+                symbol,
+                request.options.module_mm,
+                request.options.quiet_zone_modules,
+                (float(corigin[0]), float(corigin[1])),
+                angle,
+            )
+        footprint = g.polygon_from_array(_block_ring(block.bounds, angle) + np.asarray(offset))
     return Layout(
         request=request,
         rules=profile,
