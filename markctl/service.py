@@ -562,6 +562,9 @@ class MarkService:
     def allow_remark(self, item_key: str, reason: str, who: str) -> Record:
         return self.store.append(item_key, "override", who, {"reason": reason})
 
+    def end_exemption(self, item_key: str, reason: str, who: str) -> Record:
+        return self.store.append(item_key, "exemption-ended", who, {"reason": reason})
+
     def verify_image(
         self, record_seq: int, image: Path | io.BytesIO, who: str, *, px_per_mm: float | None = None
     ) -> Record:

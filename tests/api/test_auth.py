@@ -26,6 +26,7 @@ SURFACE = [
     ("POST", "/jobs/{job_id}/abort", {"operator", "supervisor"}),
     ("POST", "/items/{item_key}/resolve", {"supervisor"}),
     ("POST", "/items/{item_key}/override", {"supervisor"}),
+    ("POST", "/items/{item_key}/end-exemption", {"supervisor"}),
     ("GET", "/records", {"supervisor", "auditor"}),
     ("GET", "/records/items", {"supervisor", "auditor"}),
     ("GET", "/records/verify", {"auditor"}),

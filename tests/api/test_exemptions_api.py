@@ -53,3 +53,20 @@ def test_an_operator_token_cannot_record_an_exemption(api: Api, repo: Path) -> N
         api.store.history(EXEMPT) == []
         and api.store.history(item_key_of("BERETTA|A1", "frame", "iti-import")) == []
     )
+
+
+@pytest.mark.slow
+def test_a_supervisor_ends_an_exemption_over_http_and_the_item_is_planned_again(api: Api, repo: Path) -> None:
+    _run(api, repo, "supervisor")
+    path = f"/items/{EXEMPT}/end-exemption"
+    refused = api.client.post(path, json={"reason": "the weapon stays"}, headers=api.headers("operator"))
+    assert refused.status_code == 403 and [r.event for r in api.store.history(EXEMPT)][-1] == "exempted"
+    ended = api.client.post(path, json={"reason": "the weapon stays"}, headers=api.headers("supervisor"))
+    assert ended.status_code == 200, ended.text
+    last = api.store.history(EXEMPT)[-1]
+    assert (last.event, last.actor, last.data["reason"]) == (
+        "exemption-ended", "supervisor:supervisor-1", "the weapon stays",
+    )  # fmt: skip
+    assert api.store.item(EXEMPT).state.value == "planned"  # type: ignore[union-attr]
+    again = api.client.post(path, json={"reason": "the weapon stays"}, headers=api.headers("supervisor"))
+    assert again.status_code == 409, again.text  # no longer exempt: nothing to end

@@ -126,3 +126,12 @@ async def allow_remark(item_key: str, body: OverrideIn, service: Service,
     """A supervisor allows a marked item to be marked again, with a reason."""
     record = await asyncio.to_thread(service.allow_remark, item_key, body.reason, f"supervisor:{who.name}")
     return record.as_dict()
+
+
+@router.post("/items/{item_key:path}/end-exemption", tags=["items"], responses=problems(404, 409))
+async def end_exemption(item_key: str, body: OverrideIn, service: Service,
+                        who: Annotated[Identity, Depends(require("jobs:override"))]) -> dict[str, Any]:  # fmt: skip
+    """A supervisor ends a temporary-import exemption, with a reason (the weapon stays and is to be
+    marked): the item is planned again, and the next job marks it."""
+    record = await asyncio.to_thread(service.end_exemption, item_key, body.reason, f"supervisor:{who.name}")
+    return record.as_dict()
